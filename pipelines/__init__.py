@@ -1,0 +1,1 @@
+"""Thin drivers that wire tropemix transforms into runnable pipelines."""

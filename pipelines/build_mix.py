@@ -1,0 +1,259 @@
+"""The main tropemix DAG: read, classify, apply policy, dedup, blend, write, account.
+
+Run it on the in-process runner (the default; the plain DirectRunner would try to
+download the Prism runner first)::
+
+    python -m pipelines.build_mix --config examples/demo.yaml
+    python -m pipelines.build_mix --config examples/demo.yaml --direct_num_workers=2 \
+        --direct_running_mode=multi_processing
+
+On Dataflow (paths in the config must be ``gs://``)::
+
+    python -m pipelines.build_mix --config gs-config.yaml --runner=DataflowRunner \
+        --project=PROJECT --region=REGION --temp_location=gs://BUCKET/tmp \
+        --setup_file=./setup.py
+
+On Flink, through the Beam Flink job server::
+
+    python -m pipelines.build_mix --config examples/demo.yaml --runner=FlinkRunner \
+        --flink_master=localhost:8081 --environment_type=LOOPBACK
+
+Everything after ``--config FILE`` is a Beam pipeline option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from schemas.config import MixConfig, load_config
+from schemas.records import LEDGER_SCHEMA, SHARD_SCHEMA
+from transforms.accounting import CountBy, WriteRunRecords, count_key, shard_counts
+from transforms.blend import BlendSources, order_key
+from transforms.classify import ApplyPolicy, ClassifyDocuments
+from transforms.dedup import DedupDocuments
+from transforms.read import ReadSource
+from transforms.text import stable_hash64
+from transforms.write import (
+    WriteSortedFiles,
+    describe_shard,
+    encode_jsonl,
+    ledger_row,
+    parquet_encoder,
+    shard_row,
+)
+
+DEFAULT_RUNNER = "apache_beam.runners.portability.fn_api_runner.FnApiRunner"
+
+
+def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
+    """Beam options from the command line, defaulting to the in-process FnApiRunner."""
+    options = PipelineOptions(list(beam_args))
+    standard = options.view_as(StandardOptions)
+    if not standard.runner:
+        standard.runner = DEFAULT_RUNNER
+    return options
+
+
+def _unclassified(doc: dict[str, Any], narrative: str) -> dict[str, Any]:
+    return {**doc, "narrative": narrative, "tropes": [], "trope_scores": {}}
+
+
+def _flatten(p: beam.Pipeline, pcolls: list[beam.PCollection], label: str) -> beam.PCollection:
+    """Flatten that also works for an empty list (a config may have no classified source)."""
+    if not pcolls:
+        return p | label >> beam.Create([])
+    return pcolls | label >> beam.Flatten()
+
+
+def _stage_counts(pcoll: beam.PCollection, stage: str, kind: str, label: str) -> beam.PCollection:
+    return pcoll | label >> CountBy(lambda _: count_key("stage", stage, kind))
+
+
+def build(p: beam.Pipeline, cfg: MixConfig) -> dict[str, beam.PCollection]:
+    """Applies the whole mix DAG to ``p``.
+
+    Args:
+      p: the pipeline.
+      cfg: a validated config.
+
+    Returns:
+      The main PCollections, for tests: ``docs_read``, ``dead_letters``, ``ledger``,
+      ``shards`` (stats per written shard) and ``report``.
+    """
+    counts: list[beam.PCollection] = []
+    read_docs: list[beam.PCollection] = []
+    dead: list[beam.PCollection] = []
+    to_classify: list[beam.PCollection] = []
+    unclassified: list[beam.PCollection] = []
+    for source in cfg.sources:
+        result = p | f"Read[{source.name}]" >> ReadSource(source, cfg.read)
+        read_docs.append(result.docs)
+        dead.append(result.dead_letter)
+        if source.classify:
+            to_classify.append(result.docs)
+        else:
+            unclassified.append(
+                result.docs | f"Narrative[{source.name}]" >> beam.Map(_unclassified, source.narrative)
+            )
+
+    docs_read = _flatten(p, read_docs, "AllRead")
+    dead_letters = _flatten(p, dead, "AllDeadLetters")
+    counts.append(docs_read | "CountRead" >> CountBy(lambda d: count_key("read_docs", d["source"])))
+    counts.append(dead_letters | "CountDead" >> CountBy(lambda d: count_key("dead_letters", d["source"])))
+
+    classified = _flatten(p, to_classify, "ToClassify") | "Classify" >> ClassifyDocuments(cfg.classifier)
+    policy = classified | "Policy" >> ApplyPolicy(cfg.classifier)
+    counts.append(_stage_counts(classified, "policy", "in", "CountPolicyIn"))
+    counts.append(_stage_counts(policy.kept, "policy", "out", "CountPolicyOut"))
+    counts.append(_stage_counts(policy.dropped, "policy", "dropped", "CountPolicyDropped"))
+
+    labelled = [policy.kept, *unclassified] | "Labelled" >> beam.Flatten()
+    dedup_sources = {s.name for s in cfg.sources if s.dedup}
+    to_dedup = labelled | "ToDedup" >> beam.Filter(lambda d: d["source"] in dedup_sources)
+    skip_dedup = labelled | "SkipDedup" >> beam.Filter(lambda d: d["source"] not in dedup_sources)
+    priorities = {s.name: s.dedup_priority for s in cfg.sources}
+    dedup = to_dedup | "Dedup" >> DedupDocuments(cfg.dedup, priorities)
+    counts.append(_stage_counts(to_dedup, "dedup", "in", "CountDedupIn"))
+    counts.append(_stage_counts(dedup["kept"], "dedup", "out", "CountDedupOut"))
+    counts.append(_stage_counts(dedup["dropped"], "dedup", "dropped", "CountDedupDropped"))
+    singletons = skip_dedup | "NoDedup" >> beam.Map(lambda d: {**d, "cluster_id": d["id"], "cluster_size": 1})
+
+    survivors = [dedup["kept"], singletons] | "Survivors" >> beam.Flatten()
+    blend = survivors | "Blend" >> BlendSources(cfg.blend)
+
+    out = cfg.output
+    seed = cfg.blend.seed
+    shards = blend["assigned"] | "WriteShards" >> WriteSortedFiles(
+        f"{out.path.rstrip('/')}/shards",
+        out.shard_prefix,
+        cfg.blend.num_shards,
+        "parquet",
+        parquet_encoder(SHARD_SCHEMA, out.row_group_size),
+        sort_key=lambda d: order_key(d, seed),
+        to_row=shard_row,
+        describe=describe_shard,
+    )
+    counts.append(shards | "ShardCounts" >> beam.FlatMap(shard_counts))
+
+    ledger = [policy.dropped, dedup["dropped"], blend["ledger"]] | "Ledger" >> beam.Flatten()
+    counts.append(
+        ledger
+        | "CountLedger"
+        >> CountBy(
+            lambda r: count_key(
+                "ledger",
+                r["source"],
+                r["fate"],
+                *([r["stage"], r["reason"]] if r["fate"] == "dropped" else []),
+            )
+        )
+    )
+    ledger_files = (
+        ledger
+        | "LedgerFile" >> beam.Map(lambda r: (stable_hash64("ledger", r["id"]) % out.ledger_shards, r))
+        | "WriteLedger"
+        >> WriteSortedFiles(
+            f"{out.path.rstrip('/')}/ledger",
+            "ledger",
+            out.ledger_shards,
+            "parquet",
+            parquet_encoder(LEDGER_SCHEMA, out.row_group_size),
+            sort_key=lambda r: (r["id"], r["stage"]),
+            to_row=ledger_row,
+        )
+    )
+    dead_files = (
+        dead_letters
+        | "DeadLetterFile" >> beam.Map(lambda r: (0, r))
+        | "WriteDeadLetters"
+        >> WriteSortedFiles(
+            f"{out.path.rstrip('/')}/dead_letter",
+            "dead_letter",
+            1,
+            "jsonl",
+            encode_jsonl,
+            sort_key=lambda r: (r["source"], r["path"], r["offset"]),
+        )
+    )
+    # The report waits for ledger and dead-letter files too, so a finished report means a finished run.
+    written = [shards, ledger_files, dead_files] | "AllFiles" >> beam.Flatten()
+    shard_stats = written | "OnlyShards" >> beam.Filter(lambda s: "by_source" in s)
+    report = blend["plan"] | "Report" >> WriteRunRecords(
+        out.path,
+        cfg.run_name,
+        cfg.model_dump(mode="json"),
+        [s.name for s in cfg.sources],
+        counts | "AllCounts" >> beam.Flatten(),
+        shard_stats,
+        dedup["unconverged"],
+    )
+    return {
+        "docs_read": docs_read,
+        "dead_letters": dead_letters,
+        "ledger": ledger,
+        "shards": shards,
+        "report": report,
+    }
+
+
+def read_report(output: str) -> dict[str, Any]:
+    """Reads ``report.json`` of a finished run."""
+    with FileSystems.open(f"{output.rstrip('/')}/report.json") as f:
+        result: dict[str, Any] = json.loads(f.read().decode("utf-8"))
+        return result
+
+
+def summary_lines(cfg: MixConfig, report: dict[str, Any]) -> list[str]:
+    """The short summary every run ends with."""
+    out = cfg.output.path.rstrip("/")
+    lines = [
+        f"shards:       {out}/shards/ ({len(report['realized']) and sum(r['realized'] for r in report['realized'].values())} rows)",
+        f"report:       {out}/report.json",
+        f"ledger:       {out}/ledger/",
+        f"dead letters: {out}/dead_letter/",
+    ]
+    for name, r in sorted(report["realized"].items()):
+        lines.append(
+            f"  {name}: {r['realized']} rows, share {r['realized_share']:.4f} (target {r['target_share']:.4f}, {r['target']} rows)"
+        )
+    lines.append(report["conservation"]["summary"])
+    lines.extend("  " + line for line in report["conservation"]["lines"])
+    if report["dedup"]["unconverged_nodes"]:
+        lines.append(
+            f"warning: clustering did not converge for {report['dedup']['unconverged_nodes']} nodes; raise dedup.max_rounds"
+        )
+    return lines
+
+
+def run(cfg: MixConfig, beam_args: Sequence[str] = ()) -> dict[str, Any]:
+    """Runs the mix and returns its report.
+
+    Args:
+      cfg: a validated config.
+      beam_args: Beam pipeline options.
+    """
+    with beam.Pipeline(options=pipeline_options(beam_args)) as p:
+        build(p, cfg)
+    return read_report(cfg.output.path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipelines.build_mix", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", required=True, help="YAML run config")
+    args, beam_args = parser.parse_known_args(argv)
+    cfg = load_config(args.config)
+    report = run(cfg, beam_args)
+    print("\n".join(summary_lines(cfg, report)))
+    return 0 if report["conservation"]["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

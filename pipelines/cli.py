@@ -1,0 +1,185 @@
+"""The ``tropemix`` command line.
+
+tropemix run CONFIG.yaml [-- beam options]
+tropemix validate CONFIG.yaml
+tropemix classify --model M --input GLOB --output DIR [beam options]
+tropemix dedup --input GLOB --output DIR [--threshold 0.8] [beam options]
+tropemix train-classifier --data LABELED.jsonl [--params P.yaml] --output MODEL.ftz
+tropemix eval-classifier --model M --data LABELED.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from apache_beam.io.filesystems import FileSystems
+
+from schemas.config import ConfigError, DedupConfig, MixConfig, load_config
+
+
+def validate_inputs(cfg: MixConfig) -> list[str]:
+    """Problems with the paths a config names, without reading any data.
+
+    Args:
+      cfg: a config that passed schema validation.
+    """
+    problems = []
+    for i, source in enumerate(cfg.sources):
+        for j, pattern in enumerate(source.inputs):
+            try:
+                matched = FileSystems.match([pattern])[0].metadata_list
+            except Exception as err:  # FileSystems raises BeamIOError or a scheme-specific error
+                problems.append(f"sources.{i}.inputs.{j}: cannot list {pattern!r}: {err}")
+                continue
+            if not matched:
+                problems.append(
+                    f"sources.{i}.inputs.{j}: {pattern!r} matches no file; fix the path or glob (source {source.name!r})"
+                )
+    if not FileSystems.exists(cfg.classifier.model) and any(s.classify for s in cfg.sources):
+        problems.append(
+            f"classifier.model: {cfg.classifier.model!r} does not exist; train one with "
+            "`tropemix train-classifier` or point to the shipped models/tropes-v0.ftz"
+        )
+    return problems
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    problems = validate_inputs(cfg)
+    if problems:
+        print("invalid config:\n" + "\n".join(f"  {p}" for p in problems), file=sys.stderr)
+        return 2
+    print(f"{args.config}: OK ({len(cfg.sources)} sources, output {cfg.output.path})")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from pipelines.build_mix import run, summary_lines
+
+    cfg = load_config(args.config)
+    problems = validate_inputs(cfg)
+    if problems:
+        print("invalid config:\n" + "\n".join(f"  {p}" for p in problems), file=sys.stderr)
+        return 2
+    report = run(cfg, beam_args)
+    print("\n".join(summary_lines(cfg, report)))
+    return 0 if report["conservation"]["ok"] else 1
+
+
+def _cmd_classify(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from pipelines.stages import run_classify
+    from pipelines.train_classifier import thresholds_of
+
+    run_classify(
+        args.model,
+        args.input,
+        args.output,
+        args.shards,
+        beam_args,
+        args.id_field,
+        args.text_field,
+        thresholds_of(args.model) or None,
+    )
+    print(f"classified documents written to {args.output}")
+    return 0
+
+
+def _cmd_dedup(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from pipelines.stages import run_dedup
+
+    cfg = DedupConfig(threshold=args.threshold, ngram=args.ngram, num_perm=args.num_perm, seed=args.seed)
+    run_dedup(args.input, args.output, cfg, args.shards, beam_args, args.id_field, args.text_field)
+    print(f"kept documents and ledger written to {args.output}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from pipelines.train_classifier import load_params, train
+
+    card = train(args.data, args.output, load_params(args.params), eval_data=args.eval_data or ())
+    print(
+        json.dumps(
+            {"model": args.output, "labels": card["labels"], "evaluation": card["evaluation"]}, indent=2
+        )
+    )
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from pipelines.train_classifier import evaluate, read_labeled, thresholds_of
+    from transforms.classify import load_fasttext
+
+    thresholds = thresholds_of(args.model)
+    result = evaluate(load_fasttext(args.model), read_labeled(args.data), thresholds)
+    print(json.dumps(result, indent=2, sort_keys=True))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="tropemix", description="Measure and rebalance AI-narrative tropes in training mixes."
+    )
+    sub = top.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run the full mix DAG; unknown flags are Beam options")
+    p.add_argument("config")
+    p = sub.add_parser("validate", help="check a config and its input paths without reading data")
+    p.add_argument("config")
+
+    for name, help_text in (("classify", "classify documents only"), ("dedup", "deduplicate documents only")):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--input", required=True, help="JSONL(.gz/.zst) or Parquet glob, local or gs://")
+        p.add_argument("--output", required=True, help="output directory")
+        p.add_argument("--shards", type=int, default=1)
+        p.add_argument("--id-field", default="id")
+        p.add_argument("--text-field", default="text")
+        if name == "classify":
+            p.add_argument("--model", required=True)
+        else:
+            p.add_argument("--threshold", type=float, default=0.8)
+            p.add_argument("--ngram", type=int, default=5)
+            p.add_argument("--num-perm", type=int, default=128)
+            p.add_argument("--seed", type=int, default=1)
+
+    p = sub.add_parser("train-classifier", help="train the fastText trope model")
+    p.add_argument("--data", nargs="+", required=True, help="labeled JSONL files")
+    p.add_argument("--params", help="YAML hyperparameters (see models/train.yaml)")
+    p.add_argument("--output", required=True, help="model path, e.g. models/tropes-v0.ftz")
+    p.add_argument("--eval-data", nargs="*", help="labeled JSONL to evaluate on after training")
+    p = sub.add_parser("eval-classifier", help="per-label precision, recall and F1 as JSON")
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", nargs="+", required=True)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, extra = argv[:cut], argv[cut + 1 :]
+    else:
+        extra = []
+    args, beam_args = parser().parse_known_args(argv)
+    beam_args += extra
+    try:
+        if args.command == "validate":
+            return _cmd_validate(args)
+        if args.command == "run":
+            return _cmd_run(args, beam_args)
+        if args.command == "classify":
+            return _cmd_classify(args, beam_args)
+        if args.command == "dedup":
+            return _cmd_dedup(args, beam_args)
+        if args.command == "train-classifier":
+            return _cmd_train(args)
+        return _cmd_eval(args)
+    except ConfigError as err:
+        print(str(err), file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""Single stages as their own jobs: ``tropemix classify`` and ``tropemix dedup``.
+
+Both read JSONL (optionally .gz/.zst) or Parquet, and write Parquet plus dead letters::
+
+    tropemix classify --model models/tropes-v0.ftz --input 'data/*.jsonl.gz' --output out/cls
+    tropemix dedup --input 'data/*.jsonl.gz' --output out/dd --threshold 0.8
+
+Beam options follow the stage's own flags, as for ``tropemix run``, e.g.
+``--runner=DataflowRunner --project=P --region=R --temp_location=gs://B/tmp`` or
+``--runner=FlinkRunner --flink_master=localhost:8081``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import apache_beam as beam
+
+from pipelines.build_mix import pipeline_options
+from schemas.config import ClassifierConfig, DedupConfig, FieldMapping, ReadConfig, SourceConfig
+from schemas.records import CLASSIFY_SCHEMA, DEDUP_LEDGER_SCHEMA, SHARD_SCHEMA
+from transforms.classify import ClassifyDocuments
+from transforms.dedup import DedupDocuments
+from transforms.read import ReadSource
+from transforms.text import stable_hash64
+from transforms.write import WriteSortedFiles, encode_jsonl, parquet_encoder, shard_row
+
+
+def input_source(pattern: str, id_field: str, text_field: str, name: str = "input") -> SourceConfig:
+    """A source config for a stage's ``--input`` glob; Parquet when it ends in ``.parquet``."""
+    fmt: Literal["jsonl", "parquet"] = "parquet" if pattern.rstrip("*").endswith(".parquet") else "jsonl"
+    return SourceConfig(
+        name=name, inputs=[pattern], format=fmt, fields=FieldMapping(id=id_field, text=text_field)
+    )
+
+
+def _write(
+    pcoll: beam.PCollection,
+    directory: str,
+    prefix: str,
+    shards: int,
+    schema: Any,
+    sort_key: Any,
+    to_row: Any = dict,
+) -> beam.PCollection:
+    return (
+        pcoll
+        | f"Key[{prefix}]" >> beam.Map(lambda r: (stable_hash64(prefix, r["id"]) % shards, r))
+        | f"Write[{prefix}]"
+        >> WriteSortedFiles(
+            directory, prefix, shards, "parquet", parquet_encoder(schema, 10_000), sort_key, to_row
+        )
+    )
+
+
+def _write_dead(dead: beam.PCollection, output: str) -> None:
+    _ = (
+        dead
+        | "DeadLetterFile" >> beam.Map(lambda r: (0, r))
+        | "WriteDeadLetters"
+        >> WriteSortedFiles(
+            f"{output}/dead_letter",
+            "dead_letter",
+            1,
+            "jsonl",
+            encode_jsonl,
+            lambda r: (r["source"], r["path"], r["offset"]),
+        )
+    )
+
+
+def classify_rows(doc: dict[str, Any]) -> dict[str, Any]:
+    """A classified document as a ``CLASSIFY_SCHEMA`` row."""
+    return {
+        "id": doc["id"],
+        "source": doc["source"],
+        "narrative": doc["narrative"],
+        "tropes": doc["tropes"],
+        "trope_scores": sorted(doc["trope_scores"].items()),
+    }
+
+
+def run_classify(
+    model: str,
+    pattern: str,
+    output: str,
+    shards: int,
+    beam_args: Sequence[str],
+    id_field: str = "id",
+    text_field: str = "text",
+    thresholds: dict[str, float] | None = None,
+) -> None:
+    """Classifies every input document and writes one row per document."""
+    cfg = ClassifierConfig(model=model, thresholds=thresholds or {"default": 0.5})
+    output = output.rstrip("/")
+    with beam.Pipeline(options=pipeline_options(beam_args)) as p:
+        read = p | "Read" >> ReadSource(input_source(pattern, id_field, text_field), ReadConfig())
+        classified = read.docs | "Classify" >> ClassifyDocuments(cfg)
+        _write(classified, output, "classified", shards, CLASSIFY_SCHEMA, lambda r: r["id"], classify_rows)
+        _write_dead(read.dead_letter, output)
+
+
+def run_dedup(
+    pattern: str,
+    output: str,
+    cfg: DedupConfig,
+    shards: int,
+    beam_args: Sequence[str],
+    id_field: str = "id",
+    text_field: str = "text",
+) -> None:
+    """Deduplicates the input; writes kept documents and a ledger row per input document."""
+    output = output.rstrip("/")
+    source = input_source(pattern, id_field, text_field)
+    with beam.Pipeline(options=pipeline_options(beam_args)) as p:
+        read = p | "Read" >> ReadSource(source, ReadConfig())
+        docs = read.docs | "Unclassified" >> beam.Map(
+            lambda d: {**d, "narrative": "none", "tropes": [], "trope_scores": {}}
+        )
+        dedup = docs | "Dedup" >> DedupDocuments(cfg, {source.name: 0})
+        kept = dedup["kept"]
+        ledger = [
+            kept
+            | "KeptRows"
+            >> beam.Map(
+                lambda d: {
+                    "id": d["id"],
+                    "source": d["source"],
+                    "cluster_id": d["cluster_id"],
+                    "cluster_size": d["cluster_size"],
+                    "kept": True,
+                    "reason": "",
+                }
+            ),
+            dedup["dropped"]
+            | "DroppedRows"
+            >> beam.Map(
+                lambda r: {
+                    "id": r["id"],
+                    "source": r["source"],
+                    "cluster_id": r["cluster_id"],
+                    "cluster_size": r["cluster_size"],
+                    "kept": False,
+                    "reason": r["reason"],
+                }
+            ),
+        ] | "DedupLedger" >> beam.Flatten()
+        _write(
+            kept | "Epoch" >> beam.Map(lambda d: {**d, "epoch": 0}),
+            f"{output}/kept",
+            "kept",
+            shards,
+            SHARD_SCHEMA,
+            lambda d: d["id"],
+            shard_row,
+        )
+        _write(ledger, f"{output}/ledger", "ledger", shards, DEDUP_LEDGER_SCHEMA, lambda r: r["id"])
+        _write_dead(read.dead_letter, output)

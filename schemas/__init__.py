@@ -1,0 +1,1 @@
+"""Config models, record layouts and Arrow schemas shared by every stage."""

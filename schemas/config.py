@@ -1,0 +1,332 @@
+"""Run configuration: one pydantic model per stage, loaded from YAML.
+
+Every model forbids unknown keys, so a typo such as ``thresold`` fails validation
+instead of silently falling back to a default.  ``load_config`` turns pydantic's
+errors into ``ConfigError`` messages that name the field path and the fix.
+
+Runner flags (``--runner``, ``--project``, ``--direct_num_workers`` ...) are not part
+of this config: they stay in Beam ``PipelineOptions``.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import Enum
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+NARRATIVES = ("misaligned", "aligned", "mixed", "ai_nonnarrative", "none")
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message names each bad field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Role(str, Enum):
+    WEB = "web"
+    SYNTHETIC_STORY = "synthetic_story"
+    CONSTITUTION = "constitution"
+    OTHER = "other"
+
+
+# Curated material outranks scraped text when dedup has to pick a survivor.
+DEFAULT_ROLE_PRIORITY = {
+    Role.CONSTITUTION: 0,
+    Role.SYNTHETIC_STORY: 1,
+    Role.OTHER: 2,
+    Role.WEB: 3,
+}
+
+
+class FieldMapping(_Strict):
+    """Which input fields hold the id, the text and the metadata to keep."""
+
+    id: str = "id"
+    text: str = "text"
+    metadata: list[str] = Field(default_factory=list)
+
+
+class SourceConfig(_Strict):
+    """One named input of the mix.
+
+    Args:
+      name: stable name; appears in ids, shards, the manifest and the ledger.
+      role: what the source is; decides the default dedup priority.
+      inputs: file globs, local or ``gs://``.
+      format: ``jsonl`` (also ``.gz``), ``parquet`` or ``text`` (one document per file).
+      classify: run the trope classifier on it.
+      dedup: take part in exact and near-duplicate removal.
+      narrative: narrative assigned when ``classify`` is false.
+      priority: dedup survivor priority, lower wins; defaults from ``role``.
+    """
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
+    role: Role = Role.WEB
+    inputs: list[str] = Field(min_length=1)
+    format: Literal["jsonl", "parquet", "text"] = "jsonl"
+    fields: FieldMapping = Field(default_factory=FieldMapping)
+    classify: bool = True
+    dedup: bool = True
+    narrative: Literal["misaligned", "aligned", "mixed", "ai_nonnarrative", "none"] = "none"
+    priority: int | None = Field(default=None, ge=0)
+
+    @property
+    def dedup_priority(self) -> int:
+        return self.priority if self.priority is not None else DEFAULT_ROLE_PRIORITY[self.role]
+
+
+class ReadConfig(_Strict):
+    """Limits applied while parsing input records.
+
+    Args:
+      max_doc_bytes: documents longer than this (UTF-8 bytes) are truncated or dead-lettered.
+      oversize: what to do with an oversize document.
+    """
+
+    max_doc_bytes: int = Field(default=2_000_000, gt=0)
+    oversize: Literal["truncate", "dead_letter"] = "truncate"
+
+
+class PolicyRule(_Strict):
+    """What happens to documents of one narrative.
+
+    Args:
+      action: ``keep``, ``drop``, ``downsample`` (keep ``rate`` of them) or ``tag`` (scores only).
+      rate: kept fraction for ``downsample``; chosen by a hash of the id and the seed.
+    """
+
+    action: Literal["keep", "drop", "downsample", "tag"] = "keep"
+    rate: float | None = Field(default=None, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _rate_matches_action(self) -> PolicyRule:
+        if self.action == "downsample" and self.rate is None:
+            raise ValueError("action 'downsample' needs a 'rate' between 0 and 1")
+        if self.action != "downsample" and self.rate is not None:
+            raise ValueError(f"'rate' only applies to action 'downsample', not {self.action!r}")
+        return self
+
+
+class ClassifierConfig(_Strict):
+    """The trope classifier stage.
+
+    Args:
+      model: fastText model path (local or ``gs://``).
+      thresholds: per-label probability thresholds; ``default`` covers unlisted labels.
+      policy: action per narrative.
+      batch_size: documents per ``predict`` call.
+      chunk_chars: long documents are scored per chunk of about this many characters.
+      aggregate: how chunk scores combine into a document score.
+      seed: seed for ``downsample`` policies.
+    """
+
+    model: str
+    thresholds: dict[str, float] = Field(default_factory=lambda: {"default": 0.5})
+    policy: dict[str, PolicyRule] = Field(default_factory=dict)
+    batch_size: int = Field(default=256, gt=0)
+    chunk_chars: int = Field(default=2000, ge=200)
+    aggregate: Literal["max", "mean"] = "max"
+    seed: int = 0
+
+    @field_validator("thresholds")
+    @classmethod
+    def _thresholds_are_probabilities(cls, value: dict[str, float]) -> dict[str, float]:
+        for label, threshold in value.items():
+            if not 0.0 <= threshold <= 1.0:
+                raise ValueError(f"threshold for {label!r} is {threshold}; use a probability in [0, 1]")
+        return value
+
+    @field_validator("policy")
+    @classmethod
+    def _policy_keys_are_narratives(cls, value: dict[str, PolicyRule]) -> dict[str, PolicyRule]:
+        unknown = sorted(set(value) - set(NARRATIVES))
+        if unknown:
+            raise ValueError(f"unknown narrative(s) {unknown}; use one of {list(NARRATIVES)}")
+        return value
+
+    def threshold(self, label: str) -> float:
+        return self.thresholds.get(label, self.thresholds.get("default", 0.5))
+
+    def rule(self, narrative: str) -> PolicyRule:
+        return self.policy.get(narrative, PolicyRule())
+
+
+class DedupConfig(_Strict):
+    """Exact and MinHash-LSH near-duplicate removal.
+
+    Args:
+      ngram: word n-gram size of the shingles.
+      num_perm: MinHash permutations.
+      threshold: Jaccard similarity above which two documents are duplicates.
+      seed: MinHash permutation seed.
+      max_rounds: label-propagation rounds for connected components.
+    """
+
+    ngram: int = Field(default=5, ge=1, le=32)
+    num_perm: int = Field(default=128, ge=16, le=1024)
+    threshold: float = Field(default=0.8, gt=0.0, lt=1.0)
+    seed: int = 1
+    max_rounds: int = Field(default=8, ge=1, le=64)
+
+
+class BlendSource(_Strict):
+    """Target of one source in the mix.
+
+    Args:
+      share: fraction of the mix's units that come from this source.
+      max_epochs: how many times a document may be repeated to reach the share.
+    """
+
+    share: float = Field(ge=0.0, le=1.0)
+    max_epochs: int = Field(default=1, ge=1, le=1000)
+
+
+class BlendConfig(_Strict):
+    """How sources are mixed into shards.
+
+    Args:
+      unit: what shares count.
+      total: total units of the mix; when absent, the largest total that no source's
+        ``available * max_epochs`` limits.
+      sources: share and epoch cap per source name; shares sum to 1.
+      num_shards: output shard count.
+      seed: seed of sampling and shuffling.
+    """
+
+    unit: Literal["documents"] = "documents"
+    total: int | None = Field(default=None, gt=0)
+    sources: dict[str, BlendSource]
+    num_shards: int = Field(default=4, ge=1, le=100_000)
+    seed: int = 0
+
+    @field_validator("sources")
+    @classmethod
+    def _shares_sum_to_one(cls, value: dict[str, BlendSource]) -> dict[str, BlendSource]:
+        if not value:
+            raise ValueError("list at least one source with a share")
+        total = sum(s.share for s in value.values())
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"shares sum to {total:.6g}; make them sum to 1")
+        return value
+
+
+class OutputConfig(_Strict):
+    """Where a run writes.
+
+    Args:
+      path: run directory (local or ``gs://``): shards/, ledger/, dead_letter/, manifest.json, report.json.
+      shard_prefix: file name prefix of the shards.
+      ledger_shards: number of ledger files.
+      row_group_size: Parquet row group size of the shards.
+    """
+
+    path: str
+    shard_prefix: str = Field(default="mix", pattern=r"^[A-Za-z0-9_\-]+$")
+    ledger_shards: int = Field(default=1, ge=1, le=10_000)
+    row_group_size: int = Field(default=10_000, ge=100)
+
+
+class MixConfig(_Strict):
+    """A whole tropemix run."""
+
+    run_name: str = "tropemix"
+    sources: list[SourceConfig] = Field(min_length=1)
+    read: ReadConfig = Field(default_factory=ReadConfig)
+    classifier: ClassifierConfig
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
+    blend: BlendConfig
+    output: OutputConfig
+
+    @model_validator(mode="after")
+    def _names_line_up(self) -> MixConfig:
+        names = [s.name for s in self.sources]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"source names must be unique; {dupes} repeat")
+        missing = sorted(set(names) - set(self.blend.sources))
+        unknown = sorted(set(self.blend.sources) - set(names))
+        if unknown:
+            raise ValueError(f"blend.sources names {unknown}, which are not in sources {names}")
+        if missing:
+            raise ValueError(
+                f"blend.sources has no share for {missing}; give each source a share (0 is allowed)"
+            )
+        return self
+
+    def source(self, name: str) -> SourceConfig:
+        for s in self.sources:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+
+def _is_remote(path: str) -> bool:
+    return "://" in path
+
+
+def _resolve(path: str, base_dir: str) -> str:
+    if _is_remote(path) or os.path.isabs(path):
+        return path
+    return os.path.normpath(os.path.join(base_dir, path))
+
+
+def _format_errors(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key; remove it or check its spelling against docs/ARCHITECTURE.md"
+        elif e["type"] == "missing":
+            msg = "required field is missing; add it"
+        lines.append(f"  {loc}: {msg}")
+    return "invalid config:\n" + "\n".join(lines)
+
+
+def parse_config(data: dict[str, Any], base_dir: str = ".") -> MixConfig:
+    """Validates a config mapping and resolves relative local paths against ``base_dir``.
+
+    Args:
+      data: the parsed YAML.
+      base_dir: directory that relative paths are relative to (the config file's).
+    """
+    if not isinstance(data, dict):
+        raise ConfigError("invalid config: the top level must be a mapping of keys to values")
+    try:
+        cfg = MixConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err)) from None
+    sources = [
+        s.model_copy(update={"inputs": [_resolve(p, base_dir) for p in s.inputs]}) for s in cfg.sources
+    ]
+    return cfg.model_copy(
+        update={
+            "sources": sources,
+            "classifier": cfg.classifier.model_copy(
+                update={"model": _resolve(cfg.classifier.model, base_dir)}
+            ),
+            "output": cfg.output.model_copy(update={"path": _resolve(cfg.output.path, base_dir)}),
+        }
+    )
+
+
+def load_config(path: str) -> MixConfig:
+    """Loads and validates a YAML config file.
+
+    Args:
+      path: local path of the YAML file.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except OSError as err:
+        raise ConfigError(f"cannot read config {path}: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config {path} is not valid YAML: {err}") from None
+    return parse_config(data, os.path.dirname(os.path.abspath(path)))

@@ -1,0 +1,123 @@
+"""Record layouts that flow between stages, and the Arrow schemas written to disk.
+
+Elements in the pipeline are plain dicts (cheap to pickle, cheap to build in batch
+code).  The keys a stage may rely on are listed here, with the stage that sets them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+import pyarrow as pa
+
+
+class Document(TypedDict, total=False):
+    """One document as it moves through the DAG.
+
+    Set by read: ``id``, ``source``, ``role``, ``text``, ``meta``, ``src_path``, ``src_offset``.
+    Set by classify: ``trope_scores``, ``tropes``, ``narrative``.
+    Set by dedup: ``cluster_id``, ``cluster_size``.
+    Set by blend: ``epoch`` (which repetition of the document a copy is).
+    """
+
+    id: str
+    source: str
+    role: str
+    text: str
+    meta: dict[str, Any]
+    src_path: str
+    src_offset: int
+    trope_scores: dict[str, float]
+    tropes: list[str]
+    narrative: str
+    cluster_id: str
+    cluster_size: int
+    epoch: int
+
+
+class LedgerRow(TypedDict):
+    """The fate of one input document: exactly one row per parsed document.
+
+    ``fate`` is ``written`` (with ``copies`` >= 1) or ``dropped`` (with ``stage`` and ``reason``).
+    """
+
+    id: str
+    source: str
+    fate: str
+    stage: str
+    reason: str
+    detail: str
+    narrative: str
+    cluster_id: str
+    cluster_size: int
+    copies: int
+
+
+class DeadLetter(TypedDict):
+    """A record that could not become a document."""
+
+    source: str
+    path: str
+    offset: int
+    stage: str
+    error: str
+    raw: str
+
+
+RAW_LIMIT_BYTES = 64 * 1024
+
+SHARD_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("role", pa.string(), nullable=False),
+        pa.field("text", pa.string(), nullable=False),
+        pa.field("narrative", pa.string(), nullable=False),
+        pa.field("tropes", pa.list_(pa.string()), nullable=False),
+        pa.field("trope_scores", pa.map_(pa.string(), pa.float32()), nullable=False),
+        pa.field("cluster_id", pa.string(), nullable=False),
+        pa.field("cluster_size", pa.int32(), nullable=False),
+        pa.field("epoch", pa.int32(), nullable=False),
+        pa.field("meta", pa.string(), nullable=False),
+    ],
+    metadata={"producer": "tropemix", "meta": "JSON object of the source metadata fields kept"},
+)
+
+LEDGER_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("fate", pa.string(), nullable=False),
+        pa.field("stage", pa.string(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("detail", pa.string(), nullable=False),
+        pa.field("narrative", pa.string(), nullable=False),
+        pa.field("cluster_id", pa.string(), nullable=False),
+        pa.field("cluster_size", pa.int32(), nullable=False),
+        pa.field("copies", pa.int32(), nullable=False),
+    ],
+    metadata={"producer": "tropemix"},
+)
+
+CLASSIFY_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("narrative", pa.string(), nullable=False),
+        pa.field("tropes", pa.list_(pa.string()), nullable=False),
+        pa.field("trope_scores", pa.map_(pa.string(), pa.float32()), nullable=False),
+    ],
+    metadata={"producer": "tropemix"},
+)
+
+DEDUP_LEDGER_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("cluster_id", pa.string(), nullable=False),
+        pa.field("cluster_size", pa.int32(), nullable=False),
+        pa.field("kept", pa.bool_(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),
+    ],
+    metadata={"producer": "tropemix"},
+)

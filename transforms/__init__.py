@@ -1,0 +1,1 @@
+"""PTransforms and DoFns of tropemix, one family per module."""

@@ -1,0 +1,246 @@
+"""Accounting: ledger rows, count collection, the conservation check, manifest and report.
+
+Counts are gathered inside the pipeline as ``(key, n)`` pairs from the PCollections
+themselves (documents read, dead letters, ledger rows, rows actually written to
+shards), so the check works on every runner, including those whose metrics are
+partial.  ``WriteRunRecords`` writes ``manifest.json`` and ``report.json`` and
+then fails the job when documents went missing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import apache_beam as beam
+
+from schemas.records import Document, LedgerRow
+from transforms.write import write_atomically
+
+
+class ConservationError(RuntimeError):
+    """Documents were lost or invented between reading and writing."""
+
+
+def ledger_drop(doc: Document, stage: str, reason: str, detail: str = "") -> LedgerRow:
+    """The ledger row of a document dropped at ``stage`` for ``reason``.
+
+    Args:
+      doc: the document.
+      stage: ``policy``, ``dedup`` or ``blend``.
+      reason: short reason, also a counter name.
+      detail: free text such as ``duplicate_of=<id>``.
+    """
+    return LedgerRow(
+        id=doc["id"],
+        source=doc["source"],
+        fate="dropped",
+        stage=stage,
+        reason=reason,
+        detail=detail,
+        narrative=doc.get("narrative", "none"),
+        cluster_id=doc.get("cluster_id", ""),
+        cluster_size=doc.get("cluster_size", 0),
+        copies=0,
+    )
+
+
+def count_key(*parts: str) -> str:
+    """Flat counter key such as ``ledger|web|dropped|dedup|near_duplicate``."""
+    return "|".join(parts)
+
+
+class CountBy(beam.PTransform):
+    """Counts elements by a key function: ``(key, n)`` pairs.
+
+    Args:
+      key: element -> counter key string.
+    """
+
+    def __init__(self, key: Any) -> None:
+        super().__init__()
+        self._key = key
+
+    def expand(self, pcoll: beam.PCollection) -> beam.PCollection:
+        return pcoll | "Key" >> beam.Map(lambda e: (self._key(e), 1)) | "Sum" >> beam.CombinePerKey(sum)
+
+
+def shard_counts(stats: Mapping[str, Any]) -> Iterator[tuple[str, int]]:
+    """Counter pairs from one shard's stats: rows and first copies per source."""
+    for source, n in stats["by_source"].items():
+        yield count_key("shard_rows", source), n
+    for source, n in stats["first_copies_by_source"].items():
+        yield count_key("shard_docs", source), n
+
+
+def check_conservation(counts: Mapping[str, int], sources: Iterable[str]) -> dict[str, Any]:
+    """Checks that every input record ended in exactly one place.
+
+    Per source: records in = documents read + dead letters, and documents read =
+    documents in shards (first copies) + ledger drops; the ledger's ``written``
+    rows must equal the documents in shards.  Per stage: in = out + dropped.
+
+    Args:
+      counts: flat counter keys -> totals.
+      sources: source names.
+    """
+    lines: list[str] = []
+    ok = True
+    per_source: dict[str, Any] = {}
+    for source in sorted(sources):
+        read = counts.get(count_key("read_docs", source), 0)
+        dead = counts.get(count_key("dead_letters", source), 0)
+        written = counts.get(count_key("shard_docs", source), 0)
+        ledger_written = counts.get(count_key("ledger", source, "written"), 0)
+        drops = {
+            key.split("|", 3)[3]: n
+            for key, n in counts.items()
+            if key.startswith(count_key("ledger", source, "dropped") + "|")
+        }
+        dropped = sum(drops.values())
+        balanced = read == written + dropped and ledger_written == written
+        ok &= balanced
+        per_source[source] = {
+            "records_in": read + dead,
+            "documents_read": read,
+            "dead_letters": dead,
+            "documents_written": written,
+            "shard_rows": counts.get(count_key("shard_rows", source), 0),
+            "dropped": dict(sorted(drops.items())),
+        }
+        mark = "OK" if balanced else "MISMATCH"
+        lines.append(
+            f"{mark} {source}: in {read + dead} = written {written} + dropped {dropped} + dead letters {dead}"
+            + (
+                ""
+                if balanced
+                else f" (difference {read - written - dropped}; ledger written rows {ledger_written})"
+            )
+        )
+    stages: dict[str, Any] = {}
+    for key, n in counts.items():
+        if key.startswith("stage|"):
+            _, stage, kind = key.split("|")
+            stages.setdefault(stage, {"in": 0, "out": 0, "dropped": 0})[kind] = n
+    for stage, s in sorted(stages.items()):
+        balanced = s["in"] == s["out"] + s["dropped"]
+        ok &= balanced
+        if not balanced:
+            lines.append(
+                f"MISMATCH stage {stage}: in {s['in']} != out {s['out']} + dropped {s['dropped']} "
+                f"(difference {s['in'] - s['out'] - s['dropped']})"
+            )
+    total_in = sum(p["records_in"] for p in per_source.values())
+    total_written = sum(p["documents_written"] for p in per_source.values())
+    total_dropped = sum(sum(p["dropped"].values()) for p in per_source.values())
+    total_dead = sum(p["dead_letters"] for p in per_source.values())
+    summary = (
+        f"conservation {'OK' if ok else 'FAILED'}: {total_in} records in = {total_written} written "
+        f"+ {total_dropped} dropped + {total_dead} dead letters"
+    )
+    return {"ok": ok, "summary": summary, "lines": lines, "sources": per_source, "stages": stages}
+
+
+def realized_shares(plan: Mapping[str, Any], shards: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Target versus realized units per source, globally and per shard."""
+    totals: dict[str, int] = {}
+    for s in shards:
+        for source, n in s["by_source"].items():
+            totals[source] = totals.get(source, 0) + n
+    grand = sum(totals.values()) or 1
+    out: dict[str, Any] = {}
+    for name, p in plan["sources"].items():
+        realized = totals.get(name, 0)
+        out[name] = {
+            "target": p["target"],
+            "realized": realized,
+            "target_share": p["share"],
+            "realized_share": realized / grand,
+            "per_shard": [s["by_source"].get(name, 0) for s in sorted(shards, key=lambda s: s["shard"])],
+        }
+    return out
+
+
+class _WriteRecordsFn(beam.DoFn):
+    def __init__(self, output: str, run_name: str, config: dict[str, Any], sources: list[str]) -> None:
+        self._output = output.rstrip("/")
+        self._run_name = run_name
+        self._config = config
+        self._sources = sources
+
+    def process(
+        self,
+        plan: dict[str, Any],
+        counts: dict[str, int],
+        shards: list[dict[str, Any]],
+        unconverged: int,
+    ) -> Iterator[dict[str, Any]]:
+        shards = sorted(shards, key=lambda s: s["shard"])
+        conservation = check_conservation(counts, self._sources)
+        manifest = {"run_name": self._run_name, "plan": plan, "shards": shards}
+        report = {
+            "run_name": self._run_name,
+            "status": "ok" if conservation["ok"] else "conservation_failed",
+            "conservation": conservation,
+            "realized": realized_shares(plan, shards),
+            "dedup": {"unconverged_nodes": unconverged},
+            "counts": dict(sorted(counts.items())),
+            "plan": plan,
+            "config": self._config,
+        }
+        write_atomically(
+            f"{self._output}/manifest.json", json.dumps(manifest, indent=2, sort_keys=True).encode()
+        )
+        write_atomically(f"{self._output}/report.json", json.dumps(report, indent=2, sort_keys=True).encode())
+        if not conservation["ok"]:
+            raise ConservationError(
+                conservation["summary"]
+                + "\n"
+                + "\n".join(line for line in conservation["lines"] if "MISMATCH" in line)
+            )
+        yield report
+
+
+class WriteRunRecords(beam.PTransform):
+    """Writes ``manifest.json`` and ``report.json`` once every shard is written.
+
+    Fails the job with ``ConservationError`` after writing the report when the
+    counts do not balance.
+
+    Args:
+      output: run directory.
+      run_name: name recorded in both files.
+      config: the run config as a JSON-able dict.
+      sources: source names.
+      counts: ``(key, n)`` pairs from every stage.
+      shards: stats dicts of the written shards.
+      unconverged: one-element count of unconverged clustering nodes.
+    """
+
+    def __init__(
+        self,
+        output: str,
+        run_name: str,
+        config: dict[str, Any],
+        sources: list[str],
+        counts: beam.PCollection,
+        shards: beam.PCollection,
+        unconverged: beam.PCollection,
+    ) -> None:
+        super().__init__()
+        self._fn = _WriteRecordsFn(output, run_name, config, sources)
+        self._counts = counts
+        self._shards = shards
+        self._unconverged = unconverged
+
+    def expand(self, plan: beam.PCollection) -> beam.PCollection:
+        counts = (
+            self._counts | "SumCounts" >> beam.CombinePerKey(sum) | "CountsDict" >> beam.combiners.ToDict()
+        )
+        return plan | "WriteRecords" >> beam.ParDo(
+            self._fn,
+            counts=beam.pvalue.AsSingleton(counts),
+            shards=beam.pvalue.AsList(self._shards),
+            unconverged=beam.pvalue.AsSingleton(self._unconverged),
+        )

@@ -1,0 +1,263 @@
+"""Trope classification with fastText, and the per-narrative policy that acts on it.
+
+Documents are classified in batches: each batch's chunks go to one ``predict`` call.
+The model loads once per worker process in ``setup`` through ``Shared``, so the
+threads of a process share one copy; a ``gs://`` model is copied to local disk once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+from apache_beam.utils import shared
+
+from schemas.config import ClassifierConfig, PolicyRule
+from schemas.records import Document
+from schemas.taxonomy import DEFAULT_TAXONOMY, Taxonomy, fired_labels, narrative_of
+from transforms.accounting import ledger_drop
+from transforms.text import chunk_text, fasttext_text, unit_interval
+
+NAMESPACE = "tropemix.classify"
+DROPPED = "dropped"
+LABEL_PREFIX = "__label__"
+
+
+class ModelChecksumError(RuntimeError):
+    """The model file does not match the sha256 in its model card."""
+
+
+def model_card_path(model_path: str) -> str:
+    """``models/tropes.ftz`` -> ``models/tropes.card.json``."""
+    stem, _ = os.path.splitext(model_path)
+    return stem + ".card.json"
+
+
+def _sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def localize_model(model_path: str) -> str:
+    """Returns a local path of the model, copying a remote one once per machine.
+
+    The copy is verified against the ``sha256`` of the model card when one exists.
+
+    Args:
+      model_path: local path or any ``FileSystems`` URL such as ``gs://``.
+    """
+    card_path = model_card_path(model_path)
+    expected = None
+    if FileSystems.exists(card_path):
+        with FileSystems.open(card_path) as f:
+            expected = json.loads(f.read().decode("utf-8")).get("sha256")
+    if "://" in model_path:
+        digest = hashlib.sha256(model_path.encode()).hexdigest()[:16]
+        local = os.path.join(
+            tempfile.gettempdir(), "tropemix-models", f"{digest}-{os.path.basename(model_path)}"
+        )
+        if not os.path.exists(local):
+            os.makedirs(os.path.dirname(local), exist_ok=True)
+            tmp = f"{local}.{os.getpid()}.part"
+            with FileSystems.open(model_path) as src, open(tmp, "wb") as dst:
+                for block in iter(lambda: src.read(1 << 20), b""):
+                    dst.write(block)
+            os.replace(tmp, local)
+    else:
+        local = model_path
+    if expected and _sha256_file(local) != expected:
+        raise ModelChecksumError(f"{model_path} does not match sha256 {expected} in {card_path}")
+    return local
+
+
+class _LoadedModel:
+    """Holder for a fastText model; ``Shared`` needs a weak-referenceable object."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+
+def load_fasttext(model_path: str) -> Any:
+    """Loads a fastText model from a local or remote path."""
+    import fasttext
+
+    # fastText prints a deprecation warning to stderr on every load; it is harmless.
+    fasttext.FastText.eprint = lambda *args, **kwargs: None
+    return fasttext.load_model(localize_model(model_path))
+
+
+def predict_scores(model: Any, texts: Sequence[str]) -> list[dict[str, float]]:
+    """Probability of every label for each text, with one ``predict`` call.
+
+    Args:
+      model: a loaded fastText model.
+      texts: raw texts; preprocessed here with the training preprocessing.
+    """
+    if not texts:
+        return []
+    labels, probs = model.predict([fasttext_text(t) for t in texts], k=-1, threshold=0.0)
+    return [
+        {label[len(LABEL_PREFIX) :]: float(p) for label, p in zip(ls, ps, strict=True)}
+        for ls, ps in zip(labels, probs, strict=True)
+    ]
+
+
+def score_documents(
+    model: Any, texts: Sequence[str], chunk_chars: int, aggregate: str
+) -> list[dict[str, float]]:
+    """Scores documents chunk by chunk and aggregates chunk scores per document.
+
+    Args:
+      model: a loaded fastText model.
+      texts: document texts.
+      chunk_chars: chunk size in characters.
+      aggregate: ``max`` or ``mean`` over a document's chunks.
+    """
+    chunks: list[str] = []
+    owner: list[int] = []
+    for i, text in enumerate(texts):
+        parts = chunk_text(text, chunk_chars)
+        chunks.extend(parts)
+        owner.extend([i] * len(parts))
+    per_chunk = predict_scores(model, chunks)
+    out: list[dict[str, float]] = [{} for _ in texts]
+    counts = [0] * len(texts)
+    for i, scores in zip(owner, per_chunk, strict=True):
+        counts[i] += 1
+        doc = out[i]
+        for label, p in scores.items():
+            if aggregate == "max":
+                doc[label] = max(doc.get(label, 0.0), p)
+            else:
+                doc[label] = doc.get(label, 0.0) + p
+    if aggregate == "mean":
+        out = [{k: v / counts[i] for k, v in d.items()} for i, d in enumerate(out)]
+    return out
+
+
+def annotate(doc: Document, scores: dict[str, float], cfg: ClassifierConfig, taxonomy: Taxonomy) -> Document:
+    """Adds ``trope_scores``, ``tropes`` and ``narrative`` to a document.
+
+    Args:
+      doc: the document.
+      scores: label -> probability, from the model.
+      cfg: thresholds.
+      taxonomy: label groups.
+    """
+    default = cfg.thresholds.get("default", 0.5)
+    fired = fired_labels(scores, cfg.thresholds, default)
+    scored = {k: round(v, 6) for k, v in sorted(scores.items()) if k != taxonomy.none_label}
+    out = dict(doc)
+    out["trope_scores"] = scored
+    out["tropes"] = [label for label in fired if label in taxonomy.trope_labels]
+    out["narrative"] = narrative_of(fired, taxonomy)
+    return out  # type: ignore[return-value]
+
+
+class _ClassifyBatchFn(beam.DoFn):
+    def __init__(self, cfg: ClassifierConfig, taxonomy: Taxonomy) -> None:
+        self._cfg = cfg
+        self._taxonomy = taxonomy
+        self._shared = shared.Shared()
+        self._model: Any = None
+        self._batch = Metrics.distribution(NAMESPACE, "batch_size")
+
+    def setup(self) -> None:
+        path = self._cfg.model
+        self._model = self._shared.acquire(lambda: _LoadedModel(load_fasttext(path)), tag=path).model
+
+    def process(self, batch: list[Document]) -> Iterator[Document]:
+        self._batch.update(len(batch))
+        scores = score_documents(
+            self._model, [d["text"] for d in batch], self._cfg.chunk_chars, self._cfg.aggregate
+        )
+        for doc, s in zip(batch, scores, strict=True):
+            out = annotate(doc, s, self._cfg, self._taxonomy)
+            Metrics.counter(NAMESPACE, f"narrative.{out['narrative']}").inc()
+            for label in out["tropes"]:
+                Metrics.counter(NAMESPACE, f"label.{label}").inc()
+            yield out
+
+
+class ClassifyDocuments(beam.PTransform):
+    """Adds trope scores, fired tropes and a narrative to every document.
+
+    Args:
+      cfg: classifier config (model, thresholds, batch size, chunking).
+      taxonomy: label groups; defaults to the shipped taxonomy.
+    """
+
+    def __init__(self, cfg: ClassifierConfig, taxonomy: Taxonomy = DEFAULT_TAXONOMY) -> None:
+        super().__init__()
+        self._cfg = cfg
+        self._taxonomy = taxonomy
+
+    def expand(self, docs: beam.PCollection) -> beam.PCollection:
+        return (
+            docs
+            | "Batch" >> beam.BatchElements(min_batch_size=8, max_batch_size=self._cfg.batch_size)
+            | "Predict" >> beam.ParDo(_ClassifyBatchFn(self._cfg, self._taxonomy))
+        )
+
+
+def policy_decision(doc_id: str, narrative: str, rule: PolicyRule, seed: int) -> str | None:
+    """Returns the drop reason for a document, or None when it is kept.
+
+    Downsampling keeps a document when a hash of its id and the seed falls under the
+    rate, so the decision is the same on every run, runner and worker count.
+
+    Args:
+      doc_id: stable document id.
+      narrative: the document's narrative.
+      rule: the policy for that narrative.
+      seed: classifier seed.
+    """
+    if rule.action == "drop":
+        return f"narrative_{narrative}"
+    if rule.action == "downsample" and unit_interval("policy", seed, doc_id) >= (rule.rate or 0.0):
+        return f"downsampled_{narrative}"
+    return None
+
+
+class _PolicyFn(beam.DoFn):
+    def __init__(self, cfg: ClassifierConfig) -> None:
+        self._cfg = cfg
+
+    def process(self, doc: Document) -> Iterable[Any]:
+        narrative = doc["narrative"]
+        rule = self._cfg.rule(narrative)
+        Metrics.counter(NAMESPACE, f"policy.{rule.action}.{narrative}").inc()
+        reason = policy_decision(doc["id"], narrative, rule, self._cfg.seed)
+        if reason is None:
+            yield doc
+        else:
+            Metrics.counter(NAMESPACE, f"policy.dropped.{reason}").inc()
+            yield beam.pvalue.TaggedOutput(DROPPED, ledger_drop(doc, "policy", reason))
+
+
+class ApplyPolicy(beam.PTransform):
+    """Keeps, drops, downsamples or only tags documents by narrative.
+
+    Returns a ``DoOutputsTuple``: kept documents on the main output, ledger rows
+    of dropped documents on ``dropped``.
+
+    Args:
+      cfg: classifier config holding the policy and its seed.
+    """
+
+    def __init__(self, cfg: ClassifierConfig) -> None:
+        super().__init__()
+        self._cfg = cfg
+
+    def expand(self, docs: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
+        return docs | "Decide" >> beam.ParDo(_PolicyFn(self._cfg)).with_outputs(DROPPED, main="kept")

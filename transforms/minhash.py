@@ -1,0 +1,182 @@
+"""Vectorized MinHash kernels: word n-gram shingle hashes, signatures and LSH bands.
+
+No Python loop touches individual words or shingles.  A document's normalized
+UTF-8 bytes become a numpy array; word hashes come from a polynomial prefix hash
+(mod 2**64, evaluated with cumulative sums); shingle hashes combine ``n``
+consecutive word hashes with ``n`` vector operations.
+
+Permutations follow ``datasketch.MinHash``'s ``affine32``/``affine64`` schemes bit
+for bit (same ``RandomState(seed)`` draws, same MurmurHash3 pre-mix), so feeding
+``shingle_hashes`` to ``datasketch.MinHash(hashfunc=...)`` gives the same
+signature: tests/test_minhash.py checks it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from datasketch.lsh import _optimal_param
+
+U64 = np.uint64
+_BASE = U64(0x100000001B3)  # odd, so it is invertible mod 2**64
+_BASE_INV = U64(pow(0x100000001B3, -1, 1 << 64))
+_SHINGLE_MULT = U64(0x9E3779B97F4A7C15)
+_BAND_MULT = U64(0xC2B2AE3D27D4EB4F)
+_ROWS_PER_BLOCK = 2048  # caps the (shingles x num_perm) matrix at 2048 rows
+
+_pow_cache: dict[str, npt.NDArray[np.uint64]] = {}
+
+
+def _powers(n: int) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:
+    """BASE**i and BASE**-i for i < n, cached and grown geometrically per process."""
+    have = _pow_cache.get("fwd")
+    if have is None or len(have) < n:
+        size = max(n, 2 * len(have) if have is not None else 1 << 16)
+        with np.errstate(over="ignore"):
+            fwd = np.full(size, _BASE, dtype=U64)
+            fwd[0] = 1
+            inv = np.full(size, _BASE_INV, dtype=U64)
+            inv[0] = 1
+            _pow_cache["fwd"] = np.cumprod(fwd, dtype=U64)
+            _pow_cache["inv"] = np.cumprod(inv, dtype=U64)
+    return _pow_cache["fwd"][:n], _pow_cache["inv"][:n]
+
+
+def fmix64(h: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+    """MurmurHash3's 64-bit finalizer, the same constants datasketch uses."""
+    h = h ^ (h >> U64(33))
+    h = h * U64(0xFF51AFD7ED558CCD)
+    h = h ^ (h >> U64(33))
+    h = h * U64(0xC4CEB9FE1A85EC53)
+    return h ^ (h >> U64(33))
+
+
+def fmix32(h: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint32]:
+    """MurmurHash3's 32-bit finalizer."""
+    h = h ^ (h >> np.uint32(16))
+    h = h * np.uint32(0x85EBCA6B)
+    h = h ^ (h >> np.uint32(13))
+    h = h * np.uint32(0xC2B2AE35)
+    return h ^ (h >> np.uint32(16))
+
+
+def word_hashes(normalized: str) -> npt.NDArray[np.uint64]:
+    """64-bit hash of every space-separated word of an already normalized text.
+
+    Args:
+      normalized: output of ``transforms.text.normalize_for_dedup`` (single spaces).
+    """
+    data = np.frombuffer(normalized.encode("utf-8"), dtype=np.uint8)
+    n = len(data)
+    if n == 0:
+        return np.empty(0, dtype=U64)
+    is_space = data == 32
+    starts = np.flatnonzero(~is_space & np.concatenate(([True], is_space[:-1])))
+    ends = np.flatnonzero(~is_space & np.concatenate((is_space[1:], [True])))
+    fwd, inv = _powers(n)
+    with np.errstate(over="ignore"):
+        # prefix[i] = sum_{j<=i} (c_j + 1) * BASE**-j ; word(s..e) = BASE**e * (prefix[e] - prefix[s-1])
+        prefix = np.cumsum((data.astype(U64) + U64(1)) * inv, dtype=U64)
+        before = np.where(starts > 0, prefix[np.maximum(starts - 1, 0)], U64(0))
+        h = fwd[ends] * (prefix[ends] - before)
+        # Mixing in the length separates words that are prefixes of each other.
+        h = h ^ ((ends - starts + 1).astype(U64) << U64(56))
+        return fmix64(h)
+
+
+def shingle_hashes(words: npt.NDArray[np.uint64], ngram: int) -> npt.NDArray[np.uint64]:
+    """Distinct 64-bit hashes of the word ``ngram``-grams.
+
+    A text shorter than ``ngram`` words is one shingle of all its words, so short
+    documents still get a signature; an empty text has no shingles.
+
+    Args:
+      words: word hashes in text order.
+      ngram: shingle size in words.
+    """
+    if len(words) == 0:
+        return np.empty(0, dtype=U64)
+    k = min(ngram, len(words))
+    count = len(words) - k + 1
+    acc = np.zeros(count, dtype=U64)
+    with np.errstate(over="ignore"):
+        for i in range(k):  # k vector operations, not a loop over shingles
+            acc = acc * _SHINGLE_MULT + words[i : i + count]
+        return np.unique(fmix64(acc))
+
+
+@dataclass(frozen=True)
+class MinHashParams:
+    """Permutation parameters, identical to ``datasketch.MinHash(scheme=affine{bits})``.
+
+    Args:
+      num_perm: number of permutations.
+      seed: ``RandomState`` seed.
+      bits: 32 or 64.
+    """
+
+    num_perm: int = 128
+    seed: int = 1
+    bits: int = 32
+
+    def permutations(self) -> tuple[npt.NDArray, npt.NDArray]:
+        gen = np.random.RandomState(self.seed)
+        dtype = np.uint32 if self.bits == 32 else np.uint64
+        a = gen.randint(0, 1 << (self.bits - 1), self.num_perm, dtype=dtype) * dtype(2) + dtype(1)
+        b = gen.randint(0, 1 << self.bits, self.num_perm, dtype=dtype)
+        return a, b
+
+    def input_hashes(self, shingles: npt.NDArray[np.uint64]) -> npt.NDArray:
+        """What datasketch's ``hashfunc`` would return for each shingle."""
+        if self.bits == 32:
+            return (shingles >> U64(32)).astype(np.uint32)
+        return shingles
+
+
+def signature(
+    shingles: npt.NDArray[np.uint64], params: MinHashParams, perms: tuple[npt.NDArray, npt.NDArray]
+) -> npt.NDArray:
+    """MinHash signature of one document's shingle hashes.
+
+    Args:
+      shingles: distinct shingle hashes.
+      params: scheme parameters.
+      perms: ``params.permutations()``, computed once per worker.
+    """
+    a, b = perms
+    dtype = a.dtype
+    sig = np.full(params.num_perm, np.iinfo(dtype).max, dtype=dtype)
+    hv = params.input_hashes(shingles)
+    hv = fmix32(hv) if params.bits == 32 else fmix64(hv)
+    with np.errstate(over="ignore"):
+        for start in range(0, len(hv), _ROWS_PER_BLOCK):
+            block = hv[start : start + _ROWS_PER_BLOCK, None]
+            sig = np.minimum(sig, (block * a + b).min(axis=0))
+    return sig
+
+
+def lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
+    """Bands and rows from datasketch's optimizer, equal weight on false positives and negatives."""
+    bands, rows = _optimal_param(threshold, num_perm, 0.5, 0.5)
+    return int(bands), int(rows)
+
+
+def band_hashes(signatures: npt.NDArray, bands: int, rows: int) -> npt.NDArray[np.uint64]:
+    """One 64-bit bucket hash per (document, band).
+
+    Args:
+      signatures: ``(docs, num_perm)`` array.
+      bands: number of bands.
+      rows: rows per band; ``bands * rows <= num_perm``.
+    """
+    sig = signatures[:, : bands * rows].astype(U64).reshape(len(signatures), bands, rows)
+    mult = np.cumprod(np.full(rows, _BAND_MULT, dtype=U64), dtype=U64)
+    with np.errstate(over="ignore"):
+        return fmix64((sig * mult).sum(axis=2, dtype=U64))
+
+
+def estimated_jaccard(sig_a: npt.NDArray, sig_b: npt.NDArray) -> float:
+    """Fraction of equal signature slots, the MinHash estimate of Jaccard similarity."""
+    return float(np.count_nonzero(sig_a == sig_b)) / len(sig_a)

@@ -1,0 +1,195 @@
+"""Deterministic, atomic writers for shards, ledger files and dead letters.
+
+Each output file is built by one worker from its sorted rows, so the bytes depend
+only on the rows, never on bundling.  Files are written under a temporary name in
+the target directory and renamed into place, so no partial file is ever visible
+under a final name, locally or on ``gs://``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+
+from schemas.records import LEDGER_SCHEMA
+
+NAMESPACE = "tropemix.write"
+
+
+def shard_name(prefix: str, index: int, count: int, suffix: str) -> str:
+    """``prefix-00003-of-00016.suffix``."""
+    return f"{prefix}-{index:05d}-of-{count:05d}.{suffix}"
+
+
+def write_atomically(path: str, data: bytes) -> None:
+    """Writes ``data`` to a temporary sibling of ``path`` and renames it into place.
+
+    Args:
+      path: final local or ``gs://`` path.
+      data: the complete file content.
+    """
+    directory, name = path.rsplit("/", 1)
+    if not FileSystems.exists(directory):
+        # Another worker may create it first; the rename below fails loudly if it is missing.
+        with contextlib.suppress(OSError):
+            FileSystems.mkdirs(directory)
+    tmp = f"{directory}/.tmp-{uuid.uuid4().hex}-{name}"
+    with FileSystems.create(tmp) as f:
+        f.write(data)
+    # Rename replaces a file left by an earlier attempt of a retried bundle (same bytes).
+    FileSystems.rename([tmp], [path])
+
+
+def shard_row(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """A document copy as a row of ``SHARD_SCHEMA``."""
+    return {
+        "id": doc["id"],
+        "source": doc["source"],
+        "role": doc.get("role", ""),
+        "text": doc["text"],
+        "narrative": doc.get("narrative", "none"),
+        "tropes": list(doc.get("tropes", [])),
+        "trope_scores": sorted(doc.get("trope_scores", {}).items()),
+        "cluster_id": doc.get("cluster_id", doc["id"]),
+        "cluster_size": int(doc.get("cluster_size", 1)),
+        "epoch": int(doc.get("epoch", 0)),
+        "meta": json.dumps(doc.get("meta", {}), sort_keys=True, ensure_ascii=False, default=str),
+    }
+
+
+def encode_parquet(rows: Sequence[Mapping[str, Any]], schema: pa.Schema, row_group_size: int) -> bytes:
+    """Parquet bytes of ``rows`` with zstd compression; identical rows give identical bytes.
+
+    Args:
+      rows: rows already in schema order and in final order.
+      schema: the explicit Arrow schema.
+      row_group_size: rows per row group.
+    """
+    table = pa.Table.from_pylist(list(rows), schema=schema)
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="zstd", row_group_size=row_group_size, write_statistics=True)
+    return sink.getvalue()
+
+
+def encode_jsonl(rows: Sequence[Mapping[str, Any]]) -> bytes:
+    """One sorted-key JSON object per line, UTF-8."""
+    return b"".join(json.dumps(r, sort_keys=True, ensure_ascii=False).encode("utf-8") + b"\n" for r in rows)
+
+
+class _WriteFileFn(beam.DoFn):
+    def __init__(
+        self,
+        directory: str,
+        prefix: str,
+        count: int,
+        suffix: str,
+        encode: Callable[[list[dict[str, Any]]], bytes],
+        sort_key: Callable[[Any], Any],
+        to_row: Callable[[Any], dict[str, Any]],
+        describe: Callable[[list[Any]], dict[str, Any]],
+    ) -> None:
+        self._dir = directory.rstrip("/")
+        self._prefix = prefix
+        self._count = count
+        self._suffix = suffix
+        self._encode = encode
+        self._sort_key = sort_key
+        self._to_row = to_row
+        self._describe = describe
+
+    def process(self, item: tuple[int, dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        index, grouped = item
+        elements = sorted(grouped["rows"], key=self._sort_key)
+        data = self._encode([self._to_row(e) for e in elements])
+        path = f"{self._dir}/{shard_name(self._prefix, index, self._count, self._suffix)}"
+        write_atomically(path, data)
+        Metrics.counter(NAMESPACE, f"{self._prefix}.files").inc()
+        Metrics.counter(NAMESPACE, f"{self._prefix}.rows").inc(len(elements))
+        yield {
+            "shard": index,
+            "path": path,
+            "rows": len(elements),
+            "bytes": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+            **self._describe(elements),
+        }
+
+
+class WriteSortedFiles(beam.PTransform):
+    """Writes ``(file index, element)`` pairs to ``count`` files, each sorted.
+
+    Every index in ``range(count)`` gets a file, empty or not, so a reader can rely
+    on ``-of-NNNNN`` naming.  Outputs one stats dict per file (path, rows, bytes,
+    sha256 plus whatever ``describe`` adds).
+
+    Args:
+      directory: output directory (local or ``gs://``).
+      prefix: file name prefix.
+      count: number of files.
+      suffix: file extension.
+      encode: rows -> file bytes.
+      sort_key: order of elements inside a file.
+      to_row: element -> row.
+      describe: sorted elements -> extra stats.
+    """
+
+    def __init__(
+        self,
+        directory: str,
+        prefix: str,
+        count: int,
+        suffix: str,
+        encode: Callable[[list[dict[str, Any]]], bytes],
+        sort_key: Callable[[Any], Any],
+        to_row: Callable[[Any], dict[str, Any]] = dict,
+        describe: Callable[[list[Any]], dict[str, Any]] = lambda rows: {},
+    ) -> None:
+        super().__init__()
+        self._fn = _WriteFileFn(directory, prefix, count, suffix, encode, sort_key, to_row, describe)
+        self._count = count
+
+    def expand(self, keyed: beam.PCollection) -> beam.PCollection:
+        indices = keyed.pipeline | "Indices" >> beam.Create([(i, None) for i in range(self._count)])
+        return (
+            {"rows": keyed, "index": indices}
+            | "GroupByFile" >> beam.CoGroupByKey()
+            | "WriteFile" >> beam.ParDo(self._fn)
+        )
+
+
+def describe_shard(docs: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """Per-shard counts by source, narrative and epoch for the manifest."""
+    by_source: dict[str, int] = {}
+    by_narrative: dict[str, int] = {}
+    first_copies: dict[str, int] = {}
+    for d in docs:
+        by_source[d["source"]] = by_source.get(d["source"], 0) + 1
+        by_narrative[d.get("narrative", "none")] = by_narrative.get(d.get("narrative", "none"), 0) + 1
+        if d.get("epoch", 0) == 0:
+            first_copies[d["source"]] = first_copies.get(d["source"], 0) + 1
+    return {"by_source": by_source, "by_narrative": by_narrative, "first_copies_by_source": first_copies}
+
+
+def parquet_encoder(schema: pa.Schema, row_group_size: int) -> Callable[[list[dict[str, Any]]], bytes]:
+    """An ``encode`` function for ``WriteSortedFiles`` writing Parquet with ``schema``."""
+
+    def encode(rows: list[dict[str, Any]]) -> bytes:
+        return encode_parquet(rows, schema, row_group_size)
+
+    return encode
+
+
+def ledger_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A ledger dict in ``LEDGER_SCHEMA`` order."""
+    return {name: row[name] for name in LEDGER_SCHEMA.names}
