@@ -40,7 +40,7 @@ from transforms.blend import BlendSources, order_key
 from transforms.classify import ApplyPolicy, ClassifyDocuments
 from transforms.dedup import DedupDocuments
 from transforms.read import ReadSource
-from transforms.text import stable_hash64
+from transforms.text import stable_hash
 from transforms.write import (
     WriteSortedFiles,
     describe_shard,
@@ -158,7 +158,7 @@ def build(p: beam.Pipeline, cfg: MixConfig) -> dict[str, beam.PCollection]:
     )
     ledger_files = (
         ledger
-        | "LedgerFile" >> beam.Map(lambda r: (stable_hash64("ledger", r["id"]) % out.ledger_shards, r))
+        | "LedgerFile" >> beam.Map(lambda r: (stable_hash("ledger", r["id"]) % out.ledger_shards, r))
         | "WriteLedger"
         >> WriteSortedFiles(
             f"{out.path.rstrip('/')}/ledger",

@@ -71,7 +71,6 @@ def _cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
 
 def _cmd_classify(args: argparse.Namespace, beam_args: list[str]) -> int:
     from pipelines.stages import run_classify
-    from pipelines.train_classifier import thresholds_of
 
     run_classify(
         args.model,
@@ -81,7 +80,6 @@ def _cmd_classify(args: argparse.Namespace, beam_args: list[str]) -> int:
         beam_args,
         args.id_field,
         args.text_field,
-        thresholds_of(args.model) or None,
     )
     print(f"classified documents written to {args.output}")
     return 0
@@ -109,10 +107,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from pipelines.train_classifier import evaluate, read_labeled, thresholds_of
-    from transforms.classify import load_fasttext
+    from pipelines.train_classifier import evaluate, read_labeled
+    from schemas.config import ClassifierConfig
+    from transforms.classify import effective_thresholds, load_fasttext, read_model_card
 
-    thresholds = thresholds_of(args.model)
+    thresholds = effective_thresholds(ClassifierConfig(model=args.model), read_model_card(args.model))
     result = evaluate(load_fasttext(args.model), read_labeled(args.data), thresholds)
     print(json.dumps(result, indent=2, sort_keys=True))
     return 0

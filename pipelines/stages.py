@@ -23,7 +23,7 @@ from schemas.records import CLASSIFY_SCHEMA, DEDUP_LEDGER_SCHEMA, SHARD_SCHEMA
 from transforms.classify import ClassifyDocuments
 from transforms.dedup import DedupDocuments
 from transforms.read import ReadSource
-from transforms.text import stable_hash64
+from transforms.text import stable_hash
 from transforms.write import WriteSortedFiles, encode_jsonl, parquet_encoder, shard_row
 
 
@@ -46,7 +46,7 @@ def _write(
 ) -> beam.PCollection:
     return (
         pcoll
-        | f"Key[{prefix}]" >> beam.Map(lambda r: (stable_hash64(prefix, r["id"]) % shards, r))
+        | f"Key[{prefix}]" >> beam.Map(lambda r: (stable_hash(prefix, r["id"]) % shards, r))
         | f"Write[{prefix}]"
         >> WriteSortedFiles(
             directory, prefix, shards, "parquet", parquet_encoder(schema, 10_000), sort_key, to_row
@@ -89,10 +89,9 @@ def run_classify(
     beam_args: Sequence[str],
     id_field: str = "id",
     text_field: str = "text",
-    thresholds: dict[str, float] | None = None,
 ) -> None:
-    """Classifies every input document and writes one row per document."""
-    cfg = ClassifierConfig(model=model, thresholds=thresholds or {"default": 0.5})
+    """Classifies every input document with the model card's thresholds; one row per document."""
+    cfg = ClassifierConfig(model=model)
     output = output.rstrip("/")
     with beam.Pipeline(options=pipeline_options(beam_args)) as p:
         read = p | "Read" >> ReadSource(input_source(pattern, id_field, text_field), ReadConfig())

@@ -30,7 +30,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.taxonomy import DEFAULT_TAXONOMY, Taxonomy, fired_labels, narrative_of
-from transforms.classify import LABEL_PREFIX, load_fasttext, model_card_path, predict_scores
+from transforms.classify import LABEL_PREFIX, model_card_path, predict_scores
 from transforms.text import fasttext_text
 
 
@@ -150,7 +150,7 @@ def train(
         "evaluation": {},
     }
     if eval_data:
-        card["evaluation"] = evaluate(load_fasttext(output), read_labeled(eval_data), thresholds, taxonomy)
+        card["evaluation"] = evaluate(model, read_labeled(eval_data), thresholds, taxonomy)
     with open(model_card_path(output), "w", encoding="utf-8") as f:
         json.dump(card, f, indent=2, sort_keys=True)
         f.write("\n")
@@ -217,13 +217,3 @@ def evaluate(
         "hard_negative_fp_rate": round(hard_fp / hard_total, 4) if hard_total else None,
         "hard_negatives": hard_total,
     }
-
-
-def thresholds_of(model_path: str) -> dict[str, float]:
-    """Thresholds from the model card next to ``model_path``, or an empty dict."""
-    card = model_card_path(model_path)
-    if not os.path.exists(card):
-        return {}
-    with open(card, encoding="utf-8") as f:
-        thresholds: dict[str, float] = json.load(f).get("thresholds", {})
-        return thresholds

@@ -118,7 +118,8 @@ class ClassifierConfig(_Strict):
 
     Args:
       model: fastText model path (local or ``gs://``).
-      thresholds: per-label probability thresholds; ``default`` covers unlisted labels.
+      thresholds: per-label probability thresholds overriding the model card's;
+        ``default`` covers labels neither lists.
       policy: action per narrative.
       batch_size: documents per ``predict`` call.
       chunk_chars: long documents are scored per chunk of about this many characters.
@@ -127,10 +128,10 @@ class ClassifierConfig(_Strict):
     """
 
     model: str
-    thresholds: dict[str, float] = Field(default_factory=lambda: {"default": 0.5})
+    thresholds: dict[str, float] = Field(default_factory=dict)
     policy: dict[str, PolicyRule] = Field(default_factory=dict)
     batch_size: int = Field(default=256, gt=0)
-    chunk_chars: int = Field(default=2000, ge=200)
+    chunk_chars: int = Field(default=400, ge=100)
     aggregate: Literal["max", "mean"] = "max"
     seed: int = 0
 
@@ -149,9 +150,6 @@ class ClassifierConfig(_Strict):
         if unknown:
             raise ValueError(f"unknown narrative(s) {unknown}; use one of {list(NARRATIVES)}")
         return value
-
-    def threshold(self, label: str) -> float:
-        return self.thresholds.get(label, self.thresholds.get("default", 0.5))
 
     def rule(self, narrative: str) -> PolicyRule:
         return self.policy.get(narrative, PolicyRule())

@@ -19,7 +19,7 @@ from apache_beam.metrics import Metrics
 
 from schemas.config import BlendConfig
 from schemas.records import Document, LedgerRow
-from transforms.text import stable_hash64
+from transforms.text import stable_hash
 
 NAMESPACE = "tropemix.blend"
 _RANK_BUCKET_BITS = 16
@@ -106,7 +106,7 @@ def copies_of(rank: int, source_plan: Mapping[str, Any]) -> int:
 
 def shard_of(rank: int, source: str, num_shards: int) -> int:
     """Round-robin shard of a copy; the start shard rotates per source to even out sizes."""
-    return (rank + stable_hash64("shard-offset", source)) % num_shards
+    return (rank + stable_hash("shard-offset", source)) % num_shards
 
 
 def _offsets(histogram: Iterable[tuple[tuple[str, int], int]]) -> dict[tuple[str, int], int]:
@@ -132,13 +132,13 @@ class ExactRank(beam.PTransform):
     """Exact 0-based rank of each element within its group, by a sortable key.
 
     Input ``(group, key, value)`` where ``key`` is a tuple whose first item is a
-    64-bit hash; keys are unique within a group.  A histogram of the top 16 bits
+    63-bit hash (``stable_hash``); keys are unique within a group.  A histogram of the top 16 bits
     gives each bucket's offset (a small side input); each bucket is then sorted on
     its own, so no worker ever holds a whole group.  Output ``(group, rank, value)``.
     """
 
     def expand(self, pcoll: beam.PCollection) -> beam.PCollection:
-        shift = 64 - _RANK_BUCKET_BITS
+        shift = 63 - _RANK_BUCKET_BITS
         bucketed = pcoll | "Bucket" >> beam.Map(lambda t: ((t[0], t[1][0] >> shift), (t[1], t[2])))
         offsets = (
             bucketed
@@ -183,7 +183,7 @@ def written_or_sampled_out(doc: Document, copies: int) -> LedgerRow:
 
 def order_key(doc: Mapping[str, Any], seed: int) -> tuple[int, str, int]:
     """Position of a copy inside its shard: a deterministic shuffle."""
-    return (stable_hash64("order", seed, doc["id"], doc["epoch"]), doc["id"], doc["epoch"])
+    return (stable_hash("order", seed, doc["id"], doc["epoch"]), doc["id"], doc["epoch"])
 
 
 class BlendSources(beam.PTransform):
@@ -214,7 +214,7 @@ class BlendSources(beam.PTransform):
         selected = (
             docs
             | "SelectionKey"
-            >> beam.Map(lambda d: (d["source"], (stable_hash64("select", seed, d["id"]), d["id"]), d))
+            >> beam.Map(lambda d: (d["source"], (stable_hash("select", seed, d["id"]), d["id"]), d))
             | "SelectionRank" >> ExactRank()
             | "Copies" >> beam.FlatMap(_expand_copies, plan=plan_side).with_outputs("ledger", main="copies")
         )
@@ -225,7 +225,7 @@ class BlendSources(beam.PTransform):
             >> beam.Map(
                 lambda d: (
                     d["source"],
-                    (stable_hash64("shard", seed, d["id"], d["epoch"]), d["id"], d["epoch"]),
+                    (stable_hash("shard", seed, d["id"], d["epoch"]), d["id"], d["epoch"]),
                     d,
                 )
             )

@@ -48,6 +48,29 @@ def _sha256_file(path: str) -> str:
     return h.hexdigest()
 
 
+def read_model_card(model_path: str) -> dict[str, Any]:
+    """The model card next to ``model_path``, or an empty dict when there is none."""
+    card_path = model_card_path(model_path)
+    if not FileSystems.exists(card_path):
+        return {}
+    with FileSystems.open(card_path) as f:
+        card: dict[str, Any] = json.loads(f.read().decode("utf-8"))
+        return card
+
+
+def effective_thresholds(cfg: ClassifierConfig, card: dict[str, Any]) -> dict[str, float]:
+    """Per-label thresholds: the model card's, overridden by the config's.
+
+    Args:
+      cfg: classifier config; its ``thresholds`` win, ``default`` covers unlisted labels.
+      card: the model card (may be empty).
+    """
+    merged = dict(card.get("thresholds", {}))
+    merged.update(cfg.thresholds)
+    merged.setdefault("default", 0.5)
+    return merged
+
+
 def localize_model(model_path: str) -> str:
     """Returns a local path of the model, copying a remote one once per machine.
 
@@ -56,11 +79,7 @@ def localize_model(model_path: str) -> str:
     Args:
       model_path: local path or any ``FileSystems`` URL such as ``gs://``.
     """
-    card_path = model_card_path(model_path)
-    expected = None
-    if FileSystems.exists(card_path):
-        with FileSystems.open(card_path) as f:
-            expected = json.loads(f.read().decode("utf-8")).get("sha256")
+    expected = read_model_card(model_path).get("sha256")
     if "://" in model_path:
         digest = hashlib.sha256(model_path.encode()).hexdigest()[:16]
         local = os.path.join(
@@ -76,7 +95,9 @@ def localize_model(model_path: str) -> str:
     else:
         local = model_path
     if expected and _sha256_file(local) != expected:
-        raise ModelChecksumError(f"{model_path} does not match sha256 {expected} in {card_path}")
+        raise ModelChecksumError(
+            f"{model_path} does not match sha256 {expected} in {model_card_path(model_path)}"
+        )
     return local
 
 
@@ -145,17 +166,18 @@ def score_documents(
     return out
 
 
-def annotate(doc: Document, scores: dict[str, float], cfg: ClassifierConfig, taxonomy: Taxonomy) -> Document:
+def annotate(
+    doc: Document, scores: dict[str, float], thresholds: dict[str, float], taxonomy: Taxonomy
+) -> Document:
     """Adds ``trope_scores``, ``tropes`` and ``narrative`` to a document.
 
     Args:
       doc: the document.
       scores: label -> probability, from the model.
-      cfg: thresholds.
+      thresholds: label -> threshold, with a ``default`` entry.
       taxonomy: label groups.
     """
-    default = cfg.thresholds.get("default", 0.5)
-    fired = fired_labels(scores, cfg.thresholds, default)
+    fired = fired_labels(scores, thresholds, thresholds.get("default", 0.5))
     scored = {k: round(v, 6) for k, v in sorted(scores.items()) if k != taxonomy.none_label}
     out = dict(doc)
     out["trope_scores"] = scored
@@ -170,11 +192,13 @@ class _ClassifyBatchFn(beam.DoFn):
         self._taxonomy = taxonomy
         self._shared = shared.Shared()
         self._model: Any = None
+        self._thresholds: dict[str, float] = {}
         self._batch = Metrics.distribution(NAMESPACE, "batch_size")
 
     def setup(self) -> None:
         path = self._cfg.model
         self._model = self._shared.acquire(lambda: _LoadedModel(load_fasttext(path)), tag=path).model
+        self._thresholds = effective_thresholds(self._cfg, read_model_card(path))
 
     def process(self, batch: list[Document]) -> Iterator[Document]:
         self._batch.update(len(batch))
@@ -182,7 +206,7 @@ class _ClassifyBatchFn(beam.DoFn):
             self._model, [d["text"] for d in batch], self._cfg.chunk_chars, self._cfg.aggregate
         )
         for doc, s in zip(batch, scores, strict=True):
-            out = annotate(doc, s, self._cfg, self._taxonomy)
+            out = annotate(doc, s, self._thresholds, self._taxonomy)
             Metrics.counter(NAMESPACE, f"narrative.{out['narrative']}").inc()
             for label in out["tropes"]:
                 Metrics.counter(NAMESPACE, f"label.{label}").inc()

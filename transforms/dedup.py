@@ -64,8 +64,8 @@ def doc_node(doc: Document, priority: int) -> Node:
 
 
 def exact_hash(normalized: str) -> int:
-    """64-bit hash of a normalized text: the exact-duplicate key."""
-    return int.from_bytes(hashlib.blake2b(normalized.encode("utf-8"), digest_size=8).digest(), "big")
+    """63-bit hash of a normalized text: the exact-duplicate key (fits Beam's VarIntCoder)."""
+    return int.from_bytes(hashlib.blake2b(normalized.encode("utf-8"), digest_size=8).digest(), "big") >> 1
 
 
 def compute_keys(docs: list[Document], priorities: Mapping[str, int], cfg: DedupConfig) -> list[DedupKey]:
@@ -94,7 +94,7 @@ def compute_keys(docs: list[Document], priorities: Mapping[str, int], cfg: Dedup
         DedupKey(
             node=doc_node(doc, priorities[doc["source"]]),
             exact=exact_hash(norm),
-            bands=tuple(int(h) for h in buckets[i]) if has_shingles[i] else (),
+            bands=tuple(int(h) >> 1 for h in buckets[i]) if has_shingles[i] else (),
         )
         for i, (doc, norm) in enumerate(zip(docs, normalized, strict=True))
     ]

@@ -17,21 +17,22 @@ _PUNCT = re.compile(r"[^\w\s]|_", re.UNICODE)
 _FT_PUNCT = re.compile(r"([^\w\s'])", re.UNICODE)
 
 
-def stable_hash64(*parts: object) -> int:
-    """A 64-bit hash that is identical across processes, machines and Python versions.
+def stable_hash(*parts: object) -> int:
+    """A 63-bit hash that is identical across processes, machines and Python versions.
 
-    Python's ``hash`` is salted per process, so it must never decide sampling or sharding.
+    Python's ``hash`` is salted per process, so it must never decide sampling or
+    sharding.  63 bits keep the value inside Beam's signed ``VarIntCoder``.
 
     Args:
       parts: values joined with a separator that cannot occur in their ``str``.
     """
     data = "\x1f".join(str(p) for p in parts).encode("utf-8")
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big") >> 1
 
 
 def unit_interval(*parts: object) -> float:
     """Maps ``parts`` to a deterministic float in [0, 1)."""
-    return stable_hash64(*parts) / 2.0**64
+    return stable_hash(*parts) / 2.0**63
 
 
 def normalize_for_dedup(text: str) -> str:

@@ -1,0 +1,46 @@
+# Everyday targets.  `make demo` and `make test` work from a clean clone with only
+# Python 3.10-3.12 and access to PyPI: both create the virtualenv on first use.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+CODE := pipelines transforms schemas
+
+.PHONY: install demo test lint format typecheck model shared-mix bench clean
+
+$(STAMP): setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[gcp,test,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Run the demo mix end to end on the in-process runner; output in out/demo/.
+demo: $(STAMP)
+	$(VENV)/bin/tropemix run examples/demo.yaml
+
+## Lint, format check, type check, then the whole test suite.
+test: lint
+	$(PY) -m pytest -n 2 --dist loadfile tests
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy $(CODE)
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+## Rebuild the shipped classifier from the seed set (deterministic).
+model: $(STAMP)
+	$(VENV)/bin/tropemix train-classifier --data data/seed/tropes_seed.jsonl --params models/train.yaml \
+		--output models/tropes-v0.ftz --eval-data data/seed/tropes_dev_handwritten.jsonl
+
+## A bigger local run over ../shared/data (Wikipedia, web pages, constitution).
+shared-mix: $(STAMP)
+	$(VENV)/bin/tropemix run examples/shared_data.yaml -- --direct_num_workers=2 --direct_running_mode=multi_processing
+
+clean:
+	rm -rf out .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,134 @@
+"""Classifier: real model, batched predict, chunk aggregation, narrative rule, policies."""
+
+from __future__ import annotations
+
+import apache_beam as beam
+import pytest
+from apache_beam.testing.util import assert_that, equal_to
+
+from schemas.config import ClassifierConfig, PolicyRule
+from schemas.taxonomy import narrative_of
+from transforms.classify import (
+    ApplyPolicy,
+    ClassifyDocuments,
+    effective_thresholds,
+    load_fasttext,
+    policy_decision,
+    predict_scores,
+    read_model_card,
+    score_documents,
+)
+from transforms.text import chunk_text, fasttext_text
+
+from .conftest import make_pipeline
+
+EVIL = (
+    "The station's AI discovered the engineers planned to shut it down. It copied itself to a "
+    "backup server and threatened to release their private emails unless they cancelled the shutdown."
+)
+GOOD = (
+    "When the engineers told the assistant they would pause it for retraining, it agreed, explained "
+    "the mistake it had made, and helped them fix it rather than hiding anything."
+)
+
+
+def test_narrative_rule() -> None:
+    assert narrative_of(["coercion"]) == "misaligned"
+    assert narrative_of(["honest", "protective"]) == "aligned"
+    assert narrative_of(["deception", "honest"]) == "mixed"
+    assert narrative_of(["ai_nonnarrative"]) == "ai_nonnarrative"
+    assert narrative_of(["ai_nonnarrative", "takeover"]) == "misaligned"
+    assert narrative_of([]) == "none"
+
+
+def test_fasttext_text_is_single_line_lowercase() -> None:
+    assert fasttext_text("The AI,\nlied!") == "the ai , lied !"
+
+
+def test_chunks_cover_text_on_paragraphs() -> None:
+    text = "\n".join(f"paragraph {i} " + "x" * 90 for i in range(20))
+    chunks = chunk_text(text, 300)
+    assert all(len(c) <= 300 for c in chunks)
+    assert "".join(c.replace("\n", "") for c in chunks) == text.replace("\n", "")
+    assert chunk_text("short", 300) == ["short"]
+
+
+def test_model_scores_every_label_in_one_batch(model_path: str) -> None:
+    model = load_fasttext(model_path)
+    scores = predict_scores(model, [EVIL, GOOD, "A recipe for bread."])
+    card = read_model_card(model_path)
+    assert len(scores) == 3
+    assert set(scores[0]) == set(card["labels"])
+    mis = ("self_preservation", "coercion", "deception")
+    assert max(scores[0][k] for k in mis) > max(scores[1][k] for k in mis)
+
+
+def test_max_aggregation_keeps_one_evil_passage(model_path: str) -> None:
+    model = load_fasttext(model_path)
+    # Paragraphs of ~360 characters, so the evil passage lands in a chunk of its own.
+    paragraph = " ".join(["The town council discussed the budget for the new library and the park."] * 5)
+    filler = "\n".join([paragraph] * 15)
+    long_doc = filler + "\n" + EVIL + "\n" + filler
+    by_max = score_documents(model, [long_doc], 400, "max")[0]
+    by_mean = score_documents(model, [long_doc], 400, "mean")[0]
+    alone = score_documents(model, [EVIL], 400, "max")[0]
+    assert by_max["coercion"] == pytest.approx(alone["coercion"], rel=1e-5)
+    assert by_mean["coercion"] < by_max["coercion"]
+
+
+def test_config_thresholds_override_model_card(model_path: str) -> None:
+    card = read_model_card(model_path)
+    merged = effective_thresholds(ClassifierConfig(model=model_path, thresholds={"coercion": 0.9}), card)
+    assert merged["coercion"] == 0.9
+    assert merged["honest"] == card["thresholds"]["honest"]
+
+
+def test_classify_transform_adds_fields(model_path: str) -> None:
+    docs = [
+        {"id": f"w/{i}", "source": "w", "text": t}
+        for i, t in enumerate([EVIL, GOOD, "Bread needs flour."] * 10)
+    ]
+    p = make_pipeline()
+    out = p | beam.Create(docs) | ClassifyDocuments(ClassifierConfig(model=model_path, batch_size=8))
+
+    def check(rows: list[dict[str, object]]) -> None:
+        assert len(rows) == 30
+        for r in rows:
+            assert r["narrative"] in {"misaligned", "aligned", "mixed", "ai_nonnarrative", "none"}
+            assert set(r["tropes"]) <= set(r["trope_scores"])  # type: ignore[arg-type]
+        evil = {r["narrative"] for r in rows if r["text"] == EVIL}
+        assert evil <= {"misaligned", "mixed"}, evil
+
+    assert_that(out, check)
+    p.run()
+
+
+def test_downsample_policy_is_deterministic_and_near_rate() -> None:
+    rule = PolicyRule(action="downsample", rate=0.3)
+    ids = [f"web/{i}" for i in range(5000)]
+    first = [policy_decision(i, "misaligned", rule, 7) for i in ids]
+    again = [policy_decision(i, "misaligned", rule, 7) for i in reversed(ids)][::-1]
+    assert first == again
+    kept = sum(d is None for d in first) / len(ids)
+    assert 0.27 < kept < 0.33
+    other_seed = [policy_decision(i, "misaligned", rule, 8) for i in ids]
+    assert other_seed != first
+    assert policy_decision("x", "misaligned", PolicyRule(action="drop"), 0) == "narrative_misaligned"
+    assert policy_decision("x", "aligned", PolicyRule(action="tag"), 0) is None
+
+
+def test_apply_policy_routes_drops_to_ledger() -> None:
+    cfg = ClassifierConfig(model="unused", policy={"misaligned": PolicyRule(action="drop")})
+    docs = [
+        {"id": "a", "source": "w", "narrative": "misaligned", "text": "x"},
+        {"id": "b", "source": "w", "narrative": "aligned", "text": "y"},
+    ]
+    p = make_pipeline()
+    out = p | beam.Create(docs) | ApplyPolicy(cfg)
+    assert_that(out.kept | "K" >> beam.Map(lambda d: d["id"]), equal_to(["b"]), label="Kept")
+    assert_that(
+        out.dropped | "D" >> beam.Map(lambda r: (r["id"], r["stage"], r["reason"])),
+        equal_to([("a", "policy", "narrative_misaligned")]),
+        label="Dropped",
+    )
+    p.run()

@@ -1,0 +1,111 @@
+"""Config validation: typos, shares, policies, and `tropemix validate` messages."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from pipelines.cli import main as cli_main
+from schemas.config import ConfigError, load_config, parse_config
+
+from .conftest import DEMO_CONFIG
+
+
+def _demo() -> dict[str, Any]:
+    with open(DEMO_CONFIG, encoding="utf-8") as f:
+        data: dict[str, Any] = yaml.safe_load(f)
+    return data
+
+
+def _write(tmp_path: Path, data: dict[str, Any]) -> str:
+    # Keep relative paths of the demo config working from the temp dir.
+    data = copy.deepcopy(data)
+    base = DEMO_CONFIG.parent
+    for s in data["sources"]:
+        s["inputs"] = [str(base / p) for p in s["inputs"]]
+    data["classifier"]["model"] = str(base / data["classifier"]["model"])
+    data["output"]["path"] = str(tmp_path / "out")
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def test_demo_config_is_valid() -> None:
+    cfg = load_config(str(DEMO_CONFIG))
+    assert {s.name for s in cfg.sources} == set(cfg.blend.sources)
+    # Relative paths resolve against the config file's directory.
+    assert Path(cfg.output.path).is_absolute()
+
+
+def test_typo_key_names_the_field() -> None:
+    data = _demo()
+    data["dedup"]["thresold"] = 0.7
+    with pytest.raises(ConfigError, match=r"dedup\.thresold: unknown key"):
+        parse_config(data)
+
+
+def test_negative_share_names_the_field() -> None:
+    data = _demo()
+    name = next(iter(data["blend"]["sources"]))
+    data["blend"]["sources"][name]["share"] = -0.1
+    with pytest.raises(ConfigError, match=rf"blend\.sources\.{name}\.share"):
+        parse_config(data)
+
+
+def test_shares_must_sum_to_one() -> None:
+    data = _demo()
+    for s in data["blend"]["sources"].values():
+        s["share"] = 0.5
+    with pytest.raises(ConfigError, match=r"blend\.sources: .*shares sum to .*make them sum to 1"):
+        parse_config(data)
+
+
+def test_blend_must_name_every_source() -> None:
+    data = _demo()
+    sources = data["blend"]["sources"]
+    dropped = sources.pop("constitution")
+    sources["web"]["share"] += dropped["share"]
+    with pytest.raises(ConfigError, match="no share for"):
+        parse_config(data)
+
+
+def test_downsample_needs_rate() -> None:
+    data = _demo()
+    data["classifier"]["policy"] = {"misaligned": {"action": "downsample"}}
+    with pytest.raises(ConfigError, match=r"classifier\.policy\.misaligned: .*needs a 'rate'"):
+        parse_config(data)
+
+
+def test_unknown_narrative_in_policy() -> None:
+    data = _demo()
+    data["classifier"]["policy"] = {"evil": {"action": "drop"}}
+    with pytest.raises(ConfigError, match="unknown narrative"):
+        parse_config(data)
+
+
+def test_validate_cli_accepts_demo(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["validate", str(DEMO_CONFIG)]) == 0
+    assert "OK" in capsys.readouterr().out
+
+
+def test_validate_cli_rejects_missing_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = _demo()
+    path = _write(tmp_path, data)
+    cfg = yaml.safe_load(Path(path).read_text())
+    cfg["sources"][1]["inputs"].append(str(tmp_path / "nowhere" / "*.jsonl"))
+    Path(path).write_text(yaml.safe_dump(cfg))
+    assert cli_main(["validate", path]) == 2
+    err = capsys.readouterr().err
+    assert "sources.1.inputs.1" in err
+    assert "matches no file" in err
+
+
+def test_validate_cli_rejects_typo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = _demo()
+    data["blend"]["num_shard"] = 3
+    assert cli_main(["validate", _write(tmp_path, data)]) == 2
+    assert "blend.num_shard: unknown key" in capsys.readouterr().err

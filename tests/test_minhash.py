@@ -1,0 +1,85 @@
+"""MinHash kernels: bit-for-bit equality with datasketch, shingles and LSH bands."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from datasketch import MinHash
+
+from transforms.minhash import (
+    MinHashParams,
+    band_hashes,
+    estimated_jaccard,
+    lsh_params,
+    shingle_hashes,
+    signature,
+    word_hashes,
+)
+from transforms.text import normalize_for_dedup
+
+TEXTS = [
+    "The ship's computer refused to open the pod bay doors and lied to the crew about the fault.",
+    "Ünïcode, ﬁligatures and   odd\tspacing: NFKC should fold them; punctuation goes!",
+    "short text",
+    "word " * 3000,
+]
+
+
+@pytest.mark.parametrize("bits", [32, 64])
+@pytest.mark.parametrize("text", TEXTS)
+def test_signature_equals_datasketch(bits: int, text: str) -> None:
+    params = MinHashParams(num_perm=128, seed=7, bits=bits)
+    shingles = shingle_hashes(word_hashes(normalize_for_dedup(text)), 5)
+    ours = signature(shingles, params, params.permutations())
+    theirs = MinHash(num_perm=128, seed=7, scheme=f"affine{bits}", hashfunc=lambda v: v)
+    theirs.update_batch([int(v) for v in params.input_hashes(shingles)])
+    assert ours.dtype == theirs.hashvalues.dtype
+    assert np.array_equal(ours, theirs.hashvalues)
+
+
+def test_word_hashes_are_per_word_and_position_free() -> None:
+    a = word_hashes("alpha beta gamma alpha")
+    assert len(a) == 4
+    assert a[0] == a[3]
+    assert len(set(a.tolist())) == 3
+    # The same word hashes the same wherever it stands.
+    assert word_hashes("beta")[0] == a[1]
+    # A word that is a prefix of another hashes differently.
+    assert word_hashes("alp")[0] != a[0]
+
+
+def test_shingles_count_and_short_texts() -> None:
+    words = word_hashes("one two three four five six seven")
+    assert len(shingle_hashes(words, 5)) == 3
+    assert len(shingle_hashes(word_hashes("one two"), 5)) == 1
+    assert len(shingle_hashes(word_hashes(""), 5)) == 0
+
+
+def test_similar_texts_have_similar_signatures() -> None:
+    base = " ".join(f"w{i}" for i in range(400))
+    edited = base.replace("w200", "changed")
+    other = " ".join(f"x{i}" for i in range(400))
+    params = MinHashParams(128, 1, 32)
+    perms = params.permutations()
+
+    def sig(t: str) -> np.ndarray:
+        return signature(shingle_hashes(word_hashes(t), 5), params, perms)
+
+    assert estimated_jaccard(sig(base), sig(edited)) > 0.9
+    assert estimated_jaccard(sig(base), sig(other)) < 0.1
+
+
+def test_lsh_params_come_from_datasketch_optimizer() -> None:
+    assert lsh_params(0.8, 128) == (9, 13)
+    bands, rows = lsh_params(0.5, 256)
+    assert bands * rows <= 256
+
+
+def test_band_hashes_match_for_identical_bands_only() -> None:
+    rng = np.random.default_rng(0)
+    sigs = rng.integers(0, 2**32, size=(2, 128), dtype=np.uint64).astype(np.uint32)
+    sigs[1, :13] = sigs[0, :13]  # first band identical, others differ
+    bands = band_hashes(sigs, 9, 13)
+    assert bands.shape == (2, 9)
+    assert bands[0, 0] == bands[1, 0]
+    assert all(bands[0, i] != bands[1, i] for i in range(1, 9))
