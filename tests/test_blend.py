@@ -84,7 +84,7 @@ def _docs(source: str, n: int) -> list[dict[str, object]]:
 
 @pytest.mark.parametrize("num_shards", [1, 3, 7])
 def test_blend_hits_targets_and_balances_shards(num_shards: int) -> None:
-    cfg = _cfg({"web": 0.9, "stories": 0.1}, {"stories": 5}, num_shards=num_shards, seed=3)
+    cfg = _cfg({"web": 0.9, "stories": 0.1}, {"stories": 5}, num_shards=num_shards, seed=3, total=150)
     docs = _docs("web", 180) + _docs("stories", 7)
     plan = compute_plan(cfg, {"web": 180, "stories": 7})
 
