@@ -65,6 +65,9 @@ def _cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
         print("invalid config:\n" + "\n".join(f"  {p}" for p in problems), file=sys.stderr)
         return 2
     report = run(cfg, beam_args)
+    if report is None:
+        print("job graph built; nothing was run (dry run or template creation)")
+        return 0
     print("\n".join(summary_lines(cfg, report)))
     return 0 if report["conservation"]["ok"] else 1
 

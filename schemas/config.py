@@ -271,6 +271,8 @@ def _is_remote(path: str) -> bool:
 def _resolve(path: str, base_dir: str) -> str:
     if _is_remote(path) or os.path.isabs(path):
         return path
+    if _is_remote(base_dir):
+        return f"{base_dir.rstrip('/')}/{path}"
     return os.path.normpath(os.path.join(base_dir, path))
 
 
@@ -318,13 +320,22 @@ def load_config(path: str) -> MixConfig:
     """Loads and validates a YAML config file.
 
     Args:
-      path: local path of the YAML file.
+      path: local path or any Beam ``FileSystems`` URL (``gs://...``) of the YAML file;
+        relative paths inside it are relative to its directory.
     """
     try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
+        if _is_remote(path):
+            from apache_beam.io.filesystems import FileSystems
+
+            with FileSystems.open(path) as f:
+                data = yaml.safe_load(f.read().decode("utf-8"))
+            base_dir = path.rsplit("/", 1)[0]
+        else:
+            with open(path, encoding="utf-8") as f:
+                data = yaml.safe_load(f)
+            base_dir = os.path.dirname(os.path.abspath(path))
     except OSError as err:
-        raise ConfigError(f"cannot read config {path}: {err.strerror}") from None
+        raise ConfigError(f"cannot read config {path}: {err}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"config {path} is not valid YAML: {err}") from None
-    return parse_config(data, os.path.dirname(os.path.abspath(path)))
+    return parse_config(data, base_dir)
