@@ -274,19 +274,43 @@ def waits_for_result(options: PipelineOptions) -> bool:
     return not options.view_as(GoogleCloudOptions).template_location
 
 
+def execute(cfg: MixConfig, beam_args: Sequence[str], run_id: str | None = None) -> int:
+    """Runs a config (incrementally when ``output.incremental``), prints the summary, returns the exit code.
+
+    Args:
+      cfg: a validated config.
+      beam_args: Beam pipeline options.
+      run_id: name of an incremental run; defaults to the current UTC time.
+    """
+    plan = None
+    if cfg.output.incremental:
+        from pipelines.incremental import commit_run, plan_run
+
+        plan = plan_run(cfg, run_id)
+        if plan.fresh == 0:
+            print(f"no new input files under {cfg.output.path} since the last completed run; nothing to do")
+            return 0
+        print(f"incremental run {plan.run_id}: {plan.fresh} new input files -> {plan.config.output.path}")
+    run_cfg = plan.config if plan else cfg
+    report = run(run_cfg, beam_args)
+    if report is None:
+        print("job graph built; nothing was run (dry run or template creation)")
+        return 0
+    print("\n".join(summary_lines(run_cfg, report)))
+    if not report["conservation"]["ok"]:
+        return 1
+    if plan:
+        commit_run(cfg.output.path, plan)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     mix = PipelineOptions(argv).view_as(MixOptions)
     if not mix.config:
         print("python -m pipelines.build_mix: --config is required", file=sys.stderr)
         return 2
-    cfg = load_config(mix.config)
-    report = run(cfg, argv)
-    if report is None:
-        print("job graph built; nothing was run (dry run or template creation)")
-        return 0
-    print("\n".join(summary_lines(cfg, report)))
-    return 0 if report["conservation"]["ok"] else 1
+    return execute(load_config(mix.config), argv, mix.run_id)
 
 
 if __name__ == "__main__":

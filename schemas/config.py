@@ -64,6 +64,8 @@ class SourceConfig(_Strict):
       dedup: take part in exact and near-duplicate removal.
       narrative: narrative assigned when ``classify`` is false.
       priority: dedup survivor priority, lower wins; defaults from ``role``.
+      incremental: in incremental runs read only files earlier runs did not consume;
+        false for curated sources (constitution, stories) that every run reads whole.
     """
 
     name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
@@ -75,6 +77,7 @@ class SourceConfig(_Strict):
     dedup: bool = True
     narrative: Literal["misaligned", "aligned", "mixed", "ai_nonnarrative", "none"] = "none"
     priority: int | None = Field(default=None, ge=0)
+    incremental: bool = True
 
     @property
     def dedup_priority(self) -> int:
@@ -222,12 +225,15 @@ class OutputConfig(_Strict):
       shard_prefix: file name prefix of the shards.
       ledger_shards: number of ledger files.
       row_group_size: Parquet row group size of the shards.
+      incremental: treat ``path`` as the root of scheduled incremental runs
+        (state/inputs.json plus runs/<run_id>/); see pipelines/incremental.py.
     """
 
     path: str
     shard_prefix: str = Field(default="mix", pattern=r"^[A-Za-z0-9_\-]+$")
     ledger_shards: int = Field(default=1, ge=1, le=10_000)
     row_group_size: int = Field(default=10_000, ge=100)
+    incremental: bool = False
 
 
 class MixConfig(_Strict):
