@@ -23,7 +23,6 @@ Everything after ``--config FILE`` is a Beam pipeline option.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Sequence
@@ -31,7 +30,12 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import (
+    GoogleCloudOptions,
+    PipelineOptions,
+    StandardOptions,
+    TestOptions,
+)
 
 from schemas.config import MixConfig, load_config
 from schemas.records import LEDGER_SCHEMA, SHARD_SCHEMA
@@ -233,26 +237,80 @@ def summary_lines(cfg: MixConfig, report: dict[str, Any]) -> list[str]:
     return lines
 
 
-def run(cfg: MixConfig, beam_args: Sequence[str] = ()) -> dict[str, Any]:
-    """Runs the mix and returns its report.
+def run(cfg: MixConfig, beam_args: Sequence[str] = ()) -> dict[str, Any] | None:
+    """Runs the mix and returns its report, or None when only a graph or template was built.
 
     Args:
       cfg: a validated config.
       beam_args: Beam pipeline options.
     """
-    with beam.Pipeline(options=pipeline_options(beam_args)) as p:
-        build(p, cfg)
+    options = pipeline_options(beam_args)
+    p = beam.Pipeline(options=options)
+    build(p, cfg)
+    result = p.run()
+    if not waits_for_result(options):
+        return None
+    result.wait_until_finish()
     return read_report(cfg.output.path)
 
 
+class MixOptions(PipelineOptions):
+    """The job's own options; they are real pipeline options so templates can expose them."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser: Any) -> None:
+        parser.add_argument("--config", default=None, help="YAML run config, local or gs://")
+        parser.add_argument(
+            "--run_id",
+            default=None,
+            help="name of a scheduled incremental run; letters, digits, '-' and '_'",
+        )
+
+
+def waits_for_result(options: PipelineOptions) -> bool:
+    """False when the runner only builds a job graph or a template instead of running the job."""
+    if options.view_as(TestOptions).dry_run:
+        return False
+    return not options.view_as(GoogleCloudOptions).template_location
+
+
+def execute(cfg: MixConfig, beam_args: Sequence[str], run_id: str | None = None) -> int:
+    """Runs a config (incrementally when ``output.incremental``), prints the summary, returns the exit code.
+
+    Args:
+      cfg: a validated config.
+      beam_args: Beam pipeline options.
+      run_id: name of an incremental run; defaults to the current UTC time.
+    """
+    plan = None
+    if cfg.output.incremental:
+        from pipelines.incremental import commit_run, plan_run
+
+        plan = plan_run(cfg, run_id)
+        if plan.fresh == 0:
+            print(f"no new input files under {cfg.output.path} since the last completed run; nothing to do")
+            return 0
+        print(f"incremental run {plan.run_id}: {plan.fresh} new input files -> {plan.config.output.path}")
+    run_cfg = plan.config if plan else cfg
+    report = run(run_cfg, beam_args)
+    if report is None:
+        print("job graph built; nothing was run (dry run or template creation)")
+        return 0
+    print("\n".join(summary_lines(run_cfg, report)))
+    if not report["conservation"]["ok"]:
+        return 1
+    if plan:
+        commit_run(cfg.output.path, plan)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.build_mix", description=__doc__.split("\n")[0])
-    parser.add_argument("--config", required=True, help="YAML run config")
-    args, beam_args = parser.parse_known_args(argv)
-    cfg = load_config(args.config)
-    report = run(cfg, beam_args)
-    print("\n".join(summary_lines(cfg, report)))
-    return 0 if report["conservation"]["ok"] else 1
+    argv = list(sys.argv[1:] if argv is None else argv)
+    mix = PipelineOptions(argv).view_as(MixOptions)
+    if not mix.config:
+        print("python -m pipelines.build_mix: --config is required", file=sys.stderr)
+        return 2
+    return execute(load_config(mix.config), argv, mix.run_id)
 
 
 if __name__ == "__main__":

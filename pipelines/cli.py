@@ -57,16 +57,16 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
-    from pipelines.build_mix import run, summary_lines
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipelines.build_mix import MixOptions, execute
 
     cfg = load_config(args.config)
     problems = validate_inputs(cfg)
     if problems:
         print("invalid config:\n" + "\n".join(f"  {p}" for p in problems), file=sys.stderr)
         return 2
-    report = run(cfg, beam_args)
-    print("\n".join(summary_lines(cfg, report)))
-    return 0 if report["conservation"]["ok"] else 1
+    return execute(cfg, beam_args, PipelineOptions(beam_args).view_as(MixOptions).run_id)
 
 
 def _cmd_classify(args: argparse.Namespace, beam_args: list[str]) -> int:

@@ -64,6 +64,8 @@ class SourceConfig(_Strict):
       dedup: take part in exact and near-duplicate removal.
       narrative: narrative assigned when ``classify`` is false.
       priority: dedup survivor priority, lower wins; defaults from ``role``.
+      incremental: in incremental runs read only files earlier runs did not consume;
+        false for curated sources (constitution, stories) that every run reads whole.
     """
 
     name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
@@ -75,6 +77,7 @@ class SourceConfig(_Strict):
     dedup: bool = True
     narrative: Literal["misaligned", "aligned", "mixed", "ai_nonnarrative", "none"] = "none"
     priority: int | None = Field(default=None, ge=0)
+    incremental: bool = True
 
     @property
     def dedup_priority(self) -> int:
@@ -222,12 +225,15 @@ class OutputConfig(_Strict):
       shard_prefix: file name prefix of the shards.
       ledger_shards: number of ledger files.
       row_group_size: Parquet row group size of the shards.
+      incremental: treat ``path`` as the root of scheduled incremental runs
+        (state/inputs.json plus runs/<run_id>/); see pipelines/incremental.py.
     """
 
     path: str
     shard_prefix: str = Field(default="mix", pattern=r"^[A-Za-z0-9_\-]+$")
     ledger_shards: int = Field(default=1, ge=1, le=10_000)
     row_group_size: int = Field(default=10_000, ge=100)
+    incremental: bool = False
 
 
 class MixConfig(_Strict):
@@ -271,6 +277,8 @@ def _is_remote(path: str) -> bool:
 def _resolve(path: str, base_dir: str) -> str:
     if _is_remote(path) or os.path.isabs(path):
         return path
+    if _is_remote(base_dir):
+        return f"{base_dir.rstrip('/')}/{path}"
     return os.path.normpath(os.path.join(base_dir, path))
 
 
@@ -318,13 +326,22 @@ def load_config(path: str) -> MixConfig:
     """Loads and validates a YAML config file.
 
     Args:
-      path: local path of the YAML file.
+      path: local path or any Beam ``FileSystems`` URL (``gs://...``) of the YAML file;
+        relative paths inside it are relative to its directory.
     """
     try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
+        if _is_remote(path):
+            from apache_beam.io.filesystems import FileSystems
+
+            with FileSystems.open(path) as f:
+                data = yaml.safe_load(f.read().decode("utf-8"))
+            base_dir = path.rsplit("/", 1)[0]
+        else:
+            with open(path, encoding="utf-8") as f:
+                data = yaml.safe_load(f)
+            base_dir = os.path.dirname(os.path.abspath(path))
     except OSError as err:
-        raise ConfigError(f"cannot read config {path}: {err.strerror}") from None
+        raise ConfigError(f"cannot read config {path}: {err}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"config {path} is not valid YAML: {err}") from None
-    return parse_config(data, os.path.dirname(os.path.abspath(path)))
+    return parse_config(data, base_dir)
