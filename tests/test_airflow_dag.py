@@ -6,6 +6,7 @@ use under ~/.cache/tropemix with the committed constraints and then reused.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -34,25 +35,34 @@ print(json.dumps({
 def airflow_python() -> Path:
     python = VENV / "bin" / "python"
     marker = VENV / ".complete"
-    if not marker.exists():
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(VENV)], check=True)
-        subprocess.run(
-            [
-                str(python),
-                "-m",
-                "pip",
-                "install",
-                "-q",
-                "-r",
-                str(AIRFLOW_DIR / "requirements.txt"),
-                "-c",
-                str(AIRFLOW_DIR / "constraints.txt"),
-            ],
-            check=True,
-            timeout=40 * 60,
-        )
-        marker.touch()
+    VENV.parent.mkdir(parents=True, exist_ok=True)
+    # Concurrent test runs on one machine share the venv: build it under an exclusive lock.
+    with open(f"{VENV}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not marker.exists():
+            _build_venv(python)
+            marker.touch()
     return python
+
+
+def _build_venv(python: Path) -> None:
+    """A fresh virtualenv with Airflow and the two providers, resolved from the constraints."""
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(VENV)], check=True)
+    subprocess.run(
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "-r",
+            str(AIRFLOW_DIR / "requirements.txt"),
+            "-c",
+            str(AIRFLOW_DIR / "constraints.txt"),
+        ],
+        check=True,
+        timeout=40 * 60,
+    )
 
 
 def test_dags_load_without_import_errors(airflow_python: Path, tmp_path: Path) -> None:
