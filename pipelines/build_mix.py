@@ -26,7 +26,7 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import apache_beam as beam
@@ -344,7 +344,13 @@ def run(cfg: MixConfig, beam_args: Sequence[str] = ()) -> dict[str, Any] | None:
             failed = read_report(out)["conservation"]
             _LOG.error("conservation failed", summary=failed["summary"])
             raise ConservationError(
-                "\n".join([failed["summary"], *(line for line in failed["lines"] if "MISMATCH" in line)])
+                "\n".join(
+                    [
+                        failed["summary"],
+                        *(line for line in failed["lines"] if "MISMATCH" in line),
+                        f"report: {out}/report.html",
+                    ]
+                )
             ) from err
         wall = time.monotonic() - start
     report = augment_report(read_report(out), collect_metrics(result), stage_busy_seconds(result), wall)
@@ -392,12 +398,7 @@ def execute(cfg: MixConfig, beam_args: Sequence[str], run_id: str | None = None)
             return 0
         print(f"incremental run {plan.run_id}: {plan.fresh} new input files -> {plan.config.output.path}")
     run_cfg = plan.config if plan else cfg
-    try:
-        report = run(run_cfg, beam_args)
-    except ConservationError as err:
-        print("\n".join(summary_lines(run_cfg, read_report(run_cfg.output.path))), file=sys.stderr)
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    report = run(run_cfg, beam_args)
     if report is None:
         print("job graph built; nothing was run (dry run or template creation)")
         return 0
@@ -409,6 +410,15 @@ def execute(cfg: MixConfig, beam_args: Sequence[str], run_id: str | None = None)
     return 0
 
 
+def exit_code(job: Callable[[], int]) -> int:
+    """Runs ``job``; a failed conservation check becomes exit code 1 and its message on stderr."""
+    try:
+        return job()
+    except ConservationError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     mix = PipelineOptions(argv).view_as(MixOptions)
@@ -416,7 +426,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("python -m pipelines.build_mix: --config is required", file=sys.stderr)
         return 2
     configure_logging()
-    return execute(load_config(mix.config), argv, mix.run_id)
+    return exit_code(lambda: execute(load_config(mix.config), argv, mix.run_id))
 
 
 if __name__ == "__main__":

@@ -61,14 +61,15 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from pipelines.build_mix import MixOptions, execute
+    from pipelines.build_mix import MixOptions, execute, exit_code
 
     cfg = load_config(args.config)
     problems = validate_inputs(cfg)
     if problems:
         print("invalid config:\n" + "\n".join(f"  {p}" for p in problems), file=sys.stderr)
         return 2
-    return execute(cfg, beam_args, PipelineOptions(beam_args).view_as(MixOptions).run_id)
+    run_id = PipelineOptions(beam_args).view_as(MixOptions).run_id
+    return exit_code(lambda: execute(cfg, beam_args, run_id))
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
