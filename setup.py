@@ -18,6 +18,8 @@ INSTALL_REQUIRES = [
     "pydantic>=2.7,<3",
     "PyYAML>=6,<7",
     "zstandard>=0.22",
+    # report.html plots (Agg backend, PNG only).
+    "matplotlib>=3.8,<4",
 ]
 
 EXTRAS = {

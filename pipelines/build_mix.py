@@ -23,9 +23,10 @@ Everything after ``--config FILE`` is a Beam pipeline option.
 
 from __future__ import annotations
 
-import json
 import sys
-from collections.abc import Sequence
+import tempfile
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import apache_beam as beam
@@ -37,12 +38,29 @@ from apache_beam.options.pipeline_options import (
     TestOptions,
 )
 
+from pipelines.report import (
+    augment_report,
+    collect_metrics,
+    read_json,
+    stage_busy_seconds,
+    write_report_html,
+    write_report_json,
+)
 from schemas.config import MixConfig, load_config
 from schemas.records import LEDGER_SCHEMA, SHARD_SCHEMA
-from transforms.accounting import CountBy, WriteRunRecords, count_key, shard_counts
+from transforms.accounting import (
+    ConservationError,
+    CountBy,
+    WriteRunRecords,
+    count_key,
+    ledger_counts,
+    shard_counts,
+)
 from transforms.blend import BlendSources, order_key
 from transforms.classify import ApplyPolicy, ClassifyDocuments
 from transforms.dedup import DedupDocuments
+from transforms.logs import configure_logging, stage_logger
+from transforms.progress import ProgressPrinter
 from transforms.read import ReadSource
 from transforms.text import stable_hash
 from transforms.write import (
@@ -55,6 +73,7 @@ from transforms.write import (
 )
 
 DEFAULT_RUNNER = "apache_beam.runners.portability.fn_api_runner.FnApiRunner"
+_LOG = stage_logger("run")
 
 
 def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
@@ -81,12 +100,13 @@ def _stage_counts(pcoll: beam.PCollection, stage: str, kind: str, label: str) ->
     return pcoll | label >> CountBy(lambda _: count_key("stage", stage, kind))
 
 
-def build(p: beam.Pipeline, cfg: MixConfig) -> dict[str, beam.PCollection]:
+def build(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None) -> dict[str, beam.PCollection]:
     """Applies the whole mix DAG to ``p``.
 
     Args:
       p: the pipeline.
       cfg: a validated config.
+      progress_dir: local directory for the terminal progress line of local runs.
 
     Returns:
       The main PCollections, for tests: ``docs_read``, ``dead_letters``, ``ledger``,
@@ -98,7 +118,7 @@ def build(p: beam.Pipeline, cfg: MixConfig) -> dict[str, beam.PCollection]:
     to_classify: list[beam.PCollection] = []
     unclassified: list[beam.PCollection] = []
     for source in cfg.sources:
-        result = p | f"Read[{source.name}]" >> ReadSource(source, cfg.read)
+        result = p | f"Read[{source.name}]" >> ReadSource(source, cfg.read, progress_dir)
         read_docs.append(result.docs)
         dead.append(result.dead_letter)
         if source.classify:
@@ -112,9 +132,29 @@ def build(p: beam.Pipeline, cfg: MixConfig) -> dict[str, beam.PCollection]:
     dead_letters = _flatten(p, dead, "AllDeadLetters")
     counts.append(docs_read | "CountRead" >> CountBy(lambda d: count_key("read_docs", d["source"])))
     counts.append(dead_letters | "CountDead" >> CountBy(lambda d: count_key("dead_letters", d["source"])))
+    # Dead-letter errors start with their reason (``bad_json: ...``), see transforms/read.py.
+    counts.append(
+        dead_letters
+        | "CountDeadReasons"
+        >> CountBy(lambda d: count_key("dead_reason", d["stage"], d["error"].split(":", 1)[0]))
+    )
 
-    classified = _flatten(p, to_classify, "ToClassify") | "Classify" >> ClassifyDocuments(cfg.classifier)
+    to_classify_all = _flatten(p, to_classify, "ToClassify")
+    classified = to_classify_all | "Classify" >> ClassifyDocuments(cfg.classifier, progress_dir=progress_dir)
     policy = classified | "Policy" >> ApplyPolicy(cfg.classifier)
+    counts.append(_stage_counts(to_classify_all, "classify", "in", "CountClassifyIn"))
+    counts.append(_stage_counts(classified, "classify", "out", "CountClassifyOut"))
+    # The corpus before the mix: every document's narrative and fired trope labels.
+    counts.append(
+        [classified, *unclassified]
+        | "NarrativesIn" >> beam.Flatten()
+        | "CountNarrativesIn" >> CountBy(lambda d: count_key("narrative_in", d["source"], d["narrative"]))
+    )
+    counts.append(
+        classified
+        | "LabelsIn" >> beam.FlatMap(lambda d: d["tropes"])
+        | "CountLabelsIn" >> CountBy(lambda label: count_key("label_in", label))
+    )
     counts.append(_stage_counts(classified, "policy", "in", "CountPolicyIn"))
     counts.append(_stage_counts(policy.kept, "policy", "out", "CountPolicyOut"))
     counts.append(_stage_counts(policy.dropped, "policy", "dropped", "CountPolicyDropped"))
@@ -124,7 +164,7 @@ def build(p: beam.Pipeline, cfg: MixConfig) -> dict[str, beam.PCollection]:
     to_dedup = labelled | "ToDedup" >> beam.Filter(lambda d: d["source"] in dedup_sources)
     skip_dedup = labelled | "SkipDedup" >> beam.Filter(lambda d: d["source"] not in dedup_sources)
     priorities = {s.name: s.dedup_priority for s in cfg.sources}
-    dedup = to_dedup | "Dedup" >> DedupDocuments(cfg.dedup, priorities)
+    dedup = to_dedup | "Dedup" >> DedupDocuments(cfg.dedup, priorities, progress_dir)
     counts.append(_stage_counts(to_dedup, "dedup", "in", "CountDedupIn"))
     counts.append(_stage_counts(dedup["kept"], "dedup", "out", "CountDedupOut"))
     counts.append(_stage_counts(dedup["dropped"], "dedup", "dropped", "CountDedupDropped"))
@@ -132,6 +172,13 @@ def build(p: beam.Pipeline, cfg: MixConfig) -> dict[str, beam.PCollection]:
 
     survivors = [dedup["kept"], singletons] | "Survivors" >> beam.Flatten()
     blend = survivors | "Blend" >> BlendSources(cfg.blend)
+    counts.append(_stage_counts(survivors, "blend", "in", "CountBlendIn"))
+    counts.append(
+        blend["ledger"]
+        | "CountBlendOut"
+        >> CountBy(lambda r: count_key("stage", "blend", "out" if r["fate"] == "written" else "dropped"))
+    )
+    counts.append(_stage_counts(blend["assigned"], "write", "in", "CountWriteIn"))
 
     out = cfg.output
     seed = cfg.blend.seed
@@ -148,17 +195,13 @@ def build(p: beam.Pipeline, cfg: MixConfig) -> dict[str, beam.PCollection]:
     counts.append(shards | "ShardCounts" >> beam.FlatMap(shard_counts))
 
     ledger = [policy.dropped, dedup["dropped"], blend["ledger"]] | "Ledger" >> beam.Flatten()
+    counts.append(ledger | "CountLedger" >> beam.FlatMap(ledger_counts))
+    # Every document that went through dedup has exactly one dedup or blend ledger row
+    # carrying its cluster size: k such rows of size k are one cluster.
     counts.append(
         ledger
-        | "CountLedger"
-        >> CountBy(
-            lambda r: count_key(
-                "ledger",
-                r["source"],
-                r["fate"],
-                *([r["stage"], r["reason"]] if r["fate"] == "dropped" else []),
-            )
-        )
+        | "DedupedRows" >> beam.Filter(lambda r: r["source"] in dedup_sources and r["stage"] != "policy")
+        | "CountClusterDocs" >> CountBy(lambda r: count_key("cluster_docs", str(r["cluster_size"])))
     )
     ledger_files = (
         ledger
@@ -210,9 +253,7 @@ def build(p: beam.Pipeline, cfg: MixConfig) -> dict[str, beam.PCollection]:
 
 def read_report(output: str) -> dict[str, Any]:
     """Reads ``report.json`` of a finished run."""
-    with FileSystems.open(f"{output.rstrip('/')}/report.json") as f:
-        result: dict[str, Any] = json.loads(f.read().decode("utf-8"))
-        return result
+    return read_json(f"{output.rstrip('/')}/report.json")
 
 
 def summary_lines(cfg: MixConfig, report: dict[str, Any]) -> list[str]:
@@ -220,7 +261,7 @@ def summary_lines(cfg: MixConfig, report: dict[str, Any]) -> list[str]:
     out = cfg.output.path.rstrip("/")
     lines = [
         f"shards:       {out}/shards/ ({len(report['realized']) and sum(r['realized'] for r in report['realized'].values())} rows)",
-        f"report:       {out}/report.json",
+        f"report:       {out}/report.html ({out}/report.json)",
         f"ledger:       {out}/ledger/",
         f"dead letters: {out}/dead_letter/",
     ]
@@ -228,8 +269,20 @@ def summary_lines(cfg: MixConfig, report: dict[str, Any]) -> list[str]:
         lines.append(
             f"  {name}: {r['realized']} rows, share {r['realized_share']:.4f} (target {r['target_share']:.4f}, {r['target']} rows)"
         )
+    timing_info = report.get("timing")
+    if timing_info and timing_info["docs_per_second"]:
+        lines.append(
+            f"time:         {timing_info['wall_seconds']:.1f} s, {timing_info['docs_per_second']:,.0f} records/s"
+        )
     lines.append(report["conservation"]["summary"])
     lines.extend("  " + line for line in report["conservation"]["lines"])
+    check = report.get("metrics_check")
+    if check is not None and not check["ok"]:
+        for c in check["checks"]:
+            if not c["ok"]:
+                lines.append(
+                    f"warning: Beam counter {c['metric']} = {c['metric_value']} but the ledger counts {c['counted']}"
+                )
     if report["dedup"]["unconverged_nodes"]:
         lines.append(
             f"warning: clustering did not converge for {report['dedup']['unconverged_nodes']} nodes; raise dedup.max_rounds"
@@ -237,21 +290,74 @@ def summary_lines(cfg: MixConfig, report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _is_local(options: PipelineOptions) -> bool:
+    """Whether workers run on this machine (the progress files need a shared disk)."""
+    runner = str(options.view_as(StandardOptions).runner or "")
+    return runner.endswith(
+        ("FnApiRunner", "DirectRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner")
+    )
+
+
+def _remove_previous_report(output: str) -> None:
+    """Removes an earlier run's report, so a failure is never mistaken for this run's."""
+    stale = [f"{output}/{name}" for name in ("report.json", "report.html")]
+    existing = [path for path in stale if FileSystems.exists(path)]
+    if existing:
+        FileSystems.delete(existing)
+
+
 def run(cfg: MixConfig, beam_args: Sequence[str] = ()) -> dict[str, Any] | None:
-    """Runs the mix and returns its report, or None when only a graph or template was built.
+    """Runs the mix, adds the runner's metrics to its report, writes ``report.html``.
+
+    Returns the report, or None when only a graph or template was built.
 
     Args:
       cfg: a validated config.
       beam_args: Beam pipeline options.
+
+    Raises:
+      ConservationError: documents were lost; ``report.json`` and ``report.html``
+        are written first and the message names the stage and the difference.
     """
     options = pipeline_options(beam_args)
-    p = beam.Pipeline(options=options)
-    build(p, cfg)
-    result = p.run()
-    if not waits_for_result(options):
-        return None
-    result.wait_until_finish()
-    return read_report(cfg.output.path)
+    out = cfg.output.path.rstrip("/")
+    runs = waits_for_result(options)
+    if runs:
+        _remove_previous_report(out)
+    with tempfile.TemporaryDirectory(prefix="tropemix-progress-") as progress_dir:
+        printer = ProgressPrinter(progress_dir, sys.stdout, local=runs and _is_local(options))
+        p = beam.Pipeline(options=options)
+        build(p, cfg, progress_dir if printer.enabled else None)
+        _LOG.info("run started", run_name=cfg.run_name, output=out, sources=len(cfg.sources))
+        start = time.monotonic()
+        try:
+            with printer:
+                result = p.run()
+                if not runs:
+                    return None
+                result.wait_until_finish()
+        except Exception as err:
+            report_path = f"{out}/report.json"
+            if not FileSystems.exists(report_path) or read_report(out)["conservation"]["ok"]:
+                raise
+            write_report_html(out)
+            failed = read_report(out)["conservation"]
+            _LOG.error("conservation failed", summary=failed["summary"])
+            raise ConservationError(
+                "\n".join(
+                    [
+                        failed["summary"],
+                        *(line for line in failed["lines"] if "MISMATCH" in line),
+                        f"report: {out}/report.html",
+                    ]
+                )
+            ) from err
+        wall = time.monotonic() - start
+    report = augment_report(read_report(out), collect_metrics(result), stage_busy_seconds(result), wall)
+    write_report_json(out, report)
+    write_report_html(out)
+    _LOG.info("run finished", run_name=cfg.run_name, wall_seconds=round(wall, 1), status=report["status"])
+    return report
 
 
 class MixOptions(PipelineOptions):
@@ -304,13 +410,23 @@ def execute(cfg: MixConfig, beam_args: Sequence[str], run_id: str | None = None)
     return 0
 
 
+def exit_code(job: Callable[[], int]) -> int:
+    """Runs ``job``; a failed conservation check becomes exit code 1 and its message on stderr."""
+    try:
+        return job()
+    except ConservationError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     mix = PipelineOptions(argv).view_as(MixOptions)
     if not mix.config:
         print("python -m pipelines.build_mix: --config is required", file=sys.stderr)
         return 2
-    return execute(load_config(mix.config), argv, mix.run_id)
+    configure_logging()
+    return exit_code(lambda: execute(load_config(mix.config), argv, mix.run_id))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 tropemix run CONFIG.yaml [-- beam options]
 tropemix validate CONFIG.yaml
+tropemix report RUN_DIR
 tropemix classify --model M --input GLOB --output DIR [beam options]
 tropemix dedup --input GLOB --output DIR [--threshold 0.8] [beam options]
 tropemix train-classifier --data LABELED.jsonl [--params P.yaml] --output MODEL.ftz
@@ -18,6 +19,7 @@ from collections.abc import Sequence
 from apache_beam.io.filesystems import FileSystems
 
 from schemas.config import ConfigError, DedupConfig, MixConfig, load_config
+from transforms.logs import configure_logging
 
 
 def validate_inputs(cfg: MixConfig) -> list[str]:
@@ -59,14 +61,28 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from pipelines.build_mix import MixOptions, execute
+    from pipelines.build_mix import MixOptions, execute, exit_code
 
     cfg = load_config(args.config)
     problems = validate_inputs(cfg)
     if problems:
         print("invalid config:\n" + "\n".join(f"  {p}" for p in problems), file=sys.stderr)
         return 2
-    return execute(cfg, beam_args, PipelineOptions(beam_args).view_as(MixOptions).run_id)
+    run_id = PipelineOptions(beam_args).view_as(MixOptions).run_id
+    return exit_code(lambda: execute(cfg, beam_args, run_id))
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from pipelines.report import write_report_html
+
+    run_dir = args.run_dir.rstrip("/")
+    if not FileSystems.exists(f"{run_dir}/report.json"):
+        print(
+            f"{run_dir}/report.json does not exist; is {run_dir!r} a tropemix run directory?", file=sys.stderr
+        )
+        return 2
+    print(write_report_html(run_dir))
+    return 0
 
 
 def _cmd_classify(args: argparse.Namespace, beam_args: list[str]) -> int:
@@ -127,6 +143,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("config")
     p = sub.add_parser("validate", help="check a config and its input paths without reading data")
     p.add_argument("config")
+    p = sub.add_parser("report", help="regenerate report.html from a run's report.json and manifest.json")
+    p.add_argument("run_dir", help="the run's output.path, local or gs://")
 
     for name, help_text in (("classify", "classify documents only"), ("dedup", "deduplicate documents only")):
         p = sub.add_parser(name, help=help_text)
@@ -163,9 +181,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         extra = []
     args, beam_args = parser().parse_known_args(argv)
     beam_args += extra
+    configure_logging()
     try:
         if args.command == "validate":
             return _cmd_validate(args)
+        if args.command == "report":
+            return _cmd_report(args)
         if args.command == "run":
             return _cmd_run(args, beam_args)
         if args.command == "classify":

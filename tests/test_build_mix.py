@@ -47,6 +47,7 @@ def test_demo_writes_every_output(demo_run: tuple[MixConfig, Path, dict[str, Any
         "dead_letter",
         "ledger",
         "manifest.json",
+        "report.html",
         "report.json",
         "shards",
     ]

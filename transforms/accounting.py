@@ -67,19 +67,51 @@ class CountBy(beam.PTransform):
 
 
 def shard_counts(stats: Mapping[str, Any]) -> Iterator[tuple[str, int]]:
-    """Counter pairs from one shard's stats: rows and first copies per source."""
+    """Counter pairs from one shard's stats: rows and first copies per source, rows written."""
     for source, n in stats["by_source"].items():
         yield count_key("shard_rows", source), n
     for source, n in stats["first_copies_by_source"].items():
         yield count_key("shard_docs", source), n
+    yield count_key("stage", "write", "out"), stats["rows"]
+
+
+def ledger_counts(row: Mapping[str, Any]) -> Iterator[tuple[str, int]]:
+    """Counter pairs from one ledger row: its fate (and stage and reason), and copies written."""
+    source = row["source"]
+    if row["fate"] == "written":
+        yield count_key("ledger", source, "written"), 1
+        yield count_key("ledger_copies", source), int(row["copies"])
+    else:
+        yield count_key("ledger", source, "dropped", row["stage"], row["reason"]), 1
+
+
+def _stage_lines(counts: Mapping[str, int]) -> tuple[bool, dict[str, Any], list[str]]:
+    stages: dict[str, Any] = {}
+    for key, n in counts.items():
+        if key.startswith("stage|"):
+            _, stage, kind = key.split("|")
+            stages.setdefault(stage, {"in": 0, "out": 0, "dropped": 0})[kind] = n
+    ok = True
+    lines = []
+    for stage, s in sorted(stages.items()):
+        balanced = s["in"] == s["out"] + s["dropped"]
+        ok &= balanced
+        if not balanced:
+            lines.append(
+                f"MISMATCH stage {stage}: in {s['in']} != out {s['out']} + dropped {s['dropped']} "
+                f"(difference {s['in'] - s['out'] - s['dropped']}: {stage} lost documents without "
+                "a ledger row or a count)"
+            )
+    return ok, dict(sorted(stages.items())), lines
 
 
 def check_conservation(counts: Mapping[str, int], sources: Iterable[str]) -> dict[str, Any]:
     """Checks that every input record ended in exactly one place.
 
-    Per source: records in = documents read + dead letters, and documents read =
-    documents in shards (first copies) + ledger drops; the ledger's ``written``
-    rows must equal the documents in shards.  Per stage: in = out + dropped.
+    Per source: records in = shard rows - epoch copies (repeats of a document) +
+    ledger drops by stage and reason + dead letters; the ledger's ``written`` rows
+    must equal the documents in shards and their copies the shard rows.  Per
+    stage: in = out + dropped.
 
     Args:
       counts: flat counter keys -> totals.
@@ -92,45 +124,41 @@ def check_conservation(counts: Mapping[str, int], sources: Iterable[str]) -> dic
         read = counts.get(count_key("read_docs", source), 0)
         dead = counts.get(count_key("dead_letters", source), 0)
         written = counts.get(count_key("shard_docs", source), 0)
+        rows = counts.get(count_key("shard_rows", source), 0)
         ledger_written = counts.get(count_key("ledger", source, "written"), 0)
+        ledger_copies = counts.get(count_key("ledger_copies", source), 0)
         drops = {
             key.split("|", 3)[3]: n
             for key, n in counts.items()
             if key.startswith(count_key("ledger", source, "dropped") + "|")
         }
         dropped = sum(drops.values())
-        balanced = read == written + dropped and ledger_written == written
+        balanced = read == written + dropped and ledger_written == written and ledger_copies == rows
         ok &= balanced
         per_source[source] = {
             "records_in": read + dead,
             "documents_read": read,
             "dead_letters": dead,
             "documents_written": written,
-            "shard_rows": counts.get(count_key("shard_rows", source), 0),
+            "shard_rows": rows,
+            "epoch_copies": rows - written,
             "dropped": dict(sorted(drops.items())),
         }
         mark = "OK" if balanced else "MISMATCH"
-        lines.append(
-            f"{mark} {source}: in {read + dead} = written {written} + dropped {dropped} + dead letters {dead}"
-            + (
-                ""
-                if balanced
-                else f" (difference {read - written - dropped}; ledger written rows {ledger_written})"
-            )
+        reasons = ", ".join(f"{k.replace('|', '/')} {n}" for k, n in sorted(drops.items()))
+        line = (
+            f"{mark} {source}: in {read + dead} = shard rows {rows} - epoch copies {rows - written} "
+            f"+ dropped {dropped}{f' ({reasons})' if reasons else ''} + dead letters {dead}"
         )
-    stages: dict[str, Any] = {}
-    for key, n in counts.items():
-        if key.startswith("stage|"):
-            _, stage, kind = key.split("|")
-            stages.setdefault(stage, {"in": 0, "out": 0, "dropped": 0})[kind] = n
-    for stage, s in sorted(stages.items()):
-        balanced = s["in"] == s["out"] + s["dropped"]
-        ok &= balanced
         if not balanced:
-            lines.append(
-                f"MISMATCH stage {stage}: in {s['in']} != out {s['out']} + dropped {s['dropped']} "
-                f"(difference {s['in'] - s['out'] - s['dropped']})"
+            line += (
+                f" (difference {read - written - dropped}; ledger written rows {ledger_written}, "
+                f"ledger copies {ledger_copies} vs shard rows {rows})"
             )
+        lines.append(line)
+    stages_ok, stages, stage_lines = _stage_lines(counts)
+    ok &= stages_ok
+    lines.extend(stage_lines)
     total_in = sum(p["records_in"] for p in per_source.values())
     total_written = sum(p["documents_written"] for p in per_source.values())
     total_dropped = sum(sum(p["dropped"].values()) for p in per_source.values())
@@ -162,6 +190,56 @@ def realized_shares(plan: Mapping[str, Any], shards: Sequence[Mapping[str, Any]]
     return out
 
 
+def _sum_maps(maps: Iterable[Mapping[str, int]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for m in maps:
+        for k, n in m.items():
+            out[k] = out.get(k, 0) + n
+    return dict(sorted(out.items()))
+
+
+def mix_summary(counts: Mapping[str, int], shards: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """What the report plots: the corpus before the mix against the mix itself.
+
+    Args:
+      counts: flat counter keys -> totals.
+      shards: stats of the written shards.
+
+    Returns:
+      ``narratives_before`` (documents by narrative after classification, before
+      policy, dedup and blend), ``narratives_after`` (shard rows by narrative),
+      ``labels_before``/``labels_after`` (fired trope labels), ``drops`` (stage ->
+      reason -> documents) and ``cluster_sizes`` (cluster size -> clusters, over
+      the sources that take part in dedup).
+    """
+    before: dict[str, int] = {}
+    labels_before: dict[str, int] = {}
+    drops: dict[str, dict[str, int]] = {}
+    cluster_sizes: dict[int, int] = {}
+    for key, n in counts.items():
+        parts = key.split("|")
+        if parts[0] == "narrative_in":
+            before[parts[2]] = before.get(parts[2], 0) + n
+        elif parts[0] == "label_in":
+            labels_before[parts[1]] = n
+        elif parts[0] == "ledger" and parts[2] == "dropped":
+            by_reason = drops.setdefault(parts[3], {})
+            by_reason[parts[4]] = by_reason.get(parts[4], 0) + n
+        elif parts[0] == "dead_reason":
+            drops.setdefault(parts[1], {})[parts[2]] = n
+        elif parts[0] == "cluster_docs":
+            size = int(parts[1])
+            cluster_sizes[size] = n // size if size else n
+    return {
+        "narratives_before": dict(sorted(before.items())),
+        "narratives_after": _sum_maps(s.get("by_narrative", {}) for s in shards),
+        "labels_before": dict(sorted(labels_before.items())),
+        "labels_after": _sum_maps(s.get("by_trope", {}) for s in shards),
+        "drops": {stage: dict(sorted(r.items())) for stage, r in sorted(drops.items())},
+        "cluster_sizes": {str(k): v for k, v in sorted(cluster_sizes.items())},
+    }
+
+
 class _WriteRecordsFn(beam.DoFn):
     def __init__(self, output: str, run_name: str, config: dict[str, Any], sources: list[str]) -> None:
         self._output = output.rstrip("/")
@@ -184,6 +262,7 @@ class _WriteRecordsFn(beam.DoFn):
             "status": "ok" if conservation["ok"] else "conservation_failed",
             "conservation": conservation,
             "realized": realized_shares(plan, shards),
+            "mix": mix_summary(counts, shards),
             "dedup": {"unconverged_nodes": unconverged},
             "counts": dict(sorted(counts.items())),
             "plan": plan,

@@ -159,9 +159,10 @@ def _expand_copies(item: tuple[str, int, Document], plan: Mapping[str, Any]) -> 
     n = copies_of(rank, plan["sources"][source])
     yield beam.pvalue.TaggedOutput("ledger", written_or_sampled_out(doc, n))
     if n == 0:
-        Metrics.counter(NAMESPACE, f"{source}.sampled_out").inc()
+        Metrics.counter(NAMESPACE, f"sampled_out.{source}").inc()
     for epoch in range(n):
-        Metrics.counter(NAMESPACE, f"{source}.epoch_{epoch}").inc()
+        # Copies by epoch: epoch_0 counts documents written, later epochs count repeats.
+        Metrics.counter(NAMESPACE, f"epoch_{epoch}.{source}").inc()
         yield {**doc, "epoch": epoch}
 
 

@@ -23,11 +23,15 @@ from schemas.config import ClassifierConfig, PolicyRule
 from schemas.records import Document
 from schemas.taxonomy import DEFAULT_TAXONOMY, Taxonomy, fired_labels, narrative_of
 from transforms.accounting import ledger_drop
+from transforms.logs import stage_logger
+from transforms.progress import ProgressTicker
 from transforms.text import chunk_text, fasttext_text, unit_interval
 
 NAMESPACE = "tropemix.classify"
+POLICY_NAMESPACE = "tropemix.policy"
 DROPPED = "dropped"
 LABEL_PREFIX = "__label__"
+_LOG = stage_logger("classify")
 
 
 class ModelChecksumError(RuntimeError):
@@ -187,24 +191,34 @@ def annotate(
 
 
 class _ClassifyBatchFn(beam.DoFn):
-    def __init__(self, cfg: ClassifierConfig, taxonomy: Taxonomy) -> None:
+    def __init__(self, cfg: ClassifierConfig, taxonomy: Taxonomy, progress_dir: str | None = None) -> None:
         self._cfg = cfg
+        self._progress = ProgressTicker(progress_dir, "classify") if progress_dir else None
         self._taxonomy = taxonomy
         self._shared = shared.Shared()
         self._model: Any = None
         self._thresholds: dict[str, float] = {}
         self._batch = Metrics.distribution(NAMESPACE, "batch_size")
+        self._docs = Metrics.counter(NAMESPACE, "docs")
 
     def setup(self) -> None:
         path = self._cfg.model
         self._model = self._shared.acquire(lambda: _LoadedModel(load_fasttext(path)), tag=path).model
         self._thresholds = effective_thresholds(self._cfg, read_model_card(path))
+        _LOG.info("model loaded", model=path, labels=len(self._model.get_labels()))
+
+    def finish_bundle(self) -> None:
+        if self._progress:
+            self._progress.flush()
 
     def process(self, batch: list[Document]) -> Iterator[Document]:
         self._batch.update(len(batch))
         scores = score_documents(
             self._model, [d["text"] for d in batch], self._cfg.chunk_chars, self._cfg.aggregate
         )
+        self._docs.inc(len(batch))
+        if self._progress:
+            self._progress.tick(len(batch))
         for doc, s in zip(batch, scores, strict=True):
             out = annotate(doc, s, self._thresholds, self._taxonomy)
             Metrics.counter(NAMESPACE, f"narrative.{out['narrative']}").inc()
@@ -219,18 +233,22 @@ class ClassifyDocuments(beam.PTransform):
     Args:
       cfg: classifier config (model, thresholds, batch size, chunking).
       taxonomy: label groups; defaults to the shipped taxonomy.
+      progress_dir: local directory for the terminal progress line (``transforms/progress.py``).
     """
 
-    def __init__(self, cfg: ClassifierConfig, taxonomy: Taxonomy = DEFAULT_TAXONOMY) -> None:
+    def __init__(
+        self, cfg: ClassifierConfig, taxonomy: Taxonomy = DEFAULT_TAXONOMY, progress_dir: str | None = None
+    ) -> None:
         super().__init__()
         self._cfg = cfg
         self._taxonomy = taxonomy
+        self._progress_dir = progress_dir
 
     def expand(self, docs: beam.PCollection) -> beam.PCollection:
         return (
             docs
             | "Batch" >> beam.BatchElements(min_batch_size=8, max_batch_size=self._cfg.batch_size)
-            | "Predict" >> beam.ParDo(_ClassifyBatchFn(self._cfg, self._taxonomy))
+            | "Predict" >> beam.ParDo(_ClassifyBatchFn(self._cfg, self._taxonomy, self._progress_dir))
         )
 
 
@@ -260,12 +278,13 @@ class _PolicyFn(beam.DoFn):
     def process(self, doc: Document) -> Iterable[Any]:
         narrative = doc["narrative"]
         rule = self._cfg.rule(narrative)
-        Metrics.counter(NAMESPACE, f"policy.{rule.action}.{narrative}").inc()
+        Metrics.counter(POLICY_NAMESPACE, f"action.{rule.action}").inc()
         reason = policy_decision(doc["id"], narrative, rule, self._cfg.seed)
         if reason is None:
+            Metrics.counter(POLICY_NAMESPACE, "kept").inc()
             yield doc
         else:
-            Metrics.counter(NAMESPACE, f"policy.dropped.{reason}").inc()
+            Metrics.counter(POLICY_NAMESPACE, f"dropped.{reason}").inc()
             yield beam.pvalue.TaggedOutput(DROPPED, ledger_drop(doc, "policy", reason))
 
 

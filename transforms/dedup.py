@@ -30,6 +30,7 @@ from schemas.config import DedupConfig
 from schemas.records import Document
 from transforms.accounting import ledger_drop
 from transforms.minhash import MinHashParams, band_hashes, lsh_params, shingle_hashes, signature, word_hashes
+from transforms.progress import ProgressTicker
 from transforms.text import normalize_for_dedup
 
 NAMESPACE = "tropemix.dedup"
@@ -101,11 +102,21 @@ def compute_keys(docs: list[Document], priorities: Mapping[str, int], cfg: Dedup
 
 
 class _KeysFn(beam.DoFn):
-    def __init__(self, priorities: Mapping[str, int], cfg: DedupConfig) -> None:
+    def __init__(
+        self, priorities: Mapping[str, int], cfg: DedupConfig, progress_dir: str | None = None
+    ) -> None:
         self._priorities = dict(priorities)
         self._cfg = cfg
+        self._progress = ProgressTicker(progress_dir, "dedup") if progress_dir else None
+
+    def finish_bundle(self) -> None:
+        if self._progress:
+            self._progress.flush()
 
     def process(self, batch: list[Document]) -> Iterator[DedupKey]:
+        Metrics.counter(NAMESPACE, "docs").inc(len(batch))
+        if self._progress:
+            self._progress.tick(len(batch))
         yield from compute_keys(batch, self._priorities, self._cfg)
 
 
@@ -233,14 +244,16 @@ def _apply(item: tuple[str, dict[str, Any]]) -> Iterator[Any]:
     decisions = list(grouped["decision"])
     for doc in grouped["doc"]:
         if not decisions:
+            Metrics.counter(NAMESPACE, "kept").inc()
             yield {**doc, "cluster_id": doc_id, "cluster_size": 1}
             continue
         d = decisions[0]
         out = {**doc, "cluster_id": d.cluster_id, "cluster_size": d.cluster_size}
         if d.kept:
+            Metrics.counter(NAMESPACE, "kept").inc()
             yield out
         else:
-            Metrics.counter(NAMESPACE, d.reason).inc()
+            Metrics.counter(NAMESPACE, f"dropped.{d.reason}").inc()
             yield beam.pvalue.TaggedOutput(
                 "dropped",
                 ledger_drop(out, "dedup", d.reason, f"duplicate_of={d.cluster_id}"),  # type: ignore[arg-type]
@@ -257,18 +270,22 @@ class DedupDocuments(beam.PTransform):
     Args:
       cfg: dedup config.
       priorities: source name -> survivor priority, lower wins.
+      progress_dir: local directory for the terminal progress line (``transforms/progress.py``).
     """
 
-    def __init__(self, cfg: DedupConfig, priorities: Mapping[str, int]) -> None:
+    def __init__(
+        self, cfg: DedupConfig, priorities: Mapping[str, int], progress_dir: str | None = None
+    ) -> None:
         super().__init__()
         self._cfg = cfg
         self._priorities = dict(priorities)
+        self._progress_dir = progress_dir
 
     def expand(self, docs: beam.PCollection) -> dict[str, beam.PCollection]:
         keys = (
             docs
             | "Batch" >> beam.BatchElements(min_batch_size=16, max_batch_size=512)
-            | "DedupKeys" >> beam.ParDo(_KeysFn(self._priorities, self._cfg))
+            | "DedupKeys" >> beam.ParDo(_KeysFn(self._priorities, self._cfg, self._progress_dir))
         )
         by_exact = keys | "ByExactHash" >> beam.Map(lambda k: (k.exact, k))
         exact_winner = (

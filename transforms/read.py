@@ -29,9 +29,12 @@ from apache_beam.metrics import Metrics
 
 from schemas.config import ReadConfig, SourceConfig
 from schemas.records import RAW_LIMIT_BYTES, DeadLetter, Document
+from transforms.logs import stage_logger
+from transforms.progress import ProgressTicker
 
 DEAD_LETTER = "dead_letter"
 NAMESPACE = "tropemix.read"
+_LOG = stage_logger("read")
 
 
 class BadRecord(ValueError):
@@ -132,38 +135,63 @@ def _open_stream(path: str) -> IO[bytes]:
 class _ParseFilesFn(beam.DoFn):
     """Parses whole files of one source into documents and dead letters."""
 
-    def __init__(self, source: SourceConfig, read_cfg: ReadConfig) -> None:
+    def __init__(self, source: SourceConfig, read_cfg: ReadConfig, progress_dir: str | None = None) -> None:
         self._source = source
         self._read = read_cfg
         name = source.name
-        self._docs = Metrics.counter(NAMESPACE, f"{name}.docs")
-        self._dead = Metrics.counter(NAMESPACE, f"{name}.dead_letters")
-        self._files = Metrics.counter(NAMESPACE, f"{name}.files")
-        self._bytes = Metrics.distribution(NAMESPACE, f"{name}.doc_bytes")
+        self._docs = Metrics.counter(NAMESPACE, f"docs.{name}")
+        self._format_docs = Metrics.counter(NAMESPACE, f"format.{source.format}")
+        self._dead = Metrics.counter(NAMESPACE, f"dead_letters.{name}")
+        self._files = Metrics.counter(NAMESPACE, f"files.{name}")
+        self._chars = Metrics.distribution(NAMESPACE, "doc_chars")
+        self._source_chars = Metrics.distribution(NAMESPACE, f"doc_chars.{name}")
+        self._progress = ProgressTicker(progress_dir, "read") if progress_dir else None
 
     def _bad(
         self, reason: str, path: str, offset: int, error: str, raw: bytes | str
     ) -> beam.pvalue.TaggedOutput:
         self._dead.inc()
-        Metrics.counter(NAMESPACE, f"dead_letter.{reason}").inc()
+        Metrics.counter(NAMESPACE, f"bad_input.{reason}").inc()
+        _LOG.debug("dead letter", path=path, offset=offset, reason=reason)
+        if self._progress:
+            self._progress.tick()
         return beam.pvalue.TaggedOutput(
             DEAD_LETTER, dead_letter(self._source.name, path, offset, f"{reason}: {error}", raw)
         )
 
     def _good(self, doc: Document) -> Document:
         self._docs.inc()
-        self._bytes.update(len(doc["text"]))
+        self._format_docs.inc()
+        chars = len(doc["text"])
+        self._chars.update(chars)
+        self._source_chars.update(chars)
+        if self._progress:
+            self._progress.tick()
         return doc
+
+    def finish_bundle(self) -> None:
+        if self._progress:
+            self._progress.flush()
 
     def process(self, path: str) -> Iterator[Any]:
         self._files.inc()
         fmt = self._source.format
         if fmt == "jsonl":
-            yield from self._jsonl(path)
+            parsed = self._jsonl(path)
         elif fmt == "parquet":
-            yield from self._parquet(path)
+            parsed = self._parquet(path)
         else:
-            yield from self._text(path)
+            parsed = self._text(path)
+        docs = dead = 0
+        for out in parsed:
+            if isinstance(out, beam.pvalue.TaggedOutput):
+                dead += 1
+            else:
+                docs += 1
+            yield out
+        # One line per file, never per record: a web-scale input has millions of records.
+        log = _LOG.warning if dead else _LOG.info
+        log("file read", source=self._source.name, path=path, format=fmt, docs=docs, dead_letters=dead)
 
     def _jsonl(self, path: str) -> Iterator[Any]:
         line_no = 0
@@ -248,12 +276,15 @@ class ReadSource(beam.PTransform):
     Args:
       source: the source config.
       read_cfg: size limits.
+      progress_dir: local directory where workers leave running document counts
+        for the terminal progress line (``transforms/progress.py``); None for none.
     """
 
-    def __init__(self, source: SourceConfig, read_cfg: ReadConfig) -> None:
+    def __init__(self, source: SourceConfig, read_cfg: ReadConfig, progress_dir: str | None = None) -> None:
         super().__init__()
         self._source = source
         self._read = read_cfg
+        self._progress_dir = progress_dir
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.pvalue.DoOutputsTuple:
         return (
@@ -264,5 +295,7 @@ class ReadSource(beam.PTransform):
             # Spread files over workers before the expensive parse.
             | "SpreadFiles" >> beam.Reshuffle()
             | "Parse"
-            >> beam.ParDo(_ParseFilesFn(self._source, self._read)).with_outputs(DEAD_LETTER, main="docs")
+            >> beam.ParDo(_ParseFilesFn(self._source, self._read, self._progress_dir)).with_outputs(
+                DEAD_LETTER, main="docs"
+            )
         )

@@ -23,8 +23,10 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from schemas.records import LEDGER_SCHEMA
+from transforms.logs import stage_logger
 
 NAMESPACE = "tropemix.write"
+_LOG = stage_logger("write")
 
 
 def shard_name(prefix: str, index: int, count: int, suffix: str) -> str:
@@ -114,8 +116,10 @@ class _WriteFileFn(beam.DoFn):
         data = self._encode([self._to_row(e) for e in elements])
         path = f"{self._dir}/{shard_name(self._prefix, index, self._count, self._suffix)}"
         write_atomically(path, data)
-        Metrics.counter(NAMESPACE, f"{self._prefix}.files").inc()
-        Metrics.counter(NAMESPACE, f"{self._prefix}.rows").inc(len(elements))
+        Metrics.counter(NAMESPACE, f"files.{self._prefix}").inc()
+        Metrics.counter(NAMESPACE, f"rows.{self._prefix}").inc(len(elements))
+        Metrics.counter(NAMESPACE, f"bytes.{self._prefix}").inc(len(data))
+        _LOG.info("file written", path=path, rows=len(elements), bytes=len(data))
         yield {
             "shard": index,
             "path": path,
@@ -169,16 +173,24 @@ class WriteSortedFiles(beam.PTransform):
 
 
 def describe_shard(docs: list[Mapping[str, Any]]) -> dict[str, Any]:
-    """Per-shard counts by source, narrative and epoch for the manifest."""
+    """Per-shard counts by source, narrative, trope label and epoch for the manifest."""
     by_source: dict[str, int] = {}
     by_narrative: dict[str, int] = {}
+    by_trope: dict[str, int] = {}
     first_copies: dict[str, int] = {}
     for d in docs:
         by_source[d["source"]] = by_source.get(d["source"], 0) + 1
         by_narrative[d.get("narrative", "none")] = by_narrative.get(d.get("narrative", "none"), 0) + 1
+        for label in d.get("tropes", []):
+            by_trope[label] = by_trope.get(label, 0) + 1
         if d.get("epoch", 0) == 0:
             first_copies[d["source"]] = first_copies.get(d["source"], 0) + 1
-    return {"by_source": by_source, "by_narrative": by_narrative, "first_copies_by_source": first_copies}
+    return {
+        "by_source": by_source,
+        "by_narrative": by_narrative,
+        "by_trope": by_trope,
+        "first_copies_by_source": first_copies,
+    }
 
 
 def parquet_encoder(schema: pa.Schema, row_group_size: int) -> Callable[[list[dict[str, Any]]], bytes]:
