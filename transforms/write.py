@@ -169,16 +169,27 @@ class WriteSortedFiles(beam.PTransform):
 
 
 def describe_shard(docs: list[Mapping[str, Any]]) -> dict[str, Any]:
-    """Per-shard counts by source, narrative and epoch for the manifest."""
+    """Per-shard counts and blend units by source and narrative, and first copies, for the manifest."""
     by_source: dict[str, int] = {}
     by_narrative: dict[str, int] = {}
+    units_by_source: dict[str, int] = {}
+    units_by_narrative: dict[str, int] = {}
     first_copies: dict[str, int] = {}
     for d in docs:
-        by_source[d["source"]] = by_source.get(d["source"], 0) + 1
-        by_narrative[d.get("narrative", "none")] = by_narrative.get(d.get("narrative", "none"), 0) + 1
+        source, narrative, units = d["source"], d.get("narrative", "none"), int(d.get("units", 1))
+        by_source[source] = by_source.get(source, 0) + 1
+        by_narrative[narrative] = by_narrative.get(narrative, 0) + 1
+        units_by_source[source] = units_by_source.get(source, 0) + units
+        units_by_narrative[narrative] = units_by_narrative.get(narrative, 0) + units
         if d.get("epoch", 0) == 0:
-            first_copies[d["source"]] = first_copies.get(d["source"], 0) + 1
-    return {"by_source": by_source, "by_narrative": by_narrative, "first_copies_by_source": first_copies}
+            first_copies[source] = first_copies.get(source, 0) + 1
+    return {
+        "by_source": by_source,
+        "by_narrative": by_narrative,
+        "units_by_source": units_by_source,
+        "units_by_narrative": units_by_narrative,
+        "first_copies_by_source": first_copies,
+    }
 
 
 def parquet_encoder(schema: pa.Schema, row_group_size: int) -> Callable[[list[dict[str, Any]]], bytes]:
