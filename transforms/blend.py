@@ -269,7 +269,7 @@ def compute_plan(
             raise PlanError(
                 "narrative balance cannot be met: the plan has "
                 f"{aligned} aligned and {misaligned} misaligned {unit} "
-                f"(aligned share {aligned / (aligned + misaligned):.4f}, min_share {float(min_share):.4f}) "
+                f"(aligned share {aligned / (aligned + misaligned):.4f}, need {float(min_share):.4f}) "
                 f"with strategy {balance.strategy!r}; aligned stories can give at most {story_cap} {unit} "
                 f"({', '.join(stories) or 'no synthetic_story source'} x max_epochs), and "
                 f"{sum(cls_targets[n].get('misaligned', 0) for n in webs)} misaligned {unit} remain in web sources; "
