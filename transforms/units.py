@@ -121,6 +121,7 @@ class MeasureUnits(beam.PTransform):
     def expand(self, docs: beam.PCollection) -> beam.PCollection:
         return (
             docs
-            | "Batch" >> beam.BatchElements(min_batch_size=8, max_batch_size=self._batch_size)
+            | "Batch"
+            >> beam.BatchElements(min_batch_size=min(8, self._batch_size), max_batch_size=self._batch_size)
             | "Count" >> beam.ParDo(_UnitsFn(self._unit, self._tokenizer))
         )
