@@ -269,7 +269,7 @@ def test_balance_by_adding_stories() -> None:
     assert nb["planned"]["aligned"] == 720 and nb["planned"]["misaligned"] == 720
     assert plan["sources"]["stories"]["target"] == 702
     assert plan["sources"]["web"]["target"] == 900
-    assert "added 602 documents of aligned documents from 'stories'" in nb["actions"][0]
+    assert "added 602 documents of aligned stories from 'stories'" in nb["actions"][0]
 
 
 def test_balance_by_downsampling_misaligned_web() -> None:

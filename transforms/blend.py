@@ -241,7 +241,7 @@ def compute_plan(
                     cls_targets[n]["aligned"] = cls_targets[n].get("aligned", 0) + k
                     targets[n] += k
                     actions.append(
-                        f"added {k} {unit} of aligned documents from {n!r} "
+                        f"added {k} {unit} of aligned stories from {n!r} "
                         f"({targets[n] / avail[n]:.2f} of max {epochs[n]} epochs)"
                     )
         aligned, misaligned = _aligned_share(cls_targets)
