@@ -176,7 +176,7 @@ def build(p: beam.Pipeline, cfg: MixConfig) -> dict[str, beam.PCollection]:
     shards = blend["assigned"] | "WriteShards" >> WriteSortedFiles(
         f"{out.path.rstrip('/')}/shards",
         out.shard_prefix,
-        cfg.blend.num_shards,
+        blend["plan"] | "ShardCount" >> beam.Map(lambda plan: plan["num_shards"]),
         "parquet",
         parquet_encoder(SHARD_SCHEMA, out.row_group_size),
         sort_key=lambda d: order_key(d, seed),

@@ -239,6 +239,8 @@ class BlendConfig(_Strict):
         ``available * max_epochs`` limits.  Only with shares.
       sources: share (summing to 1) or absolute target, and epoch cap, per source name.
       num_shards: output shard count.
+      shard_size: target units per shard instead of ``num_shards``; the plan sets the
+        shard count to ``ceil(total / shard_size)``.
       seed: seed of sampling and shuffling.
       narrative_balance: optional minimum aligned share and how to reach it.
     """
@@ -248,6 +250,7 @@ class BlendConfig(_Strict):
     total: int | None = Field(default=None, gt=0)
     sources: dict[str, BlendSource]
     num_shards: int = Field(default=4, ge=1, le=100_000)
+    shard_size: int | None = Field(default=None, gt=0)
     seed: int = 0
     narrative_balance: NarrativeBalance | None = None
 
@@ -269,6 +272,8 @@ class BlendConfig(_Strict):
     def _total_needs_shares(self) -> BlendConfig:
         if self.total is not None and not self.uses_shares:
             raise ValueError("'total' only applies with shares; with absolute targets remove it")
+        if self.shard_size is not None and "num_shards" in self.model_fields_set:
+            raise ValueError("give 'num_shards' or 'shard_size' (units per shard), not both")
         if self.tokenizer is not None and self.unit != "tokens":
             raise ValueError(f"'tokenizer' only applies to unit 'tokens', not {self.unit!r}")
         return self

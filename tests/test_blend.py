@@ -106,6 +106,13 @@ def test_absolute_targets() -> None:
         )
 
 
+def test_shard_size_sets_the_shard_count() -> None:
+    cfg = BlendConfig(unit="bytes", sources={"web": BlendSource(target=1001)}, shard_size=250)
+    plan = compute_plan(cfg, _profile({"web": 5000}))
+    assert plan["num_shards"] == 5
+    assert sum(plan["sources"]["web"]["shard_targets"]) == 1001
+
+
 def test_copies_follow_units_before_a_document() -> None:
     plan = {"full_epochs": 2, "remainder": 3}
     # Unit weights: the first `remainder` ranks get one more copy.

@@ -49,7 +49,7 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "blend": {
             "unit": "documents",
             "sources": {"web": {"share": 0.9}, "stories": {"share": 0.1, "max_epochs": 4}},
-            "num_shards": 3,
+            "shard_size": 100,
             "seed": 5,
             "narrative_balance": {"min_aligned_share": MIN_ALIGNED, "strategy": "both", "match_tropes": True},
         },
@@ -99,6 +99,11 @@ def test_run_realizes_the_plan(planned: tuple[str, dict[str, Any]], config: Path
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["plan"] == plan, "run executes the same plan that `tropemix plan` printed"
     assert report["realized_narratives"]["aligned_share"] >= MIN_ALIGNED
+    # shard_size 100 documents: the plan sets the shard count from its total.
+    assert plan["num_shards"] == -(-plan["total"] // 100)
+    assert sorted(p.name for p in (out / "shards").iterdir()) == [
+        f"mix-{i:05d}-of-{plan['num_shards']:05d}.parquet" for i in range(plan["num_shards"])
+    ]
     for name, p in plan["sources"].items():
         assert report["realized"][name]["realized"] == p["target"], name
         assert report["realized"][name]["per_shard"] == p["shard_targets"], name

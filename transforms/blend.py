@@ -293,6 +293,7 @@ def compute_plan(
 
     sources: dict[str, Any] = {}
     total_units = sum(targets.values())
+    num_shards = max(1, math.ceil(total_units / cfg.shard_size)) if cfg.shard_size else cfg.num_shards
     for name in names:
         sub_avail: dict[str, list[int]] = {}
         for source, narrative, tags, d, units in rows:
@@ -332,8 +333,8 @@ def compute_plan(
             "target": targets[name],
             "max_epochs": epochs[name],
             "epochs": targets[name] / avail[name] if avail[name] else 0.0,
-            "shard_offset": shard_offset(name, cfg.num_shards),
-            "shard_targets": shard_quotas(targets[name], cfg.num_shards, shard_offset(name, cfg.num_shards)),
+            "shard_offset": shard_offset(name, num_shards),
+            "shard_targets": shard_quotas(targets[name], num_shards, shard_offset(name, num_shards)),
             "strata": strata,
         }
     plan: dict[str, Any] = {
@@ -341,7 +342,7 @@ def compute_plan(
         "tokenizer": cfg.tokenizer if unit == "tokens" else None,
         "total": total_units,
         "seed": cfg.seed,
-        "num_shards": cfg.num_shards,
+        "num_shards": num_shards,
         "sources": sources,
         "stratum_of": {f"{s}|{t}": st for (s, t), st in sorted(stratum_of.items())},
     }
@@ -571,9 +572,10 @@ class PlanBlend(beam.PTransform):
 
 
 def _assign_shard(
-    item: tuple[str, int, Document, int], unit: str, num_shards: int, totals: Mapping[str, int]
+    item: tuple[str, int, Document, int], unit: str, plan: Mapping[str, Any], totals: Mapping[str, int]
 ) -> tuple[int, Document]:
     source, rank, doc, before = item
+    num_shards = int(plan["num_shards"])
     if unit == "documents":
         return shard_of(rank, source, num_shards), doc
     return shard_of_units(before, totals[source], source, num_shards), doc
@@ -634,7 +636,7 @@ class BlendSources(beam.PTransform):
             >> beam.Map(
                 _assign_shard,
                 unit=cfg.unit,
-                num_shards=cfg.num_shards,
+                plan=plan_side,
                 totals=beam.pvalue.AsDict(totals),
             )
         )

@@ -108,11 +108,12 @@ class _WriteFileFn(beam.DoFn):
         self._to_row = to_row
         self._describe = describe
 
-    def process(self, item: tuple[int, dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    def process(self, item: tuple[int, dict[str, Any]], count: int | None = None) -> Iterator[dict[str, Any]]:
         index, grouped = item
         elements = sorted(grouped["rows"], key=self._sort_key)
         data = self._encode([self._to_row(e) for e in elements])
-        path = f"{self._dir}/{shard_name(self._prefix, index, self._count, self._suffix)}"
+        total = self._count if count is None else count
+        path = f"{self._dir}/{shard_name(self._prefix, index, total, self._suffix)}"
         write_atomically(path, data)
         Metrics.counter(NAMESPACE, f"{self._prefix}.files").inc()
         Metrics.counter(NAMESPACE, f"{self._prefix}.rows").inc(len(elements))
@@ -136,7 +137,7 @@ class WriteSortedFiles(beam.PTransform):
     Args:
       directory: output directory (local or ``gs://``).
       prefix: file name prefix.
-      count: number of files.
+      count: number of files, or a one-element PCollection holding it (when a plan decides it).
       suffix: file extension.
       encode: rows -> file bytes.
       sort_key: order of elements inside a file.
@@ -148,7 +149,7 @@ class WriteSortedFiles(beam.PTransform):
         self,
         directory: str,
         prefix: str,
-        count: int,
+        count: int | beam.PCollection,
         suffix: str,
         encode: Callable[[list[dict[str, Any]]], bytes],
         sort_key: Callable[[Any], Any],
@@ -156,15 +157,23 @@ class WriteSortedFiles(beam.PTransform):
         describe: Callable[[list[Any]], dict[str, Any]] = lambda rows: {},
     ) -> None:
         super().__init__()
-        self._fn = _WriteFileFn(directory, prefix, count, suffix, encode, sort_key, to_row, describe)
+        fixed = count if isinstance(count, int) else 0
+        self._fn = _WriteFileFn(directory, prefix, fixed, suffix, encode, sort_key, to_row, describe)
         self._count = count
 
     def expand(self, keyed: beam.PCollection) -> beam.PCollection:
-        indices = keyed.pipeline | "Indices" >> beam.Create([(i, None) for i in range(self._count)])
+        if isinstance(self._count, int):
+            indices = keyed.pipeline | "Indices" >> beam.Create([(i, None) for i in range(self._count)])
+            return (
+                {"rows": keyed, "index": indices}
+                | "GroupByFile" >> beam.CoGroupByKey()
+                | "WriteFile" >> beam.ParDo(self._fn)
+            )
+        indices = self._count | "Indices" >> beam.FlatMap(lambda n: [(i, None) for i in range(n)])
         return (
             {"rows": keyed, "index": indices}
             | "GroupByFile" >> beam.CoGroupByKey()
-            | "WriteFile" >> beam.ParDo(self._fn)
+            | "WriteFile" >> beam.ParDo(self._fn, count=beam.pvalue.AsSingleton(self._count))
         )
 
 
