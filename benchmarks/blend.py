@@ -1,6 +1,7 @@
 """Throughput of the blend stage alone: units, plan, exact ranks, copies and shard assignment.
 
-Synthetic documents (deterministic lengths and narratives) go through ``BlendSources``
+Synthetic documents (deterministic lengths and narratives, built inside the
+pipeline) go through ``BlendSources``
 on the in-process runner; the script prints documents/s, MB/s of text and the peak
 RSS of this process (the FnApiRunner runs workers in-process).  It also times
 ``compute_plan`` on a large profile.
@@ -39,26 +40,23 @@ WORDS = [
 ]
 
 
-def make_docs(n: int) -> list[dict[str, object]]:
-    docs: list[dict[str, object]] = []
-    for i in range(n):
-        source = "web" if i % 20 else ("stories" if i % 40 else "constitution")
-        words = 50 + stable_hash("len", i) % 400
-        narrative = ("misaligned", "none", "none", "aligned")[stable_hash("n", i) % 4]
-        if source == "stories":
-            narrative = "aligned"
-        docs.append(
-            {
-                "id": f"{source}/{i}",
-                "source": source,
-                "text": " ".join(WORDS[(i + k) % len(WORDS)] for k in range(words)),
-                "narrative": narrative,
-                "tropes": ["honest"]
-                if narrative == "aligned"
-                else (["deception"] if narrative == "misaligned" else []),
-            }
-        )
-    return docs
+def make_doc(i: int) -> dict[str, object]:
+    """Document ``i``: built inside the pipeline, so ``Create`` does not pickle the corpus."""
+    source = "web" if i % 20 else ("stories" if i % 40 else "constitution")
+    words = 50 + stable_hash("len", i) % 400
+    narrative = (
+        "aligned"
+        if source == "stories"
+        else ("misaligned", "none", "none", "aligned")[stable_hash("n", i) % 4]
+    )
+    tropes = {"aligned": ["honest"], "misaligned": ["deception"]}.get(narrative, [])
+    return {
+        "id": f"{source}/{i}",
+        "source": source,
+        "text": " ".join(WORDS[(i + k) % len(WORDS)] for k in range(words)),
+        "narrative": narrative,
+        "tropes": tropes,
+    }
 
 
 def main() -> None:
@@ -79,11 +77,15 @@ def main() -> None:
         if args.balance
         else None,
     )
-    docs = make_docs(args.docs)
-    mb = sum(len(str(d["text"])) for d in docs) / 1e6
+    mb = sum(len(str(make_doc(i)["text"])) for i in range(args.docs)) / 1e6
     start = time.perf_counter()
     with beam.Pipeline(options=pipeline_options(beam_args)) as p:
-        out = p | beam.Create(docs, reshuffle=False) | BlendSources(cfg, ROLES)
+        out = (
+            p
+            | beam.Create(range(args.docs))
+            | "MakeDocs" >> beam.Map(make_doc)
+            | "Blend" >> BlendSources(cfg, ROLES)
+        )
         _ = out["assigned"] | beam.combiners.Count.Globally()
     seconds = time.perf_counter() - start
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
