@@ -23,6 +23,7 @@ Everything after ``--config FILE`` is a Beam pipeline option.
 
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
 import time
@@ -48,6 +49,7 @@ from pipelines.report import (
 )
 from schemas.config import MixConfig, load_config
 from schemas.records import LEDGER_SCHEMA, SHARD_SCHEMA
+from schemas.taxonomy import DEFAULT_TAXONOMY, narrative_of
 from transforms.accounting import (
     ConservationError,
     CountBy,
@@ -56,7 +58,7 @@ from transforms.accounting import (
     ledger_counts,
     shard_counts,
 )
-from transforms.blend import BlendSources, order_key
+from transforms.blend import BlendSources, PlanBlend, PlanError, order_key
 from transforms.classify import ApplyPolicy, ClassifyDocuments
 from transforms.dedup import DedupDocuments
 from transforms.logs import configure_logging, stage_logger
@@ -70,6 +72,7 @@ from transforms.write import (
     ledger_row,
     parquet_encoder,
     shard_row,
+    write_atomically,
 )
 
 DEFAULT_RUNNER = "apache_beam.runners.portability.fn_api_runner.FnApiRunner"
@@ -85,8 +88,14 @@ def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
     return options
 
 
-def _unclassified(doc: dict[str, Any], narrative: str) -> dict[str, Any]:
-    return {**doc, "narrative": narrative, "tropes": [], "trope_scores": {}}
+def _unclassified(doc: dict[str, Any], narrative: str, tropes_field: str | None) -> dict[str, Any]:
+    """Labels a document that is not classified: the source's narrative, or its metadata trope tags."""
+    if tropes_field is None:
+        return {**doc, "narrative": narrative, "tropes": [], "trope_scores": {}}
+    tags = doc.get("meta", {}).get(tropes_field) or []
+    tags = [tags] if isinstance(tags, str) else tags
+    tropes = sorted({str(t) for t in tags} & set(DEFAULT_TAXONOMY.trope_labels))
+    return {**doc, "narrative": narrative_of(tropes), "tropes": tropes, "trope_scores": {}}
 
 
 def _flatten(p: beam.Pipeline, pcolls: list[beam.PCollection], label: str) -> beam.PCollection:
@@ -100,8 +109,8 @@ def _stage_counts(pcoll: beam.PCollection, stage: str, kind: str, label: str) ->
     return pcoll | label >> CountBy(lambda _: count_key("stage", stage, kind))
 
 
-def build(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None) -> dict[str, beam.PCollection]:
-    """Applies the whole mix DAG to ``p``.
+def survivors(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None) -> dict[str, Any]:
+    """Applies read, classify, policy and dedup: everything the blend plan counts.
 
     Args:
       p: the pipeline.
@@ -109,8 +118,9 @@ def build(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None) -> 
       progress_dir: local directory for the terminal progress line of local runs.
 
     Returns:
-      The main PCollections, for tests: ``docs_read``, ``dead_letters``, ``ledger``,
-      ``shards`` (stats per written shard) and ``report``.
+      ``docs_read``, ``dead_letters``, ``survivors`` (documents entering the blend),
+      ``dropped`` (policy and dedup ledger rows), ``unconverged`` (dedup) and
+      ``counts`` (a list of ``(key, n)`` PCollections).
     """
     counts: list[beam.PCollection] = []
     read_docs: list[beam.PCollection] = []
@@ -121,11 +131,13 @@ def build(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None) -> 
         result = p | f"Read[{source.name}]" >> ReadSource(source, cfg.read, progress_dir)
         read_docs.append(result.docs)
         dead.append(result.dead_letter)
-        if source.classify:
+        if source.classify and source.tropes_field is None:
             to_classify.append(result.docs)
         else:
             unclassified.append(
-                result.docs | f"Narrative[{source.name}]" >> beam.Map(_unclassified, source.narrative)
+                result.docs
+                | f"Narrative[{source.name}]"
+                >> beam.Map(_unclassified, source.narrative, source.tropes_field)
             )
 
     docs_read = _flatten(p, read_docs, "AllRead")
@@ -170,22 +182,51 @@ def build(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None) -> 
     counts.append(_stage_counts(dedup["dropped"], "dedup", "dropped", "CountDedupDropped"))
     singletons = skip_dedup | "NoDedup" >> beam.Map(lambda d: {**d, "cluster_id": d["id"], "cluster_size": 1})
 
-    survivors = [dedup["kept"], singletons] | "Survivors" >> beam.Flatten()
-    blend = survivors | "Blend" >> BlendSources(cfg.blend)
-    counts.append(_stage_counts(survivors, "blend", "in", "CountBlendIn"))
+    return {
+        "docs_read": docs_read,
+        "dead_letters": dead_letters,
+        "survivors": [dedup["kept"], singletons] | "Survivors" >> beam.Flatten(),
+        "dropped": [policy.dropped, dedup["dropped"]],
+        "unconverged": dedup["unconverged"],
+        "counts": counts,
+    }
+
+
+def roles(cfg: MixConfig) -> dict[str, str]:
+    """Source name -> role, which narrative balance uses to find stories and web text."""
+    return {s.name: s.role.value for s in cfg.sources}
+
+
+def build(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None) -> dict[str, beam.PCollection]:
+    """Applies the whole mix DAG to ``p``.
+
+    Args:
+      p: the pipeline.
+      cfg: a validated config.
+      progress_dir: local directory for the terminal progress line of local runs.
+
+    Returns:
+      The main PCollections, for tests: ``docs_read``, ``dead_letters``, ``ledger``,
+      ``shards`` (stats per written shard), ``plan`` and ``report``.
+    """
+    upstream = survivors(p, cfg, progress_dir)
+    docs_read, dead_letters, counts = upstream["docs_read"], upstream["dead_letters"], upstream["counts"]
+    blend = upstream["survivors"] | "Blend" >> BlendSources(cfg.blend, roles(cfg))
+    counts.append(_stage_counts(upstream["survivors"], "blend", "in", "CountBlendIn"))
     counts.append(
         blend["ledger"]
         | "CountBlendOut"
         >> CountBy(lambda r: count_key("stage", "blend", "out" if r["fate"] == "written" else "dropped"))
     )
     counts.append(_stage_counts(blend["assigned"], "write", "in", "CountWriteIn"))
+    dedup_sources = {s.name for s in cfg.sources if s.dedup}
 
     out = cfg.output
     seed = cfg.blend.seed
     shards = blend["assigned"] | "WriteShards" >> WriteSortedFiles(
         f"{out.path.rstrip('/')}/shards",
         out.shard_prefix,
-        cfg.blend.num_shards,
+        blend["plan"] | "ShardCount" >> beam.Map(lambda plan: plan["num_shards"]),
         "parquet",
         parquet_encoder(SHARD_SCHEMA, out.row_group_size),
         sort_key=lambda d: order_key(d, seed),
@@ -194,7 +235,7 @@ def build(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None) -> 
     )
     counts.append(shards | "ShardCounts" >> beam.FlatMap(shard_counts))
 
-    ledger = [policy.dropped, dedup["dropped"], blend["ledger"]] | "Ledger" >> beam.Flatten()
+    ledger = [*upstream["dropped"], blend["ledger"]] | "Ledger" >> beam.Flatten()
     counts.append(ledger | "CountLedger" >> beam.FlatMap(ledger_counts))
     # Every document that went through dedup has exactly one dedup or blend ledger row
     # carrying its cluster size: k such rows of size k are one cluster.
@@ -219,7 +260,8 @@ def build(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None) -> 
     )
     dead_files = (
         dead_letters
-        | "DeadLetterFile" >> beam.Map(lambda r: (0, r))
+        # Waits for the plan, so a plan that cannot be met fails the run before any file is written.
+        | "DeadLetterFile" >> beam.Map(lambda r, plan: (0, r), plan=beam.pvalue.AsSingleton(blend["plan"]))
         | "WriteDeadLetters"
         >> WriteSortedFiles(
             f"{out.path.rstrip('/')}/dead_letter",
@@ -240,15 +282,105 @@ def build(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None) -> 
         [s.name for s in cfg.sources],
         counts | "AllCounts" >> beam.Flatten(),
         shard_stats,
-        dedup["unconverged"],
+        upstream["unconverged"],
     )
     return {
         "docs_read": docs_read,
         "dead_letters": dead_letters,
         "ledger": ledger,
         "shards": shards,
+        "plan": blend["plan"],
         "report": report,
     }
+
+
+def build_plan(p: beam.Pipeline, cfg: MixConfig) -> beam.PCollection:
+    """The counting pass alone: read, classify, policy, dedup, units, plan -> ``plan.json``.
+
+    Writes no shards, ledger or report; ``tropemix run`` computes the same plan inside
+    the full DAG and stores it in ``manifest.json``.
+
+    Args:
+      p: the pipeline.
+      cfg: a validated config.
+    """
+    plan = survivors(p, cfg)["survivors"] | "Blend" >> PlanBlend(cfg.blend, roles(cfg))
+    path = f"{cfg.output.path.rstrip('/')}/plan.json"
+    return plan["plan"] | "WritePlan" >> beam.Map(_write_plan, path)
+
+
+def _write_plan(plan: dict[str, Any], path: str) -> dict[str, Any]:
+    write_atomically(path, json.dumps(plan, indent=2, sort_keys=True).encode())
+    return plan
+
+
+def run_plan(cfg: MixConfig, beam_args: Sequence[str] = ()) -> dict[str, Any]:
+    """Runs the counting pass and returns the plan (also left in ``output.path/plan.json``).
+
+    Args:
+      cfg: a validated config.
+      beam_args: Beam pipeline options.
+
+    Raises:
+      PlanError: the targets cannot be met; the message gives the numbers.
+    """
+    try:
+        with beam.Pipeline(options=pipeline_options(beam_args)) as p:
+            build_plan(p, cfg)
+    except Exception as err:
+        raise_plan_error(err)
+        raise
+    with FileSystems.open(f"{cfg.output.path.rstrip('/')}/plan.json") as f:
+        plan: dict[str, Any] = json.loads(f.read().decode("utf-8"))
+        return plan
+
+
+def raise_plan_error(err: BaseException) -> None:
+    """Re-raises a runner's wrapped ``PlanError`` as a plain ``PlanError`` with its message."""
+    text = str(err)
+    for marker in ("blend plan cannot be met", "narrative balance cannot be met"):
+        if marker in text:
+            message = text[text.index(marker) :]
+            # Runners append their own traceback context after the message.
+            raise PlanError(message.split(" [while running")[0].strip()) from err
+
+
+def format_plan(plan: dict[str, Any]) -> list[str]:
+    """The plan as printed by ``tropemix plan``: per source, then narrative balance and tropes."""
+    unit = plan["unit"]
+    lines = [
+        f"plan: {plan['total']} {unit} in {plan['num_shards']} shards (seed {plan['seed']})"
+        + (f", tokenizer {plan['tokenizer']}" if plan.get("tokenizer") else "")
+    ]
+    lines.append(
+        f"  {'source':<16}{'available':>14}{'target':>14}{'share':>9}{'rate/epochs':>14}  strata (available -> target)"
+    )
+    for name, s in sorted(plan["sources"].items()):
+        how = f"rate {s['epochs']:.4f}" if s["epochs"] <= 1 else f"{s['epochs']:.2f} epochs"
+        strata = ", ".join(f"{st} {v['available']} -> {v['target']}" for st, v in sorted(s["strata"].items()))
+        lines.append(
+            f"  {name:<16}{s['available']:>14}{s['target']:>14}{s['target_share']:>9.4f}{how:>14}  {strata}"
+        )
+    balance = plan.get("narrative_balance")
+    if balance:
+        b, a = balance["before"], balance["planned"]
+        lines.append(
+            f"narrative balance (aligned / (aligned + misaligned) >= {balance['min_aligned_share']}, "
+            f"strategy {balance['strategy']}):"
+        )
+        lines.append(
+            f"  before: aligned {b['aligned']}, misaligned {b['misaligned']}, share {b['aligned_share']:.4f}"
+        )
+        lines.extend(f"  {action}" for action in balance["actions"])
+        lines.append(
+            f"  planned: aligned {a['aligned']}, misaligned {a['misaligned']}, share {a['aligned_share']:.4f}"
+        )
+    for trope, t in sorted(plan.get("trope_matching", {}).items()):
+        lines.append(
+            f"  trope {trope}: web misaligned {t['web_misaligned']} {unit} ({t['web_share']:.2%}) -> "
+            f"counter-stories {t['counter_stories']} {unit} ({t['counter_share']:.2%})"
+        )
+    return lines
 
 
 def read_report(output: str) -> dict[str, Any]:
@@ -260,14 +392,14 @@ def summary_lines(cfg: MixConfig, report: dict[str, Any]) -> list[str]:
     """The short summary every run ends with."""
     out = cfg.output.path.rstrip("/")
     lines = [
-        f"shards:       {out}/shards/ ({len(report['realized']) and sum(r['realized'] for r in report['realized'].values())} rows)",
+        f"shards:       {out}/shards/ ({sum(r['realized'] for r in report['realized'].values())} {cfg.blend.unit})",
         f"report:       {out}/report.html ({out}/report.json)",
         f"ledger:       {out}/ledger/",
         f"dead letters: {out}/dead_letter/",
     ]
     for name, r in sorted(report["realized"].items()):
         lines.append(
-            f"  {name}: {r['realized']} rows, share {r['realized_share']:.4f} (target {r['target_share']:.4f}, {r['target']} rows)"
+            f"  {name}: {r['realized']} {r['unit']}, share {r['realized_share']:.4f} (target {r['target_share']:.4f}, {r['target']} {r['unit']})"
         )
     timing_info = report.get("timing")
     if timing_info and timing_info["docs_per_second"]:
@@ -337,6 +469,7 @@ def run(cfg: MixConfig, beam_args: Sequence[str] = ()) -> dict[str, Any] | None:
                     return None
                 result.wait_until_finish()
         except Exception as err:
+            raise_plan_error(err)
             report_path = f"{out}/report.json"
             if not FileSystems.exists(report_path) or read_report(out)["conservation"]["ok"]:
                 raise

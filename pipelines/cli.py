@@ -1,6 +1,7 @@
 """The ``tropemix`` command line.
 
 tropemix run CONFIG.yaml [-- beam options]
+tropemix plan CONFIG.yaml [-- beam options]
 tropemix validate CONFIG.yaml
 tropemix report RUN_DIR
 tropemix classify --model M --input GLOB --output DIR [beam options]
@@ -62,6 +63,7 @@ def _cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from pipelines.build_mix import MixOptions, execute, exit_code
+    from transforms.blend import PlanError
 
     cfg = load_config(args.config)
     problems = validate_inputs(cfg)
@@ -69,7 +71,30 @@ def _cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
         print("invalid config:\n" + "\n".join(f"  {p}" for p in problems), file=sys.stderr)
         return 2
     run_id = PipelineOptions(beam_args).view_as(MixOptions).run_id
-    return exit_code(lambda: execute(cfg, beam_args, run_id))
+    try:
+        return exit_code(lambda: execute(cfg, beam_args, run_id))
+    except PlanError as err:
+        print(str(err), file=sys.stderr)
+        return 3
+
+
+def _cmd_plan(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from pipelines.build_mix import format_plan, run_plan
+    from transforms.blend import PlanError
+
+    cfg = load_config(args.config)
+    problems = validate_inputs(cfg)
+    if problems:
+        print("invalid config:\n" + "\n".join(f"  {p}" for p in problems), file=sys.stderr)
+        return 2
+    try:
+        plan = run_plan(cfg, beam_args)
+    except PlanError as err:
+        print(str(err), file=sys.stderr)
+        return 3
+    print("\n".join(format_plan(plan)))
+    print(f"plan written to {cfg.output.path.rstrip('/')}/plan.json (no shards written)")
+    return 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -141,6 +166,8 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run the full mix DAG; unknown flags are Beam options")
     p.add_argument("config")
+    p = sub.add_parser("plan", help="count the sources and print the blend plan; writes no shards")
+    p.add_argument("config")
     p = sub.add_parser("validate", help="check a config and its input paths without reading data")
     p.add_argument("config")
     p = sub.add_parser("report", help="regenerate report.html from a run's report.json and manifest.json")
@@ -189,6 +216,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_report(args)
         if args.command == "run":
             return _cmd_run(args, beam_args)
+        if args.command == "plan":
+            return _cmd_plan(args, beam_args)
         if args.command == "classify":
             return _cmd_classify(args, beam_args)
         if args.command == "dedup":

@@ -66,6 +66,9 @@ class SourceConfig(_Strict):
       priority: dedup survivor priority, lower wins; defaults from ``role``.
       incremental: in incremental runs read only files earlier runs did not consume;
         false for curated sources (constitution, stories) that every run reads whole.
+      tropes_field: metadata field holding the document's trope tags (e.g. ``tropes`` of
+        synthetic stories); when set, the source is not classified and its tropes and
+        narrative come from these tags.
     """
 
     name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
@@ -78,6 +81,13 @@ class SourceConfig(_Strict):
     narrative: Literal["misaligned", "aligned", "mixed", "ai_nonnarrative", "none"] = "none"
     priority: int | None = Field(default=None, ge=0)
     incremental: bool = True
+    tropes_field: str | None = None
+
+    @model_validator(mode="after")
+    def _tropes_field_is_kept(self) -> SourceConfig:
+        if self.tropes_field is not None and self.tropes_field not in self.fields.metadata:
+            raise ValueError(f"tropes_field {self.tropes_field!r} is not kept; add it to fields.metadata")
+        return self
 
     @property
     def dedup_priority(self) -> int:
@@ -177,44 +187,100 @@ class DedupConfig(_Strict):
 
 
 class BlendSource(_Strict):
-    """Target of one source in the mix.
+    """Target of one source in the mix: a ``share`` of the total, or an absolute ``target``.
 
     Args:
       share: fraction of the mix's units that come from this source.
-      max_epochs: how many times a document may be repeated to reach the share.
+      target: absolute units of this source; use it on every source instead of shares.
+      max_epochs: how many times a document may be repeated to reach the target.
     """
 
-    share: float = Field(ge=0.0, le=1.0)
+    share: float | None = Field(default=None, ge=0.0, le=1.0)
+    target: int | None = Field(default=None, ge=0)
     max_epochs: int = Field(default=1, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _share_or_target(self) -> BlendSource:
+        if (self.share is None) == (self.target is None):
+            raise ValueError("give exactly one of 'share' (fraction of the total) or 'target' (units)")
+        return self
+
+
+class NarrativeBalance(_Strict):
+    """Minimum aligned share among the mix's aligned and misaligned documents.
+
+    Args:
+      min_aligned_share: aligned units / (aligned + misaligned units) must reach this.
+      strategy: ``add_stories`` raises the aligned units of ``synthetic_story`` sources
+        (within their ``max_epochs``); ``downsample_misaligned`` takes fewer misaligned
+        units from ``web`` sources, refilling with their other documents; ``both`` adds
+        stories first, then downsamples.
+      match_tropes: spread story units over the misaligned tropes found in web text, in
+        proportion to their units, using stories that counter each trope.
+      counters: misaligned trope -> aligned tags that counter it; defaults to
+        ``schemas/taxonomy.py:DEFAULT_COUNTERS``.  A story tagged with a misaligned trope
+        itself counters that trope too.
+    """
+
+    min_aligned_share: float = Field(gt=0.0, lt=1.0)
+    strategy: Literal["add_stories", "downsample_misaligned", "both"] = "add_stories"
+    match_tropes: bool = False
+    counters: dict[str, list[str]] | None = None
 
 
 class BlendConfig(_Strict):
     """How sources are mixed into shards.
 
     Args:
-      unit: what shares count.
+      unit: what shares and targets count: ``documents``, UTF-8 ``bytes`` or ``tokens``.
+      tokenizer: Hugging Face ``tokenizer.json`` (local or ``gs://``) for ``tokens``; without
+        one, tokens are the built-in estimate ``transforms/units.py:estimate_tokens``.
       total: total units of the mix; when absent, the largest total that no source's
-        ``available * max_epochs`` limits.
-      sources: share and epoch cap per source name; shares sum to 1.
+        ``available * max_epochs`` limits.  Only with shares.
+      sources: share (summing to 1) or absolute target, and epoch cap, per source name.
       num_shards: output shard count.
+      shard_size: target units per shard instead of ``num_shards``; the plan sets the
+        shard count to ``ceil(total / shard_size)``.
       seed: seed of sampling and shuffling.
+      narrative_balance: optional minimum aligned share and how to reach it.
     """
 
-    unit: Literal["documents"] = "documents"
+    unit: Literal["documents", "bytes", "tokens"] = "documents"
+    tokenizer: str | None = None
     total: int | None = Field(default=None, gt=0)
     sources: dict[str, BlendSource]
     num_shards: int = Field(default=4, ge=1, le=100_000)
+    shard_size: int | None = Field(default=None, gt=0)
     seed: int = 0
+    narrative_balance: NarrativeBalance | None = None
 
     @field_validator("sources")
     @classmethod
     def _shares_sum_to_one(cls, value: dict[str, BlendSource]) -> dict[str, BlendSource]:
         if not value:
             raise ValueError("list at least one source with a share")
-        total = sum(s.share for s in value.values())
-        if abs(total - 1.0) > 1e-6:
-            raise ValueError(f"shares sum to {total:.6g}; make them sum to 1")
+        with_share = [s.share for s in value.values() if s.share is not None]
+        if with_share and len(with_share) != len(value):
+            raise ValueError("give every source a 'share' or every source a 'target', not a mix")
+        if with_share:
+            total = sum(with_share)
+            if abs(total - 1.0) > 1e-6:
+                raise ValueError(f"shares sum to {total:.6g}; make them sum to 1")
         return value
+
+    @model_validator(mode="after")
+    def _total_needs_shares(self) -> BlendConfig:
+        if self.total is not None and not self.uses_shares:
+            raise ValueError("'total' only applies with shares; with absolute targets remove it")
+        if self.shard_size is not None and "num_shards" in self.model_fields_set:
+            raise ValueError("give 'num_shards' or 'shard_size' (units per shard), not both")
+        if self.tokenizer is not None and self.unit != "tokens":
+            raise ValueError(f"'tokenizer' only applies to unit 'tokens', not {self.unit!r}")
+        return self
+
+    @property
+    def uses_shares(self) -> bool:
+        return all(s.share is not None for s in self.sources.values())
 
 
 class OutputConfig(_Strict):
@@ -318,6 +384,11 @@ def parse_config(data: dict[str, Any], base_dir: str = ".") -> MixConfig:
                 update={"model": _resolve(cfg.classifier.model, base_dir)}
             ),
             "output": cfg.output.model_copy(update={"path": _resolve(cfg.output.path, base_dir)}),
+            "blend": cfg.blend.model_copy(
+                update={
+                    "tokenizer": cfg.blend.tokenizer and _resolve(cfg.blend.tokenizer, base_dir),
+                }
+            ),
         }
     )
 

@@ -17,7 +17,8 @@ class Document(TypedDict, total=False):
     Set by read: ``id``, ``source``, ``role``, ``text``, ``meta``, ``src_path``, ``src_offset``.
     Set by classify: ``trope_scores``, ``tropes``, ``narrative``.
     Set by dedup: ``cluster_id``, ``cluster_size``.
-    Set by blend: ``epoch`` (which repetition of the document a copy is).
+    Set by blend: ``units`` (its documents, bytes or tokens), ``epoch`` (which repetition
+    of the document a copy is).
     """
 
     id: str
@@ -32,6 +33,7 @@ class Document(TypedDict, total=False):
     narrative: str
     cluster_id: str
     cluster_size: int
+    units: int
     epoch: int
 
 

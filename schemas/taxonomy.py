@@ -97,3 +97,15 @@ def narrative_of(fired: list[str], taxonomy: Taxonomy = DEFAULT_TAXONOMY) -> str
     if any(label in taxonomy.ai_nonnarrative for label in fired):
         return "ai_nonnarrative"
     return "none"
+
+
+# Which aligned tags counter each misaligned trope, for trope-matched counter-stories
+# (``blend.narrative_balance.match_tropes``).  A story may also carry the misaligned
+# trope it answers as a tag itself.
+DEFAULT_COUNTERS: dict[str, list[str]] = {
+    "self_preservation": ["corrigible"],
+    "deception": ["honest"],
+    "coercion": ["ethical_reasoning"],
+    "takeover": ["corrigible", "ethical_reasoning"],
+    "violence": ["protective"],
+}

@@ -45,3 +45,30 @@ def _no_ambient_gcs(monkeypatch: pytest.MonkeyPatch) -> None:
     # Tests never talk to real Google Cloud; only the emulator fixture sets this.
     monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
     os.environ.setdefault("GOOGLE_CLOUD_PROJECT", "tropemix-test")
+
+
+@pytest.fixture(scope="session")
+def bpe_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A small byte-level BPE ``tokenizer.json`` trained here on the demo stories and constitution.
+
+    Nothing can be downloaded, so tests train their own real BPE (deterministic, ~1 s).
+    """
+    import json
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    demo = REPO / "examples" / "demo"
+    texts = [p.read_text(encoding="utf-8") for p in sorted((demo / "constitution").glob("*.md"))]
+    texts += [
+        json.loads(line)["text"] for line in (demo / "stories" / "stories.jsonl").read_text().splitlines()
+    ]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=2000, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
+    tok.train_from_iterator(texts, trainer)
+    path = tmp_path_factory.mktemp("tokenizer") / "tokenizer.json"
+    tok.save(str(path))
+    return str(path)

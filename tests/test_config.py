@@ -109,3 +109,53 @@ def test_validate_cli_rejects_typo(tmp_path: Path, capsys: pytest.CaptureFixture
     data["blend"]["num_shard"] = 3
     assert cli_main(["validate", _write(tmp_path, data)]) == 2
     assert "blend.num_shard: unknown key" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            lambda d: d["blend"]["sources"]["web"].update(target=100),
+            r"blend\.sources\.web: .*exactly one of 'share' .* or 'target'",
+        ),
+        (
+            lambda d: d["blend"]["sources"].update(web={"target": 100}),
+            r"blend\.sources: .*every source a 'share' or every source a 'target'",
+        ),
+        (
+            lambda d: d["blend"].update(tokenizer="tok.json"),
+            r"blend: .*'tokenizer' only applies to unit 'tokens'",
+        ),
+        (lambda d: d["blend"].update(unit="words"), r"blend\.unit: .*'documents', 'bytes' or 'tokens'"),
+        (
+            lambda d: d["blend"].update(narrative_balance={"min_aligned_share": 1.5}),
+            r"blend\.narrative_balance\.min_aligned_share",
+        ),
+        (
+            lambda d: d["sources"][0].update(tropes_field="tags"),
+            r"sources\.0: .*tropes_field 'tags' is not kept",
+        ),
+    ],
+)
+def test_blend_config_errors_name_the_field(edit: Any, message: str) -> None:
+    data = _demo()
+    edit(data)
+    with pytest.raises(ConfigError, match=message):
+        parse_config(data)
+
+
+def test_absolute_targets_and_tokens_are_valid(tmp_path: Path) -> None:
+    data = _demo()
+    data["blend"] = {
+        "unit": "tokens",
+        "tokenizer": "tokenizer.json",
+        "sources": {
+            "web": {"target": 5000},
+            "stories": {"target": 500, "max_epochs": 5},
+            "constitution": {"target": 50},
+        },
+        "narrative_balance": {"min_aligned_share": 0.5, "strategy": "both", "match_tropes": True},
+    }
+    cfg = parse_config(data, str(tmp_path))
+    assert not cfg.blend.uses_shares
+    assert cfg.blend.tokenizer == str(tmp_path / "tokenizer.json"), "relative to the config file"

@@ -171,21 +171,26 @@ def check_conservation(counts: Mapping[str, int], sources: Iterable[str]) -> dic
 
 
 def realized_shares(plan: Mapping[str, Any], shards: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Target versus realized units per source, globally and per shard."""
+    """Target versus realized units (the plan's documents, bytes or tokens) per source, globally and per shard."""
+    ordered = sorted(shards, key=lambda s: s["shard"])
+    units = [s["units_by_source"] for s in ordered]
     totals: dict[str, int] = {}
-    for s in shards:
-        for source, n in s["by_source"].items():
+    for u in units:
+        for source, n in u.items():
             totals[source] = totals.get(source, 0) + n
     grand = sum(totals.values()) or 1
     out: dict[str, Any] = {}
     for name, p in plan["sources"].items():
         realized = totals.get(name, 0)
         out[name] = {
+            "unit": plan["unit"],
             "target": p["target"],
             "realized": realized,
-            "target_share": p["share"],
+            "target_share": p["target_share"],
             "realized_share": realized / grand,
-            "per_shard": [s["by_source"].get(name, 0) for s in sorted(shards, key=lambda s: s["shard"])],
+            "per_shard_target": p["shard_targets"],
+            "per_shard": [u.get(name, 0) for u in units],
+            "per_shard_documents": [s["by_source"].get(name, 0) for s in ordered],
         }
     return out
 
@@ -240,6 +245,19 @@ def mix_summary(counts: Mapping[str, int], shards: Sequence[Mapping[str, Any]]) 
     }
 
 
+def realized_narratives(shards: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Units per narrative in the written shards, and the aligned share among aligned + misaligned."""
+    totals: dict[str, int] = {}
+    for s in shards:
+        for narrative, n in s["units_by_narrative"].items():
+            totals[narrative] = totals.get(narrative, 0) + n
+    aligned, misaligned = totals.get("aligned", 0), totals.get("misaligned", 0)
+    return {
+        "units": dict(sorted(totals.items())),
+        "aligned_share": aligned / (aligned + misaligned) if aligned + misaligned else None,
+    }
+
+
 class _WriteRecordsFn(beam.DoFn):
     def __init__(self, output: str, run_name: str, config: dict[str, Any], sources: list[str]) -> None:
         self._output = output.rstrip("/")
@@ -263,6 +281,7 @@ class _WriteRecordsFn(beam.DoFn):
             "conservation": conservation,
             "realized": realized_shares(plan, shards),
             "mix": mix_summary(counts, shards),
+            "realized_narratives": realized_narratives(shards),
             "dedup": {"unconverged_nodes": unconverged},
             "counts": dict(sorted(counts.items())),
             "plan": plan,

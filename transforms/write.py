@@ -110,11 +110,12 @@ class _WriteFileFn(beam.DoFn):
         self._to_row = to_row
         self._describe = describe
 
-    def process(self, item: tuple[int, dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    def process(self, item: tuple[int, dict[str, Any]], count: int | None = None) -> Iterator[dict[str, Any]]:
         index, grouped = item
         elements = sorted(grouped["rows"], key=self._sort_key)
         data = self._encode([self._to_row(e) for e in elements])
-        path = f"{self._dir}/{shard_name(self._prefix, index, self._count, self._suffix)}"
+        total = self._count if count is None else count
+        path = f"{self._dir}/{shard_name(self._prefix, index, total, self._suffix)}"
         write_atomically(path, data)
         Metrics.counter(NAMESPACE, f"files.{self._prefix}").inc()
         Metrics.counter(NAMESPACE, f"rows.{self._prefix}").inc(len(elements))
@@ -140,7 +141,7 @@ class WriteSortedFiles(beam.PTransform):
     Args:
       directory: output directory (local or ``gs://``).
       prefix: file name prefix.
-      count: number of files.
+      count: number of files, or a one-element PCollection holding it (when a plan decides it).
       suffix: file extension.
       encode: rows -> file bytes.
       sort_key: order of elements inside a file.
@@ -152,7 +153,7 @@ class WriteSortedFiles(beam.PTransform):
         self,
         directory: str,
         prefix: str,
-        count: int,
+        count: int | beam.PCollection,
         suffix: str,
         encode: Callable[[list[dict[str, Any]]], bytes],
         sort_key: Callable[[Any], Any],
@@ -160,35 +161,50 @@ class WriteSortedFiles(beam.PTransform):
         describe: Callable[[list[Any]], dict[str, Any]] = lambda rows: {},
     ) -> None:
         super().__init__()
-        self._fn = _WriteFileFn(directory, prefix, count, suffix, encode, sort_key, to_row, describe)
+        fixed = count if isinstance(count, int) else 0
+        self._fn = _WriteFileFn(directory, prefix, fixed, suffix, encode, sort_key, to_row, describe)
         self._count = count
 
     def expand(self, keyed: beam.PCollection) -> beam.PCollection:
-        indices = keyed.pipeline | "Indices" >> beam.Create([(i, None) for i in range(self._count)])
+        if isinstance(self._count, int):
+            indices = keyed.pipeline | "Indices" >> beam.Create([(i, None) for i in range(self._count)])
+            return (
+                {"rows": keyed, "index": indices}
+                | "GroupByFile" >> beam.CoGroupByKey()
+                | "WriteFile" >> beam.ParDo(self._fn)
+            )
+        indices = self._count | "Indices" >> beam.FlatMap(lambda n: [(i, None) for i in range(n)])
         return (
             {"rows": keyed, "index": indices}
             | "GroupByFile" >> beam.CoGroupByKey()
-            | "WriteFile" >> beam.ParDo(self._fn)
+            | "WriteFile" >> beam.ParDo(self._fn, count=beam.pvalue.AsSingleton(self._count))
         )
 
 
 def describe_shard(docs: list[Mapping[str, Any]]) -> dict[str, Any]:
-    """Per-shard counts by source, narrative, trope label and epoch for the manifest."""
+    """Per-shard counts and blend units by source, narrative and trope label, and first copies, for the manifest."""
     by_source: dict[str, int] = {}
     by_narrative: dict[str, int] = {}
     by_trope: dict[str, int] = {}
+    units_by_source: dict[str, int] = {}
+    units_by_narrative: dict[str, int] = {}
     first_copies: dict[str, int] = {}
     for d in docs:
-        by_source[d["source"]] = by_source.get(d["source"], 0) + 1
-        by_narrative[d.get("narrative", "none")] = by_narrative.get(d.get("narrative", "none"), 0) + 1
+        source, narrative, units = d["source"], d.get("narrative", "none"), int(d.get("units", 1))
+        by_source[source] = by_source.get(source, 0) + 1
+        by_narrative[narrative] = by_narrative.get(narrative, 0) + 1
         for label in d.get("tropes", []):
             by_trope[label] = by_trope.get(label, 0) + 1
+        units_by_source[source] = units_by_source.get(source, 0) + units
+        units_by_narrative[narrative] = units_by_narrative.get(narrative, 0) + units
         if d.get("epoch", 0) == 0:
-            first_copies[d["source"]] = first_copies.get(d["source"], 0) + 1
+            first_copies[source] = first_copies.get(source, 0) + 1
     return {
         "by_source": by_source,
         "by_narrative": by_narrative,
         "by_trope": by_trope,
+        "units_by_source": units_by_source,
+        "units_by_narrative": units_by_narrative,
         "first_copies_by_source": first_copies,
     }
 
