@@ -34,15 +34,20 @@ print(json.dumps({
 @pytest.fixture(scope="module")
 def airflow_python() -> Path:
     python = VENV / "bin" / "python"
-    marker = VENV / ".complete"
     VENV.parent.mkdir(parents=True, exist_ok=True)
-    # Concurrent test runs on one machine share the venv: build it under an exclusive lock.
+    # Concurrent test runs on one machine share the venv: check and build it under an
+    # exclusive lock, and judge it by importing what the DAGs need, not by a marker that
+    # an interrupted install could leave behind.
     with open(f"{VENV}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not marker.exists():
+        if not _usable(python):
             _build_venv(python)
-            marker.touch()
     return python
+
+
+def _usable(python: Path) -> bool:
+    probe = "import airflow.providers.apache.beam, airflow.providers.google, airflow.dag_processing.dagbag"
+    return python.exists() and subprocess.run([str(python), "-c", probe], capture_output=True).returncode == 0
 
 
 def _build_venv(python: Path) -> None:
