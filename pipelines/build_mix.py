@@ -38,7 +38,7 @@ from apache_beam.options.pipeline_options import (
 )
 
 from schemas.config import MixConfig, load_config
-from schemas.records import LEDGER_SCHEMA, SHARD_SCHEMA
+from schemas.records import LEDGER_SCHEMA
 from transforms.accounting import CountBy, WriteRunRecords, count_key, shard_counts
 from transforms.blend import BlendSources, order_key
 from transforms.classify import ApplyPolicy, ClassifyDocuments
@@ -51,7 +51,7 @@ from transforms.write import (
     encode_jsonl,
     ledger_row,
     parquet_encoder,
-    shard_row,
+    shard_format,
 )
 
 DEFAULT_RUNNER = "apache_beam.runners.portability.fn_api_runner.FnApiRunner"
@@ -101,6 +101,7 @@ def build(p: beam.Pipeline, cfg: MixConfig) -> dict[str, beam.PCollection]:
         result = p | f"Read[{source.name}]" >> ReadSource(source, cfg.read)
         read_docs.append(result.docs)
         dead.append(result.dead_letter)
+        counts.append(result.counts)
         if source.classify:
             to_classify.append(result.docs)
         else:
@@ -135,14 +136,15 @@ def build(p: beam.Pipeline, cfg: MixConfig) -> dict[str, beam.PCollection]:
 
     out = cfg.output
     seed = cfg.blend.seed
+    suffix, encode, to_row = shard_format(out.format, out.row_group_size)
     shards = blend["assigned"] | "WriteShards" >> WriteSortedFiles(
         f"{out.path.rstrip('/')}/shards",
         out.shard_prefix,
         cfg.blend.num_shards,
-        "parquet",
-        parquet_encoder(SHARD_SCHEMA, out.row_group_size),
+        suffix,
+        encode,
         sort_key=lambda d: order_key(d, seed),
-        to_row=shard_row,
+        to_row=to_row,
         describe=describe_shard,
     )
     counts.append(shards | "ShardCounts" >> beam.FlatMap(shard_counts))

@@ -77,7 +77,8 @@ def shard_counts(stats: Mapping[str, Any]) -> Iterator[tuple[str, int]]:
 def check_conservation(counts: Mapping[str, int], sources: Iterable[str]) -> dict[str, Any]:
     """Checks that every input record ended in exactly one place.
 
-    Per source: records in = documents read + dead letters, and documents read =
+    Per source: records the readers saw = documents read + dead letters, for the
+    source and for each of its files (``read_file_mismatch`` keys), and documents read =
     documents in shards (first copies) + ledger drops; the ledger's ``written``
     rows must equal the documents in shards.  Per stage: in = out + dropped.
 
@@ -99,9 +100,19 @@ def check_conservation(counts: Mapping[str, int], sources: Iterable[str]) -> dic
             if key.startswith(count_key("ledger", source, "dropped") + "|")
         }
         dropped = sum(drops.values())
+        # Readers count what they saw before parsing; without their counts (a bare test) there is nothing to compare.
+        seen = counts.get(count_key("read_seen", source), read + dead)
+        bad_files = {
+            key.split("|", 2)[2]: n
+            for key, n in counts.items()
+            if key.startswith(count_key("read_file_mismatch", source) + "|")
+        }
         balanced = read == written + dropped and ledger_written == written
-        ok &= balanced
+        read_balanced = seen == read + dead and not bad_files
+        ok &= balanced and read_balanced
         per_source[source] = {
+            "records_seen": seen,
+            "files_read": counts.get(count_key("read_files", source), 0),
             "records_in": read + dead,
             "documents_read": read,
             "dead_letters": dead,
@@ -118,6 +129,14 @@ def check_conservation(counts: Mapping[str, int], sources: Iterable[str]) -> dic
                 else f" (difference {read - written - dropped}; ledger written rows {ledger_written})"
             )
         )
+        if not read_balanced:
+            lines.append(
+                f"MISMATCH {source}: readers saw {seen} records, passed on {read} + dead letters {dead}"
+            )
+        for path, diff in sorted(bad_files.items()):
+            lines.append(
+                f"MISMATCH {source}: file {path}: {diff} records seen but neither passed on nor dead-lettered"
+            )
     stages: dict[str, Any] = {}
     for key, n in counts.items():
         if key.startswith("stage|"):
