@@ -11,9 +11,9 @@ Reading follows Beam's own ``ReadAllFromText``: match the globs, expand each fil
 into byte ranges, ``Reshuffle`` the ranges over workers, read each range.  Plain
 JSONL is split into ``read.split_bytes`` ranges (a range owns the lines that start
 inside it); compressed files, Parquet, WARC, WET and text files are one range each,
-read streaming by one worker.  Compressed streams go through Python's ``gzip`` and a
-frame-checking zstd reader rather than Beam's ``CompressedFile``, because those
-raise on a truncated stream where Beam's reader reports a silent EOF.
+read streaming by one worker.  Compressed streams go through ``_StreamReader``
+rather than Beam's ``CompressedFile``: it raises on a truncated stream where Beam's
+reader reports a silent EOF, and it hands out every complete record before the damage.
 
 Derived ids (when a record has no id) come from the file name and the record's
 position, never from its content: ``<file>@<byte offset>`` for JSONL (offset in
@@ -24,14 +24,13 @@ text files.
 
 from __future__ import annotations
 
-import gzip
 import io
 import json
 import os
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import IO, Any, NamedTuple
+from typing import IO, Any, NamedTuple, Protocol
 
 import apache_beam as beam
 import pyarrow.parquet as pq
@@ -50,6 +49,8 @@ SEEN = "seen"
 NAMESPACE = "tropemix.read"
 _COMPRESSED = (".gz", ".zst")
 _CHUNK = 1 << 20
+# Small compressed reads: a corrupt block loses at most what this much input decodes to.
+_COMPRESSED_CHUNK = 1 << 16
 # Errors that mean the bytes are damaged, not that the code is wrong.
 _STREAM_ERRORS = (EOFError, OSError, ValueError, zlib.error, zstandard.ZstdError)
 
@@ -169,20 +170,35 @@ def make_document(
     )
 
 
-class _ZstdReader(io.RawIOBase):
-    """Streams zstd frames one after another and raises ``EOFError`` if the data ends inside a frame.
+class _Decompressor(Protocol):
+    eof: bool
+    unused_data: bytes
 
-    ``zstandard``'s own ``stream_reader`` returns a silent EOF on a cut frame.
+    def decompress(self, data: bytes) -> bytes: ...
+
+
+class _StreamReader(io.RawIOBase):
+    """Decompresses a gzip or zstd stream member by member; raises ``EOFError`` if it ends inside one.
+
+    Each read hands out what the compressed bytes read so far decode to, so a reader
+    keeps every record before the damage.  Python's ``GzipFile`` behind a buffer can
+    drop the last good chunk when it raises, and ``zstandard``'s ``stream_reader``
+    reports a cut frame as a silent EOF; this reader does neither.
+
+    Args:
+      raw: the compressed byte stream.
+      new_member: returns a fresh decompressor for the next gzip member or zstd frame.
     """
 
-    def __init__(self, raw: IO[bytes]) -> None:
+    def __init__(self, raw: IO[bytes], new_member: Callable[[], _Decompressor]) -> None:
         super().__init__()
         self._raw = raw
-        self._dctx = zstandard.ZstdDecompressor()
-        self._obj = self._dctx.decompressobj()
-        self._in_frame = False
+        self._new_member = new_member
+        self._member = new_member()
+        self._in_member = False
         self._buf = b""
         self._pos = 0
+        self._offset = 0
         self._done = False
 
     def readable(self) -> bool:
@@ -190,20 +206,20 @@ class _ZstdReader(io.RawIOBase):
 
     def _fill(self) -> None:
         while self._pos >= len(self._buf) and not self._done:
-            data = self._raw.read(_CHUNK)
+            data = self._raw.read(_COMPRESSED_CHUNK)
             if not data:
-                if self._in_frame:
-                    raise EOFError("zstd stream ended inside a frame")
+                if self._in_member:
+                    raise EOFError("compressed stream ended inside a member or frame")
                 self._done = True
                 return
             out = []
             while data:
-                out.append(self._obj.decompress(data))
-                self._in_frame = True
-                if self._obj.eof:
-                    data = self._obj.unused_data
-                    self._obj = self._dctx.decompressobj()
-                    self._in_frame = False
+                out.append(self._member.decompress(data))
+                self._in_member = True
+                if self._member.eof:
+                    data = self._member.unused_data
+                    self._member = self._new_member()
+                    self._in_member = False
                 else:
                     data = b""
             self._buf, self._pos = b"".join(out), 0
@@ -213,11 +229,38 @@ class _ZstdReader(io.RawIOBase):
         n = min(len(buffer), len(self._buf) - self._pos)
         buffer[:n] = self._buf[self._pos : self._pos + n]
         self._pos += n
+        self._offset += n
         return n
+
+    def seekable(self) -> bool:
+        # Forward only, which is what FastWARC needs to skip record bodies.
+        return True
+
+    def tell(self) -> int:
+        return self._offset
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        target = offset + (self._offset if whence == io.SEEK_CUR else 0)
+        if whence == io.SEEK_END or target < self._offset:
+            raise io.UnsupportedOperation("a compressed stream only seeks forward")
+        while self._offset < target:
+            skipped = self.read(min(target - self._offset, _CHUNK))
+            if not skipped:
+                break
+        return self._offset
 
     def close(self) -> None:
         self._raw.close()
         super().close()
+
+
+def _gzip_member() -> _Decompressor:
+    # wbits=31: gzip header and trailer, CRC and length checked at the end of each member.
+    return zlib.decompressobj(wbits=31)  # type: ignore[return-value]
+
+
+def _zstd_frame() -> _Decompressor:
+    return zstandard.ZstdDecompressor().decompressobj()  # type: ignore[return-value]
 
 
 def open_stream(path: str) -> IO[bytes]:
@@ -228,9 +271,9 @@ def open_stream(path: str) -> IO[bytes]:
     """
     raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
     if path.endswith(".gz"):
-        return io.BufferedReader(gzip.GzipFile(fileobj=raw, mode="rb"), buffer_size=_CHUNK)
+        return io.BufferedReader(_StreamReader(raw, _gzip_member), buffer_size=_CHUNK)
     if path.endswith(".zst"):
-        return io.BufferedReader(_ZstdReader(raw), buffer_size=_CHUNK)
+        return io.BufferedReader(_StreamReader(raw, _zstd_frame), buffer_size=_CHUNK)
     return raw
 
 
@@ -459,7 +502,8 @@ class _Reader:
         obj = {
             fields.text: text,
             fields.id: record_id,
-            "url": headers.get("WARC-Target-URI") or "",
+            # Some WARC/1.0 writers put the URI in angle brackets.
+            "url": (headers.get("WARC-Target-URI") or "").strip("<>"),
             "warc_record_id": record_id,
             "warc_date": headers.get("WARC-Date") or "",
         }
