@@ -88,14 +88,22 @@ def test_read_one_bucket_write_shards_to_another(gcs: Any) -> None:
         | "Shard" >> beam.Map(lambda d: (int(d["id"].split("d")[-1]) % 2, {**d, "epoch": 0}))
         | "WriteShards"
         >> WriteSortedFiles(
-            "gs://tm-out/shards", "mix", 2, "parquet", parquet_encoder(SHARD_SCHEMA, 100), lambda d: d["id"], shard_row
+            "gs://tm-out/shards",
+            "mix",
+            2,
+            "parquet",
+            parquet_encoder(SHARD_SCHEMA, 100),
+            lambda d: d["id"],
+            shard_row,
         )
     )
     _ = (
         read.dead_letter
         | "DeadFile" >> beam.Map(lambda r: (0, r))
         | "WriteDead"
-        >> WriteSortedFiles("gs://tm-out/dead_letter", "dead_letter", 1, "jsonl", encode_jsonl, lambda r: r["offset"])
+        >> WriteSortedFiles(
+            "gs://tm-out/dead_letter", "dead_letter", 1, "jsonl", encode_jsonl, lambda r: r["offset"]
+        )
     )
     p.run()
 
@@ -113,7 +121,9 @@ def test_read_one_bucket_write_shards_to_another(gcs: Any) -> None:
         ids += table.column("id").to_pylist()
     assert sorted(ids) == sorted(f"web/d{i}" for i in range(30))
     dead = [json.loads(line) for line in gcs.bucket("tm-out").blob(names[0]).download_as_bytes().splitlines()]
-    assert [(d["path"], d["error"].split(":")[0]) for d in dead] == [("gs://tm-in/web/b.jsonl.gz", "bad_json")]
+    assert [(d["path"], d["error"].split(":")[0]) for d in dead] == [
+        ("gs://tm-in/web/b.jsonl.gz", "bad_json")
+    ]
 
 
 def test_full_run_with_model_inputs_and_outputs_on_gcs(gcs: Any, tmp_path: Path) -> None:
