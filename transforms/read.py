@@ -367,9 +367,9 @@ class _Reader:
         self._tally.seen += 1
         return self.reject(reason, path, offset, f"{type(err).__name__}: {err}", b"")
 
-    def _empty(self, path: str) -> Rejected:
+    def _empty(self, path: str, what: str = "records") -> Rejected:
         self._tally.seen += 1
-        return self.reject("empty_file", path, 0, "file holds no records", b"")
+        return self.reject("empty_file", path, 0, f"file holds no {what}", b"")
 
     def _jsonl(self, rng: FileRange) -> Iterator[Document | Rejected]:
         path = rng.path
@@ -482,7 +482,7 @@ class _Reader:
             yield self._broken(path, pos, err)
             return
         if self._tally.seen == seen:
-            yield self._empty(path)
+            yield self._empty(path, "WARC response records" if fmt == "warc" else "WET conversion records")
 
     def _warc_document(self, record: Any, body: bytes, path: str, fmt: str) -> Document | Rejected:
         offset = record.stream_pos
