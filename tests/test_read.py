@@ -315,3 +315,17 @@ def test_read_source_pipeline_mixes_formats_and_counts_every_file(tmp_path: Path
         label="Counts",
     )
     p.run()
+
+
+def test_stage_commands_pick_the_reader_from_the_extension() -> None:
+    from pipelines.stages import input_format
+
+    assert [
+        input_format(p) for p in ("a/*.jsonl.zst", "b/*.parquet", "c/*.warc.gz", "d/*.warc.wet.gz", "e/*")
+    ] == [
+        "jsonl",
+        "parquet",
+        "warc",
+        "wet",
+        "jsonl",
+    ]
