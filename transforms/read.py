@@ -51,8 +51,11 @@ _COMPRESSED = (".gz", ".zst")
 _CHUNK = 1 << 20
 # Small compressed reads: a corrupt block loses at most what this much input decodes to.
 _COMPRESSED_CHUNK = 1 << 16
-# Errors that mean the bytes are damaged, not that the code is wrong.
-_STREAM_ERRORS = (EOFError, OSError, ValueError, zlib.error, zstandard.ZstdError)
+# Errors that mean the bytes are damaged.  Plain I/O errors (OSError) are not among
+# them: a failed read of a good file must fail the bundle so the runner retries it,
+# not dead-letter the rest of the file.  pyarrow reports some damage as OSError.
+_DAMAGE_ERRORS: tuple[type[Exception], ...] = (EOFError, ValueError, zlib.error, zstandard.ZstdError)
+_PARQUET_ERRORS: tuple[type[Exception], ...] = (*_DAMAGE_ERRORS, OSError)
 
 
 class BadRecord(ValueError):
@@ -403,7 +406,7 @@ class _Reader:
                         yield self.reject("bad_json", path, offset, str(err), line)
                         continue
                     yield self.document(obj, path, offset, line)
-        except _STREAM_ERRORS as err:
+        except _DAMAGE_ERRORS as err:
             # Everything before ``pos`` was kept; the damaged rest is one dead letter.
             yield self._broken(path, pos, err)
             return
@@ -437,7 +440,7 @@ class _Reader:
                         yield self.document(
                             obj, path, row, json.dumps(obj, default=str), f"{os.path.basename(path)}#{row}"
                         )
-        except _STREAM_ERRORS as err:
+        except _PARQUET_ERRORS as err:
             yield self._broken(path, row + 1, err, "corrupt_parquet")
             return
         if row == 0:
@@ -448,7 +451,7 @@ class _Reader:
         try:
             with open_stream(path) as stream:
                 data = stream.read(limit + 1)
-        except _STREAM_ERRORS as err:
+        except _DAMAGE_ERRORS as err:
             yield self._broken(path, 0, err)
             return
         self._tally.seen += 1
@@ -478,7 +481,7 @@ class _Reader:
                     body = record.reader.read()
                     self._tally.seen += 1
                     yield self._warc_document(record, body, path, fmt)
-        except _STREAM_ERRORS as err:
+        except _DAMAGE_ERRORS as err:
             yield self._broken(path, pos, err)
             return
         if self._tally.seen == seen:
