@@ -94,8 +94,9 @@ class ReadConfig(_Strict):
       oversize: what to do with an oversize document.
       split_bytes: uncompressed JSONL files are read in byte ranges of this size, spread
         over workers; compressed files are read whole, one worker each.
-      max_line_bytes: a JSONL line longer than this is dead-lettered without being held
-        in memory; it bounds a worker's memory on a file with a missing newline.
+      max_line_bytes: a JSONL line (or a ``text`` file) longer than this is dead-lettered
+        without being held in memory; it bounds a worker's memory on a file with a
+        missing newline.
     """
 
     max_doc_bytes: int = Field(default=2_000_000, gt=0)

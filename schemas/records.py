@@ -14,7 +14,8 @@ import pyarrow as pa
 class Document(TypedDict, total=False):
     """One document as it moves through the DAG.
 
-    Set by read: ``id``, ``source``, ``role``, ``text``, ``meta``, ``src_path``, ``src_offset``.
+    Set by read: ``id``, ``source``, ``role``, ``text``, ``meta``, ``src_path``, ``src_offset``
+    (byte offset in the decompressed file for JSONL, WARC and WET; row for Parquet; 0 for text).
     Set by classify: ``trope_scores``, ``tropes``, ``narrative``.
     Set by dedup: ``cluster_id``, ``cluster_size``.
     Set by blend: ``epoch`` (which repetition of the document a copy is).
@@ -54,7 +55,12 @@ class LedgerRow(TypedDict):
 
 
 class DeadLetter(TypedDict):
-    """A record that could not become a document."""
+    """A record that could not become a document.
+
+    ``offset`` is where it starts (as ``Document.src_offset``; 0 for the file as a
+    whole), ``error`` starts with the counted reason (``bad_json: ...``), and ``raw``
+    is the record cut at 64 KB.
+    """
 
     source: str
     path: str
