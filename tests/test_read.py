@@ -329,3 +329,34 @@ def test_stage_commands_pick_the_reader_from_the_extension() -> None:
         "wet",
         "jsonl",
     ]
+
+
+def _response(uri: str, content_type: str, body: bytes) -> bytes:
+    http = f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\n\r\n".encode() + body
+    head = (
+        f"WARC/1.0\r\nWARC-Type: response\r\nWARC-Target-URI: {uri}\r\n"
+        f"WARC-Record-ID: <urn:uuid:{uri[-1]}>\r\nContent-Type: application/http; msgtype=response\r\n"
+        f"Content-Length: {len(http)}\r\n\r\n"
+    ).encode()
+    return head + http + b"\r\n\r\n"
+
+
+def test_warc_non_html_and_textless_pages_are_dead_lettered(tmp_path: Path) -> None:
+    page = (
+        b"<html><body><article><p>"
+        + b"An AI helped a gardener plan the season. " * 5
+        + b"</p></article></body></html>"
+    )
+    data = (
+        _response("https://x.example/1", "text/html; charset=utf-8", page)
+        + _response("https://x.example/2", "image/png", b"\x89PNG\r\n\x1a\n")
+        + _response("https://x.example/3", "text/html", b"<html><body><script>x()</script></body></html>")
+    )
+    path = tmp_path / "x.warc"
+    path.write_bytes(data)
+    docs, rejected, _ = read_all(_source(path, "warc"), path)
+    assert [d["id"] for d in docs] == ["src/urn:uuid:1"] and "gardener" in docs[0]["text"]
+    assert [(r.record["offset"] > 0, r.reason) for r in rejected] == [
+        (True, "not_html"),
+        (True, "empty_text"),
+    ]
