@@ -160,7 +160,9 @@ def test_truncated_stream_keeps_records_before_the_damage(tmp_path: Path, suffix
     )
 
 
-@pytest.mark.parametrize("content", [b"", gzip.compress(b""), b"\n\n  \n"])
+@pytest.mark.parametrize(
+    "content", [b"", gzip.compress(b"", mtime=0), b"\n\n  \n"], ids=["empty", "empty-gzip", "blank-lines"]
+)
 def test_empty_files_are_reported(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / ("e.jsonl.gz" if content.startswith(b"\x1f\x8b") else "e.jsonl")
     path.write_bytes(content)
