@@ -24,7 +24,7 @@ from transforms.classify import ClassifyDocuments
 from transforms.dedup import DedupDocuments
 from transforms.read import ReadSource
 from transforms.text import stable_hash
-from transforms.write import WriteSortedFiles, encode_jsonl, parquet_encoder, shard_row
+from transforms.write import WriteSortedFiles, encode_jsonl, parquet_encoder, score_list, shard_row
 
 
 def input_format(pattern: str) -> Literal["jsonl", "parquet", "warc", "wet"]:
@@ -91,7 +91,7 @@ def classify_rows(doc: dict[str, Any]) -> dict[str, Any]:
         "source": doc["source"],
         "narrative": doc["narrative"],
         "tropes": doc["tropes"],
-        "trope_scores": sorted(doc["trope_scores"].items()),
+        "trope_scores": score_list(doc["trope_scores"]),
     }
 
 

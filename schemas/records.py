@@ -72,6 +72,11 @@ class DeadLetter(TypedDict):
 
 RAW_LIMIT_BYTES = 64 * 1024
 
+# Label scores as a list of (label, score) structs, sorted by label.  Not an Arrow
+# map: Hugging Face ``datasets`` has no feature type for maps and refuses to load
+# a Parquet file that holds one (huggingface/datasets#5612).
+TROPE_SCORES_TYPE = pa.list_(pa.struct([("label", pa.string()), ("score", pa.float32())]))
+
 SHARD_SCHEMA = pa.schema(
     [
         pa.field("id", pa.string(), nullable=False),
@@ -80,7 +85,7 @@ SHARD_SCHEMA = pa.schema(
         pa.field("text", pa.string(), nullable=False),
         pa.field("narrative", pa.string(), nullable=False),
         pa.field("tropes", pa.list_(pa.string()), nullable=False),
-        pa.field("trope_scores", pa.map_(pa.string(), pa.float32()), nullable=False),
+        pa.field("trope_scores", TROPE_SCORES_TYPE, nullable=False),
         pa.field("cluster_id", pa.string(), nullable=False),
         pa.field("cluster_size", pa.int32(), nullable=False),
         pa.field("epoch", pa.int32(), nullable=False),
@@ -111,7 +116,7 @@ CLASSIFY_SCHEMA = pa.schema(
         pa.field("source", pa.string(), nullable=False),
         pa.field("narrative", pa.string(), nullable=False),
         pa.field("tropes", pa.list_(pa.string()), nullable=False),
-        pa.field("trope_scores", pa.map_(pa.string(), pa.float32()), nullable=False),
+        pa.field("trope_scores", TROPE_SCORES_TYPE, nullable=False),
     ],
     metadata={"producer": "tropemix"},
 )

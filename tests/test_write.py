@@ -9,6 +9,7 @@ from pathlib import Path
 import apache_beam as beam
 import duckdb
 import pyarrow.dataset as ds
+import pytest
 
 from schemas.records import SHARD_SCHEMA
 from transforms.write import (
@@ -80,6 +81,16 @@ def test_write_sorted_files_every_index_and_tools_read_them(tmp_path: Path) -> N
         f"SELECT count(*), count(*) FILTER (WHERE len(tropes) > 0) FROM read_parquet('{out}/*.parquet')"
     ).fetchone()  # type: ignore[misc]
     assert (n, with_tropes) == (50, 25)
+    # Scores are (label, score) structs, not an Arrow map, so Hugging Face datasets can load the shards.
+    assert table.column("trope_scores")[0].as_py() == [
+        {"label": "coercion", "score": pytest.approx(0.1)},
+        {"label": "honest", "score": 0.5},
+    ]
+    (honest,) = con.execute(
+        f"SELECT count(*) FROM read_parquet('{out}/*.parquet') "
+        "WHERE list_contains(list_transform(trope_scores, lambda s: s.label), 'honest')"
+    ).fetchone()  # type: ignore[misc]
+    assert honest == 50
     assert stats is not None
     first = (out / names[0]).read_bytes()
     assert hashlib.sha256(first).hexdigest()

@@ -52,6 +52,11 @@ def write_atomically(path: str, data: bytes) -> None:
     FileSystems.rename([tmp], [path])
 
 
+def score_list(scores: Mapping[str, float]) -> list[dict[str, Any]]:
+    """Label scores as ``TROPE_SCORES_TYPE`` rows, sorted by label."""
+    return [{"label": label, "score": score} for label, score in sorted(scores.items())]
+
+
 def shard_row(doc: Mapping[str, Any]) -> dict[str, Any]:
     """A document copy as a row of ``SHARD_SCHEMA``."""
     return {
@@ -61,7 +66,7 @@ def shard_row(doc: Mapping[str, Any]) -> dict[str, Any]:
         "text": doc["text"],
         "narrative": doc.get("narrative", "none"),
         "tropes": list(doc.get("tropes", [])),
-        "trope_scores": sorted(doc.get("trope_scores", {}).items()),
+        "trope_scores": score_list(doc.get("trope_scores", {})),
         "cluster_id": doc.get("cluster_id", doc["id"]),
         "cluster_size": int(doc.get("cluster_size", 1)),
         "epoch": int(doc.get("epoch", 0)),
@@ -96,7 +101,11 @@ def encode_jsonl_zst(rows: Sequence[Mapping[str, Any]]) -> bytes:
 def shard_json_row(doc: Mapping[str, Any]) -> dict[str, Any]:
     """A document copy as a JSON line with the columns of ``SHARD_SCHEMA``; ``meta`` stays an object."""
     row = shard_row(doc)
-    return {**row, "trope_scores": dict(row["trope_scores"]), "meta": doc.get("meta", {})}
+    return {
+        **row,
+        "trope_scores": dict(sorted(doc.get("trope_scores", {}).items())),
+        "meta": doc.get("meta", {}),
+    }
 
 
 def shard_format(
