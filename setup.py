@@ -20,6 +20,10 @@ INSTALL_REQUIRES = [
     "zstandard>=0.22",
     # report.html plots (Agg backend, PNG only).
     "matplotlib>=3.8,<4",
+    # WARC/WET parsing (FastWARC) and HTML main-text extraction (resiliparse): native code,
+    # an order of magnitude faster than the pure-Python alternatives on crawl-sized input.
+    "fastwarc>=2.0.1,<3",
+    "resiliparse>=2.0.1,<3",
 ]
 
 EXTRAS = {

@@ -48,7 +48,7 @@ from pipelines.report import (
     write_report_json,
 )
 from schemas.config import MixConfig, load_config
-from schemas.records import LEDGER_SCHEMA, SHARD_SCHEMA
+from schemas.records import LEDGER_SCHEMA
 from schemas.taxonomy import DEFAULT_TAXONOMY, narrative_of
 from transforms.accounting import (
     ConservationError,
@@ -71,7 +71,7 @@ from transforms.write import (
     encode_jsonl,
     ledger_row,
     parquet_encoder,
-    shard_row,
+    shard_format,
     write_atomically,
 )
 
@@ -131,6 +131,7 @@ def survivors(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None)
         result = p | f"Read[{source.name}]" >> ReadSource(source, cfg.read, progress_dir)
         read_docs.append(result.docs)
         dead.append(result.dead_letter)
+        counts.append(result.counts)
         if source.classify and source.tropes_field is None:
             to_classify.append(result.docs)
         else:
@@ -223,14 +224,15 @@ def build(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None) -> 
 
     out = cfg.output
     seed = cfg.blend.seed
+    suffix, encode, to_row = shard_format(out.format, out.row_group_size)
     shards = blend["assigned"] | "WriteShards" >> WriteSortedFiles(
         f"{out.path.rstrip('/')}/shards",
         out.shard_prefix,
         blend["plan"] | "ShardCount" >> beam.Map(lambda plan: plan["num_shards"]),
-        "parquet",
-        parquet_encoder(SHARD_SCHEMA, out.row_group_size),
+        suffix,
+        encode,
         sort_key=lambda d: order_key(d, seed),
-        to_row=shard_row,
+        to_row=to_row,
         describe=describe_shard,
     )
     counts.append(shards | "ShardCounts" >> beam.FlatMap(shard_counts))

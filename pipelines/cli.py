@@ -175,7 +175,9 @@ def parser() -> argparse.ArgumentParser:
 
     for name, help_text in (("classify", "classify documents only"), ("dedup", "deduplicate documents only")):
         p = sub.add_parser(name, help=help_text)
-        p.add_argument("--input", required=True, help="JSONL(.gz/.zst) or Parquet glob, local or gs://")
+        p.add_argument(
+            "--input", required=True, help="JSONL(.gz/.zst), Parquet, WARC or WET glob, local or gs://"
+        )
         p.add_argument("--output", required=True, help="output directory")
         p.add_argument("--shards", type=int, default=1)
         p.add_argument("--id-field", default="id")

@@ -24,12 +24,26 @@ from transforms.classify import ClassifyDocuments
 from transforms.dedup import DedupDocuments
 from transforms.read import ReadSource
 from transforms.text import stable_hash
-from transforms.write import WriteSortedFiles, encode_jsonl, parquet_encoder, shard_row
+from transforms.write import WriteSortedFiles, encode_jsonl, parquet_encoder, score_list, shard_row
+
+
+def input_format(pattern: str) -> Literal["jsonl", "parquet", "warc", "wet"]:
+    """The reader for a ``--input`` glob, from its extension; JSONL unless it names another format."""
+    stem = pattern.rstrip("*")
+    for ext in (".gz", ".zst"):
+        stem = stem.removesuffix(ext)
+    if stem.endswith(".parquet"):
+        return "parquet"
+    if stem.endswith(".wet"):
+        return "wet"
+    if stem.endswith(".warc"):
+        return "warc"
+    return "jsonl"
 
 
 def input_source(pattern: str, id_field: str, text_field: str, name: str = "input") -> SourceConfig:
-    """A source config for a stage's ``--input`` glob; Parquet when it ends in ``.parquet``."""
-    fmt: Literal["jsonl", "parquet"] = "parquet" if pattern.rstrip("*").endswith(".parquet") else "jsonl"
+    """A source config for a stage's ``--input`` glob, in the format ``input_format`` picks."""
+    fmt = input_format(pattern)
     return SourceConfig(
         name=name, inputs=[pattern], format=fmt, fields=FieldMapping(id=id_field, text=text_field)
     )
@@ -77,7 +91,7 @@ def classify_rows(doc: dict[str, Any]) -> dict[str, Any]:
         "source": doc["source"],
         "narrative": doc["narrative"],
         "tropes": doc["tropes"],
-        "trope_scores": sorted(doc["trope_scores"].items()),
+        "trope_scores": score_list(doc["trope_scores"]),
     }
 
 

@@ -59,7 +59,9 @@ class SourceConfig(_Strict):
       name: stable name; appears in ids, shards, the manifest and the ledger.
       role: what the source is; decides the default dedup priority.
       inputs: file globs, local or ``gs://``.
-      format: ``jsonl`` (also ``.gz``), ``parquet`` or ``text`` (one document per file).
+      format: ``jsonl`` (plain, ``.gz`` or ``.zst``), ``parquet``, ``warc`` (HTML ``response``
+        records, main text extracted), ``wet`` (plain-text ``conversion`` records) or
+        ``text`` (one document per file).
       classify: run the trope classifier on it.
       dedup: take part in exact and near-duplicate removal.
       narrative: narrative assigned when ``classify`` is false.
@@ -74,7 +76,7 @@ class SourceConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
     role: Role = Role.WEB
     inputs: list[str] = Field(min_length=1)
-    format: Literal["jsonl", "parquet", "text"] = "jsonl"
+    format: Literal["jsonl", "parquet", "text", "warc", "wet"] = "jsonl"
     fields: FieldMapping = Field(default_factory=FieldMapping)
     classify: bool = True
     dedup: bool = True
@@ -100,10 +102,17 @@ class ReadConfig(_Strict):
     Args:
       max_doc_bytes: documents longer than this (UTF-8 bytes) are truncated or dead-lettered.
       oversize: what to do with an oversize document.
+      split_bytes: uncompressed JSONL files are read in byte ranges of this size, spread
+        over workers; compressed files are read whole, one worker each.
+      max_line_bytes: a JSONL line (or a ``text`` file) longer than this is dead-lettered
+        without being held in memory; it bounds a worker's memory on a file with a
+        missing newline.
     """
 
     max_doc_bytes: int = Field(default=2_000_000, gt=0)
     oversize: Literal["truncate", "dead_letter"] = "truncate"
+    split_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    max_line_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
 
 
 class PolicyRule(_Strict):
@@ -293,6 +302,7 @@ class OutputConfig(_Strict):
       row_group_size: Parquet row group size of the shards.
       incremental: treat ``path`` as the root of scheduled incremental runs
         (state/inputs.json plus runs/<run_id>/); see pipelines/incremental.py.
+      format: shard file format: ``parquet`` (``SHARD_SCHEMA``, zstd) or ``jsonl.zst``.
     """
 
     path: str
@@ -300,6 +310,7 @@ class OutputConfig(_Strict):
     ledger_shards: int = Field(default=1, ge=1, le=10_000)
     row_group_size: int = Field(default=10_000, ge=100)
     incremental: bool = False
+    format: Literal["parquet", "jsonl.zst"] = "parquet"
 
 
 class MixConfig(_Strict):

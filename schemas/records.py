@@ -14,7 +14,8 @@ import pyarrow as pa
 class Document(TypedDict, total=False):
     """One document as it moves through the DAG.
 
-    Set by read: ``id``, ``source``, ``role``, ``text``, ``meta``, ``src_path``, ``src_offset``.
+    Set by read: ``id``, ``source``, ``role``, ``text``, ``meta``, ``src_path``, ``src_offset``
+    (byte offset in the decompressed file for JSONL, WARC and WET; row for Parquet; 0 for text).
     Set by classify: ``trope_scores``, ``tropes``, ``narrative``.
     Set by dedup: ``cluster_id``, ``cluster_size``.
     Set by blend: ``units`` (its documents, bytes or tokens), ``epoch`` (which repetition
@@ -56,7 +57,12 @@ class LedgerRow(TypedDict):
 
 
 class DeadLetter(TypedDict):
-    """A record that could not become a document."""
+    """A record that could not become a document.
+
+    ``offset`` is where it starts (as ``Document.src_offset``; 0 for the file as a
+    whole), ``error`` starts with the counted reason (``bad_json: ...``), and ``raw``
+    is the record cut at 64 KB.
+    """
 
     source: str
     path: str
@@ -68,6 +74,11 @@ class DeadLetter(TypedDict):
 
 RAW_LIMIT_BYTES = 64 * 1024
 
+# Label scores as a list of (label, score) structs, sorted by label.  Not an Arrow
+# map: Hugging Face ``datasets`` has no feature type for maps and refuses to load
+# a Parquet file that holds one (huggingface/datasets#5612).
+TROPE_SCORES_TYPE = pa.list_(pa.struct([("label", pa.string()), ("score", pa.float32())]))
+
 SHARD_SCHEMA = pa.schema(
     [
         pa.field("id", pa.string(), nullable=False),
@@ -76,7 +87,7 @@ SHARD_SCHEMA = pa.schema(
         pa.field("text", pa.string(), nullable=False),
         pa.field("narrative", pa.string(), nullable=False),
         pa.field("tropes", pa.list_(pa.string()), nullable=False),
-        pa.field("trope_scores", pa.map_(pa.string(), pa.float32()), nullable=False),
+        pa.field("trope_scores", TROPE_SCORES_TYPE, nullable=False),
         pa.field("cluster_id", pa.string(), nullable=False),
         pa.field("cluster_size", pa.int32(), nullable=False),
         pa.field("epoch", pa.int32(), nullable=False),
@@ -107,7 +118,7 @@ CLASSIFY_SCHEMA = pa.schema(
         pa.field("source", pa.string(), nullable=False),
         pa.field("narrative", pa.string(), nullable=False),
         pa.field("tropes", pa.list_(pa.string()), nullable=False),
-        pa.field("trope_scores", pa.map_(pa.string(), pa.float32()), nullable=False),
+        pa.field("trope_scores", TROPE_SCORES_TYPE, nullable=False),
     ],
     metadata={"producer": "tropemix"},
 )

@@ -40,3 +40,17 @@ def test_unbalanced_stage_is_named() -> None:
     result = check_conservation(counts, ["web"])
     assert not result["ok"]
     assert any("MISMATCH stage dedup" in line and "difference 1" in line for line in result["lines"])
+
+
+def test_reader_counts_must_balance_per_source_and_per_file() -> None:
+    counts = {**_balanced(), count_key("read_seen", "web"): 12, count_key("read_files", "web"): 3}
+    result = check_conservation(counts, ["web"])
+    assert result["ok"] and result["sources"]["web"]["records_seen"] == 12
+    lost = {**counts, count_key("read_seen", "web"): 13}
+    result = check_conservation(lost, ["web"])
+    assert not result["ok"]
+    assert "MISMATCH web: readers saw 13 records, passed on 10 + dead letters 2" in result["lines"]
+    bad_file = {**counts, count_key("read_file_mismatch", "web", "gs://b/x|y.jsonl"): 1}
+    result = check_conservation(bad_file, ["web"])
+    assert not result["ok"]
+    assert any("file gs://b/x|y.jsonl: 1 records seen" in line for line in result["lines"])

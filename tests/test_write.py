@@ -9,6 +9,7 @@ from pathlib import Path
 import apache_beam as beam
 import duckdb
 import pyarrow.dataset as ds
+import pytest
 
 from schemas.records import SHARD_SCHEMA
 from transforms.write import (
@@ -80,6 +81,40 @@ def test_write_sorted_files_every_index_and_tools_read_them(tmp_path: Path) -> N
         f"SELECT count(*), count(*) FILTER (WHERE len(tropes) > 0) FROM read_parquet('{out}/*.parquet')"
     ).fetchone()  # type: ignore[misc]
     assert (n, with_tropes) == (50, 25)
+    # Scores are (label, score) structs, not an Arrow map, so Hugging Face datasets can load the shards.
+    assert table.column("trope_scores")[0].as_py() == [
+        {"label": "coercion", "score": pytest.approx(0.1)},
+        {"label": "honest", "score": 0.5},
+    ]
+    (honest,) = con.execute(
+        f"SELECT count(*) FROM read_parquet('{out}/*.parquet') "
+        "WHERE list_contains(list_transform(trope_scores, lambda s: s.label), 'honest')"
+    ).fetchone()  # type: ignore[misc]
+    assert honest == 50
     assert stats is not None
     first = (out / names[0]).read_bytes()
     assert hashlib.sha256(first).hexdigest()
+
+
+def test_jsonl_zst_shards_are_reproducible_and_readable(tmp_path: Path) -> None:
+    import json
+
+    import zstandard
+
+    from transforms.write import shard_format
+
+    suffix, encode, to_row = shard_format("jsonl.zst", 10_000)
+    data = encode([to_row(d) for d in DOCS])
+    assert suffix == "jsonl.zst" and data == encode([to_row(d) for d in DOCS])
+    rows = [json.loads(line) for line in zstandard.ZstdDecompressor().decompress(data).splitlines()]
+    assert rows[1]["meta"] == {"url": "https://example.org/1"} and rows[1]["trope_scores"]["honest"] == 0.5
+    path = tmp_path / "mix-00000-of-00001.jsonl.zst"
+    path.write_bytes(data)
+    n, urls = (
+        duckdb.connect()
+        .execute(
+            f"SELECT count(*), count(DISTINCT meta.url) FROM read_json_auto('{path}', compression='zstd')"
+        )
+        .fetchone()
+    )  # type: ignore[misc]
+    assert (n, urls) == (50, 50)

@@ -108,10 +108,11 @@ def _stage_lines(counts: Mapping[str, int]) -> tuple[bool, dict[str, Any], list[
 def check_conservation(counts: Mapping[str, int], sources: Iterable[str]) -> dict[str, Any]:
     """Checks that every input record ended in exactly one place.
 
-    Per source: records in = shard rows - epoch copies (repeats of a document) +
-    ledger drops by stage and reason + dead letters; the ledger's ``written`` rows
-    must equal the documents in shards and their copies the shard rows.  Per
-    stage: in = out + dropped.
+    Per source: records the readers saw = documents read + dead letters, for the
+    source and for each of its files (``read_file_mismatch`` keys); records in =
+    shard rows - epoch copies (repeats of a document) + ledger drops by stage and
+    reason + dead letters; the ledger's ``written`` rows must equal the documents
+    in shards and their copies the shard rows.  Per stage: in = out + dropped.
 
     Args:
       counts: flat counter keys -> totals.
@@ -133,9 +134,19 @@ def check_conservation(counts: Mapping[str, int], sources: Iterable[str]) -> dic
             if key.startswith(count_key("ledger", source, "dropped") + "|")
         }
         dropped = sum(drops.values())
+        # Readers count what they saw before parsing; without their counts (a bare test) there is nothing to compare.
+        seen = counts.get(count_key("read_seen", source), read + dead)
+        bad_files = {
+            key.split("|", 2)[2]: n
+            for key, n in counts.items()
+            if key.startswith(count_key("read_file_mismatch", source) + "|")
+        }
         balanced = read == written + dropped and ledger_written == written and ledger_copies == rows
-        ok &= balanced
+        read_balanced = seen == read + dead and not bad_files
+        ok &= balanced and read_balanced
         per_source[source] = {
+            "records_seen": seen,
+            "files_read": counts.get(count_key("read_files", source), 0),
             "records_in": read + dead,
             "documents_read": read,
             "dead_letters": dead,
@@ -156,6 +167,14 @@ def check_conservation(counts: Mapping[str, int], sources: Iterable[str]) -> dic
                 f"ledger copies {ledger_copies} vs shard rows {rows})"
             )
         lines.append(line)
+        if not read_balanced:
+            lines.append(
+                f"MISMATCH {source}: readers saw {seen} records, passed on {read} + dead letters {dead}"
+            )
+        for path, diff in sorted(bad_files.items()):
+            lines.append(
+                f"MISMATCH {source}: file {path}: {diff} records seen but neither passed on nor dead-lettered"
+            )
     stages_ok, stages, stage_lines = _stage_lines(counts)
     ok &= stages_ok
     lines.extend(stage_lines)

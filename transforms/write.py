@@ -19,10 +19,11 @@ from typing import Any
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
+import zstandard
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from schemas.records import LEDGER_SCHEMA
+from schemas.records import LEDGER_SCHEMA, SHARD_SCHEMA
 from transforms.logs import stage_logger
 
 NAMESPACE = "tropemix.write"
@@ -53,6 +54,11 @@ def write_atomically(path: str, data: bytes) -> None:
     FileSystems.rename([tmp], [path])
 
 
+def score_list(scores: Mapping[str, float]) -> list[dict[str, Any]]:
+    """Label scores as ``TROPE_SCORES_TYPE`` rows, sorted by label."""
+    return [{"label": label, "score": score} for label, score in sorted(scores.items())]
+
+
 def shard_row(doc: Mapping[str, Any]) -> dict[str, Any]:
     """A document copy as a row of ``SHARD_SCHEMA``."""
     return {
@@ -62,7 +68,7 @@ def shard_row(doc: Mapping[str, Any]) -> dict[str, Any]:
         "text": doc["text"],
         "narrative": doc.get("narrative", "none"),
         "tropes": list(doc.get("tropes", [])),
-        "trope_scores": sorted(doc.get("trope_scores", {}).items()),
+        "trope_scores": score_list(doc.get("trope_scores", {})),
         "cluster_id": doc.get("cluster_id", doc["id"]),
         "cluster_size": int(doc.get("cluster_size", 1)),
         "epoch": int(doc.get("epoch", 0)),
@@ -87,6 +93,35 @@ def encode_parquet(rows: Sequence[Mapping[str, Any]], schema: pa.Schema, row_gro
 def encode_jsonl(rows: Sequence[Mapping[str, Any]]) -> bytes:
     """One sorted-key JSON object per line, UTF-8."""
     return b"".join(json.dumps(r, sort_keys=True, ensure_ascii=False).encode("utf-8") + b"\n" for r in rows)
+
+
+def encode_jsonl_zst(rows: Sequence[Mapping[str, Any]]) -> bytes:
+    """``encode_jsonl`` compressed as one zstd frame; single-threaded, so the bytes are reproducible."""
+    return zstandard.ZstdCompressor(level=3, write_checksum=True).compress(encode_jsonl(rows))
+
+
+def shard_json_row(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """A document copy as a JSON line with the columns of ``SHARD_SCHEMA``; ``meta`` stays an object."""
+    row = shard_row(doc)
+    return {
+        **row,
+        "trope_scores": dict(sorted(doc.get("trope_scores", {}).items())),
+        "meta": doc.get("meta", {}),
+    }
+
+
+def shard_format(
+    fmt: str, row_group_size: int
+) -> tuple[str, Callable[[list[dict[str, Any]]], bytes], Callable[[Any], dict[str, Any]]]:
+    """File suffix, encoder and row function of the configured shard format.
+
+    Args:
+      fmt: ``parquet`` or ``jsonl.zst`` (``output.format``).
+      row_group_size: Parquet rows per row group.
+    """
+    if fmt == "jsonl.zst":
+        return "jsonl.zst", encode_jsonl_zst, shard_json_row
+    return "parquet", parquet_encoder(SHARD_SCHEMA, row_group_size), shard_row
 
 
 class _WriteFileFn(beam.DoFn):

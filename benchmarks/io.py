@@ -1,0 +1,156 @@
+"""Reader and writer throughput on the shared Wikipedia sample, one core.
+
+Prints documents and MB per CPU second for each step, single-threaded, so every
+figure is per core:
+
+- read:   bytes through ``open_stream`` (gzip decompression, or plain file reads);
+- parse:  ``read_range`` from bytes to validated documents (JSON, field mapping, checks);
+- write:  documents to shard bytes (``shard_row`` + ``encode_parquet`` with zstd, or jsonl.zst);
+- classify (reference): fastText scoring of the same text with the shipped model, the
+  next stage, to show whether the reader limits the pipeline.
+
+MB/s counts UTF-8 bytes of document text unless a line says otherwise.  Usage::
+
+    PYTHONPATH=. python benchmarks/io.py [--data ../shared/data/wikipedia] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import resource
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+from schemas.config import ClassifierConfig, ReadConfig, SourceConfig
+from schemas.records import SHARD_SCHEMA
+from transforms.read import FileRange, Rejected, Tally, open_stream, read_range
+from transforms.write import encode_jsonl_zst, encode_parquet, shard_json_row, shard_row
+
+MB = 1e6
+
+
+def best_of(repeat: int, fn: Callable[[], Any]) -> tuple[float, Any]:
+    """CPU seconds of the fastest of ``repeat`` runs.
+
+    CPU time of this process rather than wall time: the machine is shared, and CPU
+    seconds are what "per core" means.  Waiting on the disk is not counted.
+    """
+    best, result = float("inf"), None
+    for _ in range(repeat):
+        start = time.process_time()
+        result = fn()
+        best = min(best, time.process_time() - start)
+    return best, result
+
+
+def read_bytes(paths: list[str]) -> int:
+    total = 0
+    for path in paths:
+        with open_stream(path) as f:
+            while chunk := f.read(1 << 20):
+                total += len(chunk)
+    return total
+
+
+def parse(paths: list[str], source: SourceConfig) -> list[dict[str, Any]]:
+    docs: list[dict[str, Any]] = []
+    cfg = ReadConfig()
+    for path in paths:
+        for item in read_range(source, cfg, FileRange(path, 0, -1), Tally()):
+            if not isinstance(item, Rejected):
+                docs.append(dict(item))
+    return docs
+
+
+def report(step: str, seconds: float, docs: int, text_bytes: int, extra: str = "") -> None:
+    print(
+        f"{step:<28} {seconds:7.2f} s  {docs / seconds:9,.0f} docs/s  {text_bytes / MB / seconds:7.1f} MB/s{extra}",
+        flush=True,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", default="../shared/data/wikipedia", help="directory of *.jsonl.gz")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--shard-docs", type=int, default=5000, help="documents per written shard")
+    parser.add_argument("--model", default="models/tropes-v0.ftz")
+    args = parser.parse_args()
+
+    gz_paths = sorted(glob.glob(os.path.join(args.data, "*.jsonl.gz")))
+    tmp = tempfile.mkdtemp(prefix="tropemix-io-")
+    try:
+        plain_paths = []
+        for path in gz_paths:
+            plain = os.path.join(tmp, os.path.basename(path)[: -len(".gz")])
+            with open_stream(path) as src, open(plain, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+            plain_paths.append(plain)
+        gz_size = sum(os.path.getsize(p) for p in gz_paths)
+        plain_size = sum(os.path.getsize(p) for p in plain_paths)
+        source = SourceConfig(name="wikipedia", inputs=gz_paths)
+        print(f"input: {len(gz_paths)} files, {gz_size / MB:.1f} MB gzip, {plain_size / MB:.1f} MB JSONL")
+
+        docs = parse(plain_paths, source)
+        text_bytes = sum(len(d["text"].encode("utf-8")) for d in docs)
+        n = len(docs)
+        print(f"documents: {n:,}, text {text_bytes / MB:.1f} MB; best of {args.repeat} runs, one core")
+
+        seconds, _ = best_of(args.repeat, lambda: read_bytes(plain_paths))
+        report(
+            "read plain JSONL", seconds, n, text_bytes, f"  ({plain_size / MB / seconds:.0f} MB/s of file)"
+        )
+        seconds, _ = best_of(args.repeat, lambda: read_bytes(gz_paths))
+        report(
+            "read gzip (decompress)", seconds, n, text_bytes, f"  ({gz_size / MB / seconds:.0f} MB/s of .gz)"
+        )
+        seconds, _ = best_of(args.repeat, lambda: parse(plain_paths, source))
+        report("read+parse plain JSONL", seconds, n, text_bytes)
+        seconds, _ = best_of(args.repeat, lambda: parse(gz_paths, source))
+        report("read+parse gzip JSONL", seconds, n, text_bytes)
+
+        step = args.shard_docs
+        for i in range(0, n, step):
+            docs[i]["epoch"] = 0
+
+        def write_parquet() -> int:
+            return sum(
+                len(encode_parquet([shard_row(d) for d in docs[i : i + step]], SHARD_SCHEMA, 10_000))
+                for i in range(0, n, step)
+            )
+
+        def write_jsonl_zst() -> int:
+            return sum(
+                len(encode_jsonl_zst([shard_json_row(d) for d in docs[i : i + step]]))
+                for i in range(0, n, step)
+            )
+
+        seconds, size = best_of(args.repeat, write_parquet)
+        report("write parquet (zstd)", seconds, n, text_bytes, f"  ({size / MB:.1f} MB written)")
+        seconds, size = best_of(args.repeat, write_jsonl_zst)
+        report("write jsonl.zst", seconds, n, text_bytes, f"  ({size / MB:.1f} MB written)")
+
+        if os.path.exists(args.model):
+            from transforms.classify import load_fasttext, score_documents
+
+            model = load_fasttext(args.model)
+            cfg = ClassifierConfig(model=args.model)
+            sample = docs[:2000]
+            sample_bytes = sum(len(d["text"].encode("utf-8")) for d in sample)
+            seconds, _ = best_of(
+                1, lambda: score_documents(model, [d["text"] for d in sample], cfg.chunk_chars, cfg.aggregate)
+            )
+            report("classify (reference, 2k docs)", seconds, len(sample), sample_bytes)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"peak RSS: {peak:.0f} MB (holds all parsed documents for the write step)")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
