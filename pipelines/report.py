@@ -594,7 +594,7 @@ def render_html(report: Mapping[str, Any], manifest: Mapping[str, Any]) -> str:
     )
     parts.append(
         _table(
-            ["source", "share", "available", "target", "max epochs", "full epochs", "remainder", "rate"],
+            ["source", "share", "available", "target", "max epochs", "epochs", "strata (target / available)"],
             [
                 [
                     n,
@@ -602,9 +602,10 @@ def render_html(report: Mapping[str, Any], manifest: Mapping[str, Any]) -> str:
                     p["available"],
                     p["target"],
                     p["max_epochs"],
-                    p["full_epochs"],
-                    p["remainder"],
-                    p["rate"],
+                    round(p["epochs"], 4),
+                    ", ".join(
+                        f"{st}: {s['target']} / {s['available']}" for st, s in sorted(p["strata"].items())
+                    ),
                 ]
                 for n, p in sorted(plan.get("sources", {}).items())
             ],
