@@ -60,7 +60,7 @@ from transforms.accounting import (
 )
 from transforms.blend import BlendSources, PlanBlend, PlanError, order_key
 from transforms.classify import ApplyPolicy, ClassifyDocuments
-from transforms.dedup import DedupDocuments
+from transforms.dedup import DedupDocuments, WriteDedupIndex
 from transforms.logs import configure_logging, stage_logger
 from transforms.progress import ProgressPrinter
 from transforms.read import ReadSource
@@ -119,7 +119,7 @@ def survivors(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None)
 
     Returns:
       ``docs_read``, ``dead_letters``, ``survivors`` (documents entering the blend),
-      ``dropped`` (policy and dedup ledger rows), ``unconverged`` (dedup) and
+      ``dropped`` (policy and dedup ledger rows), ``unconverged`` and ``dedup_index`` (dedup) and
       ``counts`` (a list of ``(key, n)`` PCollections).
     """
     counts: list[beam.PCollection] = []
@@ -189,6 +189,7 @@ def survivors(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None)
         "survivors": [dedup["kept"], singletons] | "Survivors" >> beam.Flatten(),
         "dropped": [policy.dropped, dedup["dropped"]],
         "unconverged": dedup["unconverged"],
+        "dedup_index": dedup["index"],
         "counts": counts,
     }
 
@@ -211,6 +212,10 @@ def build(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None) -> 
       ``shards`` (stats per written shard), ``plan`` and ``report``.
     """
     upstream = survivors(p, cfg, progress_dir)
+    if cfg.dedup.write_index:
+        _ = upstream["dedup_index"] | "DedupIndex" >> WriteDedupIndex(
+            f"{cfg.output.path.rstrip('/')}/dedup_index", cfg.dedup
+        )
     docs_read, dead_letters, counts = upstream["docs_read"], upstream["dead_letters"], upstream["counts"]
     blend = upstream["survivors"] | "Blend" >> BlendSources(cfg.blend, roles(cfg))
     counts.append(_stage_counts(upstream["survivors"], "blend", "in", "CountBlendIn"))

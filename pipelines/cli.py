@@ -5,7 +5,7 @@ tropemix plan CONFIG.yaml [-- beam options]
 tropemix validate CONFIG.yaml
 tropemix report RUN_DIR
 tropemix classify --model M --input GLOB --output DIR [beam options]
-tropemix dedup --input GLOB --output DIR [--threshold 0.8] [beam options]
+tropemix dedup --input GLOB --output DIR [--threshold 0.8] [--previous-index GLOB ...] [beam options]
 tropemix train-classifier --data LABELED.jsonl [--params P.yaml] --output MODEL.ftz
 tropemix eval-classifier --model M --data LABELED.jsonl
 """
@@ -41,6 +41,11 @@ def validate_inputs(cfg: MixConfig) -> list[str]:
                 problems.append(
                     f"sources.{i}.inputs.{j}: {pattern!r} matches no file; fix the path or glob (source {source.name!r})"
                 )
+    for j, pattern in enumerate(cfg.dedup.previous_index):
+        if not FileSystems.match([pattern])[0].metadata_list:
+            problems.append(
+                f"dedup.previous_index.{j}: {pattern!r} matches no file; point it at an earlier run's dedup_index/*.parquet"
+            )
     if not FileSystems.exists(cfg.classifier.model) and any(s.classify for s in cfg.sources):
         problems.append(
             f"classifier.model: {cfg.classifier.model!r} does not exist; train one with "
@@ -129,7 +134,13 @@ def _cmd_classify(args: argparse.Namespace, beam_args: list[str]) -> int:
 def _cmd_dedup(args: argparse.Namespace, beam_args: list[str]) -> int:
     from pipelines.stages import run_dedup
 
-    cfg = DedupConfig(threshold=args.threshold, ngram=args.ngram, num_perm=args.num_perm, seed=args.seed)
+    cfg = DedupConfig(
+        threshold=args.threshold,
+        ngram=args.ngram,
+        num_perm=args.num_perm,
+        seed=args.seed,
+        previous_index=args.previous_index or [],
+    )
     run_dedup(args.input, args.output, cfg, args.shards, beam_args, args.id_field, args.text_field)
     print(f"kept documents and ledger written to {args.output}")
     return 0
@@ -189,6 +200,11 @@ def parser() -> argparse.ArgumentParser:
             p.add_argument("--ngram", type=int, default=5)
             p.add_argument("--num-perm", type=int, default=128)
             p.add_argument("--seed", type=int, default=1)
+            p.add_argument(
+                "--previous-index",
+                nargs="*",
+                help="dedup_index/*.parquet globs of earlier runs; colliding documents are dropped",
+            )
 
     p = sub.add_parser("train-classifier", help="train the fastText trope model")
     p.add_argument("--data", nargs="+", required=True, help="labeled JSONL files")

@@ -21,7 +21,7 @@ from pipelines.build_mix import pipeline_options
 from schemas.config import ClassifierConfig, DedupConfig, FieldMapping, ReadConfig, SourceConfig
 from schemas.records import CLASSIFY_SCHEMA, DEDUP_LEDGER_SCHEMA, SHARD_SCHEMA
 from transforms.classify import ClassifyDocuments
-from transforms.dedup import DedupDocuments
+from transforms.dedup import DedupDocuments, WriteDedupIndex
 from transforms.read import ReadSource
 from transforms.text import stable_hash
 from transforms.write import WriteSortedFiles, encode_jsonl, parquet_encoder, score_list, shard_row
@@ -123,7 +123,11 @@ def run_dedup(
     id_field: str = "id",
     text_field: str = "text",
 ) -> None:
-    """Deduplicates the input; writes kept documents and a ledger row per input document."""
+    """Deduplicates the input; writes kept documents, a ledger row per input document and the index.
+
+    ``cfg.previous_index`` names earlier runs' ``dedup_index/`` files: input documents
+    that collide with their survivors are dropped (reason ``earlier_run_duplicate``).
+    """
     output = output.rstrip("/")
     source = input_source(pattern, id_field, text_field)
     with beam.Pipeline(options=pipeline_options(beam_args)) as p:
@@ -169,4 +173,6 @@ def run_dedup(
             shard_row,
         )
         _write(ledger, f"{output}/ledger", "ledger", shards, DEDUP_LEDGER_SCHEMA, lambda r: r["id"])
+        if cfg.write_index:
+            _ = dedup["index"] | "DedupIndex" >> WriteDedupIndex(f"{output}/dedup_index", cfg)
         _write_dead(read.dead_letter, output)

@@ -177,6 +177,32 @@ class ClassifierConfig(_Strict):
         return self.policy.get(narrative, PolicyRule())
 
 
+class SurvivorConfig(_Strict):
+    """How dedup picks the one document of a cluster that survives.
+
+    Candidates compare key by key in ``order``; the smallest stable id breaks the
+    remaining ties, so the choice never depends on input order or workers.
+
+    Args:
+      order: ``priority`` (the source's, lower wins), ``score`` (higher wins),
+        ``length`` (longer text wins), in the order they apply.
+      score_field: dotted path of the numeric score, e.g. ``meta.quality`` or
+        ``trope_scores.ethical_reasoning``; a missing or non-numeric value counts as 0.
+    """
+
+    order: list[Literal["priority", "score", "length"]] = Field(
+        default_factory=lambda: ["priority", "score"]  # type: ignore[arg-type]
+    )
+    score_field: str = Field(default="meta.quality", pattern=r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$")
+
+    @field_validator("order")
+    @classmethod
+    def _no_repeats(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"{value} lists a key twice; list each of priority, score, length at most once")
+        return value
+
+
 class DedupConfig(_Strict):
     """Exact and MinHash-LSH near-duplicate removal.
 
@@ -185,14 +211,36 @@ class DedupConfig(_Strict):
       num_perm: MinHash permutations.
       threshold: Jaccard similarity above which two documents are duplicates.
       seed: MinHash permutation seed.
+      minhash: ``fast``: one-permutation MinHash with densification, one hash per
+        shingle; ``datasketch``: ``num_perm`` permutations whose signatures equal
+        ``datasketch.MinHash(seed=seed, scheme=f"affine{bits}")`` bit for bit, fed the
+        same shingle hashes (about 10x slower).
+      bits: MinHash value width, 32 or 64.
       max_rounds: label-propagation rounds for connected components.
+      bucket_salts: each LSH bucket is split into this many salted groups, so a
+        bucket shared by 100,000 boilerplate pages never sits in one worker.
+      verify_threshold: when set, a candidate pair is only linked if the Jaccard
+        similarity estimated from the two signatures reaches it.
+      survivor: which document of a cluster survives.
+      previous_index: globs of ``dedup_index/`` Parquet files of earlier runs; a
+        document colliding with one of their survivors is dropped.
+      write_index: write this run's survivors' index to ``<output>/dedup_index/``.
+      index_shards: number of index files.
     """
 
     ngram: int = Field(default=5, ge=1, le=32)
     num_perm: int = Field(default=128, ge=16, le=1024)
     threshold: float = Field(default=0.8, gt=0.0, lt=1.0)
-    seed: int = 1
+    seed: int = Field(default=1, ge=0, lt=2**32)
+    minhash: Literal["fast", "datasketch"] = "fast"
+    bits: Literal[32, 64] = 32
     max_rounds: int = Field(default=8, ge=1, le=64)
+    bucket_salts: int = Field(default=16, ge=1, le=4096)
+    verify_threshold: float | None = Field(default=None, gt=0.0, le=1.0)
+    survivor: SurvivorConfig = Field(default_factory=SurvivorConfig)
+    previous_index: list[str] = Field(default_factory=list)
+    write_index: bool = True
+    index_shards: int = Field(default=1, ge=1, le=10_000)
 
 
 class BlendSource(_Strict):
@@ -399,6 +447,9 @@ def parse_config(data: dict[str, Any], base_dir: str = ".") -> MixConfig:
                 update={
                     "tokenizer": cfg.blend.tokenizer and _resolve(cfg.blend.tokenizer, base_dir),
                 }
+            ),
+            "dedup": cfg.dedup.model_copy(
+                update={"previous_index": [_resolve(p, base_dir) for p in cfg.dedup.previous_index]}
             ),
         }
     )

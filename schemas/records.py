@@ -134,3 +134,15 @@ DEDUP_LEDGER_SCHEMA = pa.schema(
     ],
     metadata={"producer": "tropemix"},
 )
+
+# The band index of a run's survivors, read back by later runs (``dedup.previous_index``).
+# ``band`` -1 holds the exact hash of the normalized text; bands 0.. hold LSH bucket hashes.
+# The schema metadata records the parameters the hashes depend on.
+DEDUP_INDEX_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("band", pa.int32(), nullable=False),
+        pa.field("bucket", pa.int64(), nullable=False),
+    ],
+    metadata={"producer": "tropemix"},
+)

@@ -1,15 +1,35 @@
-"""Dedup: exact and near duplicates, survivor priority, clustering against union-find."""
+"""Dedup: each stage alone, clustering against union-find, survivors, oversized buckets.
+
+Pipelines are few and each holds several scenarios, because every FnApiRunner
+run of the dedup graph costs seconds.
+"""
 
 from __future__ import annotations
 
 import random
+from collections import Counter
+from typing import Any
 
 import apache_beam as beam
-import pytest
+import numpy as np
 from apache_beam.testing.util import assert_that, equal_to
 
-from schemas.config import DedupConfig
-from transforms.dedup import ConnectedComponents, DedupDocuments
+from schemas.config import DedupConfig, SurvivorConfig
+from transforms.dedup import (
+    CURRENT,
+    EARLIER,
+    ConnectedComponents,
+    DedupDocuments,
+    LinkBuckets,
+    SaltedGroupMin,
+    _MinCountFn,
+    compute_bands,
+    doc_node,
+    earlier_node,
+    exact_hash,
+    score_of,
+)
+from transforms.text import normalize_for_dedup
 
 from .conftest import make_pipeline
 
@@ -21,8 +41,16 @@ def _text(seed: int, n: int = 300) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(n))
 
 
-def _doc(doc_id: str, text: str, source: str = "web") -> dict[str, object]:
-    return {"id": doc_id, "source": source, "text": text, "meta": {}, "narrative": "none"}
+def _edit(text: str, seed: int, edits: int = 3) -> str:
+    rng = random.Random(seed)
+    words = text.split()
+    for _ in range(edits):
+        words[rng.randrange(len(words))] = f"edit{rng.randrange(10**6)}"
+    return " ".join(words)
+
+
+def _doc(doc_id: str, text: str, source: str = "web", **meta: Any) -> dict[str, Any]:
+    return {"id": doc_id, "source": source, "text": text, "meta": dict(meta), "narrative": "none"}
 
 
 def _union_find(edges: list[tuple[int, int]]) -> dict[int, int]:
@@ -39,83 +67,207 @@ def _union_find(edges: list[tuple[int, int]]) -> dict[int, int]:
         ra, rb = find(a), find(b)
         if ra != rb:
             parent[max(ra, rb)] = min(ra, rb)
-    return {x: min(y for y in parent if find(y) == find(x)) for x in parent}
+    return {x: find(x) for x in parent}
 
 
-@pytest.mark.parametrize(
-    "edges",
-    [
-        [(i, i + 1) for i in range(12)],  # a chain of 13 nodes
-        [(0, i) for i in range(1, 40)] + [(100, i) for i in range(101, 120)],  # two stars
-        [(i + 1, i) for i in range(0, 10, 2)] + [(7, 3), (50, 51), (51, 52), (52, 50)],  # mixed with a cycle
-    ],
-)
-def test_connected_components_match_union_find(edges: list[tuple[int, int]]) -> None:
+# --- pure functions -------------------------------------------------------------------------
+
+
+def test_exact_hash_ignores_case_punctuation_and_spacing() -> None:
+    a = exact_hash(normalize_for_dedup("The AI  refused, politely."))
+    assert a == exact_hash(normalize_for_dedup("the ai refused politely"))
+    assert a != exact_hash(normalize_for_dedup("the ai refused"))
+    assert 0 <= a < 2**63
+
+
+def test_survivor_order_priority_then_score_then_id() -> None:
+    story = _doc("stories/z", "t", source="stories", quality=0.1)
+    web_good = _doc("web/b", "t", quality=0.9)
+    web_same = _doc("web/a", "t", quality=0.9)
+    default = SurvivorConfig()
+    nodes = {
+        "story": doc_node(story, 1, default),
+        "good": doc_node(web_good, 3, default),
+        "same": doc_node(web_same, 3, default),
+    }
+    assert min(nodes.values()) == nodes["story"]  # curated source first
+    assert nodes["same"] < nodes["good"]  # equal score: smallest id
+    by_score = SurvivorConfig(order=["score", "priority"], score_field="meta.quality")
+    assert doc_node(web_good, 3, by_score) < doc_node(story, 1, by_score)
+    by_length = SurvivorConfig(order=["length"])
+    assert doc_node(_doc("x/2", "longer text"), 3, by_length) < doc_node(_doc("x/1", "short"), 3, by_length)
+    # Earlier runs' survivors outrank everything of this run.
+    assert earlier_node("web/zzz") < nodes["story"]
+    assert earlier_node("a")[0] == EARLIER and nodes["story"][0] == CURRENT
+
+
+def test_score_of_reads_dotted_paths_and_defaults_to_zero() -> None:
+    doc = {"meta": {"quality": 0.5, "flag": True}, "trope_scores": {"honest": 0.25}}
+    assert score_of(doc, "meta.quality") == 0.5  # type: ignore[arg-type]
+    assert score_of(doc, "trope_scores.honest") == 0.25  # type: ignore[arg-type]
+    assert score_of(doc, "meta.flag") == 0.0  # type: ignore[arg-type]
+    assert score_of(doc, "meta.missing.deeper") == 0.0  # type: ignore[arg-type]
+
+
+def test_min_count_combiner_merges_partial_results() -> None:
+    fn = _MinCountFn()
+    left = fn.add_input(fn.add_input(fn.create_accumulator(), ((1, "b"), 1)), ((1, "c"), 1))
+    right = fn.add_input(fn.create_accumulator(), ((1, "a"), 1))
+    assert fn.extract_output(fn.merge_accumulators([left, right, fn.create_accumulator()])) == ((1, "a"), 3)
+
+
+def test_compute_bands_marks_wordless_texts_and_matches_for_copies() -> None:
+    cfg = DedupConfig()
+    base = _text(1)
+    sigs, bands, has = compute_bands([base, base.upper(), "!!! ...", _text(2)], cfg)
+    assert sigs.shape == (4, 128) and bands.shape == (4, 9)
+    assert has.tolist() == [True, True, False, True]
+    assert np.array_equal(bands[0], bands[1])
+    assert not np.any(bands[0] == bands[3])
+    assert bands.min() >= 0  # 63-bit: fits Beam's signed VarIntCoder
+
+
+# --- Beam transforms ------------------------------------------------------------------------
+
+
+def test_clustering_and_bucket_linking() -> None:
+    """Connected components against union-find, non-convergence, and bounded bucket fan-in."""
+    graphs = [
+        [(i, i + 1) for i in range(12)],  # a chain: 12 hops
+        [(200, i) for i in range(201, 260)] + [(300, i) for i in range(301, 320)],  # two stars
+        [(i + 1, i) for i in range(400, 410, 2)] + [(407, 403), (450, 451), (451, 452), (452, 450)],  # cycle
+        [(500 + i, 600 + i) for i in range(7)] + [(600 + i, 501 + i) for i in range(6)],  # zig-zag: 13 hops
+    ]
+    edges = [e for g in graphs for e in g]
+    random.Random(0).shuffle(edges)
     expected = sorted(_union_find(edges).items())
+    # Min-label propagation needs as many rounds as the longest path to a component minimum.
     p = make_pipeline()
-    cc = p | beam.Create(edges) | ConnectedComponents(max_rounds=14)
+    created = p | "Edges" >> beam.Create(edges)
+    cc = created | "CC" >> ConnectedComponents(max_rounds=13)
     assert_that(cc["labels"], equal_to(expected), label="Labels")
     assert_that(cc["unconverged"], equal_to([0]), label="Converged")
-    p.run()
-
-
-def test_connected_components_reports_non_convergence() -> None:
-    chain = [(i, i + 1) for i in range(30)]
-    p = make_pipeline()
-    cc = p | beam.Create(chain) | ConnectedComponents(max_rounds=3)
+    short = created | "Short" >> ConnectedComponents(max_rounds=3)
     assert_that(
-        cc["unconverged"],
-        lambda counts: counts == [] or counts[0] > 0 or (_ for _ in ()).throw(AssertionError(counts)),
+        short["unconverged"],
+        lambda counts: None if counts and counts[0] > 0 else (_ for _ in ()).throw(AssertionError(counts)),
+        label="NotConverged",
+    )
+
+    # One bucket of 1,000 members (boilerplate) plus a bucket of one member.
+    members = [((0, 77), (CURRENT, f"web/{i:04d}")) for i in range(1000)] + [((1, 5), (CURRENT, "web/x"))]
+    linked = p | "Members" >> beam.Create(members) | "Link" >> LinkBuckets(salts=8)
+
+    def check_links(got: list[tuple[Any, Any]]) -> None:
+        # Every member except the minimum has exactly one outgoing edge; the singleton none.
+        sources = Counter(a for a, _ in got)
+        assert len(sources) == 999 and max(sources.values()) == 1, sources.most_common(3)
+        roots = {b for a, b in got} - {a for a, _ in got}
+        assert roots == {(CURRENT, "web/0000")}
+        # Fan-in stays near 1000 / 8 per node, not 999 on the minimum.
+        assert max(Counter(b for _, b in got).values()) < 250
+
+    assert_that(linked, check_links, label="BoundedLinks")
+
+    items = [("k", ((CURRENT, f"d{i}"), i)) for i in range(50)] + [("k", ((EARLIER, "old"), None))]
+    items += [("solo", ((CURRENT, "s"), -1))]
+    grouped = p | "Items" >> beam.Create(items) | "GroupMin" >> SaltedGroupMin(salts=4)
+    assert_that(
+        grouped["members"] | "MinOf" >> beam.Map(lambda m: (m[1][-1], m[3], m[4])),
+        equal_to([(f"d{i}", (EARLIER, "old"), 51) for i in range(50)] + [("s", (CURRENT, "s"), 1)]),
+        label="EveryMemberKnowsMin",
+    )
+    assert_that(
+        grouped["summary"],
+        equal_to([("k", (EARLIER, "old"), 51), ("solo", (CURRENT, "s"), 1)]),
+        label="Summary",
     )
     p.run()
 
 
-def test_dedup_removes_exact_and_near_duplicates_and_keeps_curated_copy() -> None:
+def test_dedup_documents_end_to_end() -> None:
+    """Exact + near duplicates with a curated survivor, a boilerplate bucket, scores, verification."""
     base = _text(1)
-    words = base.split()
-    near = " ".join([*words[:150], "edited", *words[151:]])
     docs = [
         _doc("web/a", base),
         _doc("web/b", base.upper() + "!!"),  # exact after normalization
-        _doc("web/c", near),  # near duplicate
+        _doc("web/c", _edit(base, 5, edits=1)),  # near duplicate
         _doc("stories/s", base, source="stories"),  # the curated copy wins
         _doc("web/unique", _text(2)),
-        _doc("web/other", _text(3)),
+        _doc("web/empty", "... !!!"),  # no words: no bands, only exact dedup applies
+        _doc("web/empty2", "?"),
+        _doc("web/short", "hello"),  # one word is one shingle: it gets bands
+        # Higher score beats smaller id; equal scores fall back to the smallest id.
+        _doc("web/sc-a", _text(4), quality=0.2),
+        _doc("web/sc-b", _text(4), quality=0.9),
+        _doc("web/tie-b", _text(5), quality=0.5),
+        _doc("web/tie-a", _text(5) + ".", quality=0.5),
     ]
+    # 120 copies of one page with two words changed each: every band bucket of the page
+    # is oversized, and the salted groups split it.
+    board = _text(3)
+    docs += [_doc(f"bp/{i:03d}", _edit(board, i, edits=2), source="bp", quality=i / 1000) for i in range(120)]
+    cfg = DedupConfig(max_rounds=3, bucket_salts=4)
+
     p = make_pipeline()
-    out = p | beam.Create(docs) | DedupDocuments(DedupConfig(), {"web": 3, "stories": 1})
+    out = p | "Docs" >> beam.Create(docs) | "Dedup" >> DedupDocuments(cfg, {"web": 3, "stories": 1, "bp": 3})
     assert_that(
         out["kept"] | "KeptIds" >> beam.Map(lambda d: (d["id"], d["cluster_id"], d["cluster_size"])),
         equal_to(
-            [("stories/s", "stories/s", 4), ("web/unique", "web/unique", 1), ("web/other", "web/other", 1)]
+            [
+                ("stories/s", "stories/s", 4),
+                ("web/unique", "web/unique", 1),
+                ("web/empty", "web/empty", 2),
+                ("web/short", "web/short", 1),
+                ("web/sc-b", "web/sc-b", 2),
+                ("web/tie-a", "web/tie-a", 2),
+                ("bp/119", "bp/119", 120),  # equal priority, highest quality
+            ]
         ),
         label="Kept",
     )
     assert_that(
-        out["dropped"] | "DroppedIds" >> beam.Map(lambda r: (r["id"], r["reason"], r["detail"])),
+        out["dropped"]
+        | "NotBoilerplate" >> beam.Filter(lambda r: r["source"] != "bp")
+        | "DroppedIds" >> beam.Map(lambda r: (r["id"], r["reason"], r["detail"], r["cluster_size"])),
         equal_to(
             [
-                ("web/a", "exact_duplicate", "duplicate_of=stories/s"),
-                ("web/b", "exact_duplicate", "duplicate_of=stories/s"),
-                ("web/c", "near_duplicate", "duplicate_of=stories/s"),
+                ("web/a", "exact_duplicate", "duplicate_of=stories/s", 4),
+                ("web/b", "exact_duplicate", "duplicate_of=stories/s", 4),
+                ("web/c", "near_duplicate", "duplicate_of=stories/s", 4),
+                ("web/empty2", "exact_duplicate", "duplicate_of=web/empty", 2),
+                ("web/sc-a", "exact_duplicate", "duplicate_of=web/sc-b", 2),
+                ("web/tie-b", "exact_duplicate", "duplicate_of=web/tie-a", 2),
             ]
         ),
         label="Dropped",
     )
+    assert_that(
+        out["dropped"]
+        | "Boilerplate" >> beam.Filter(lambda r: r["source"] == "bp")
+        | "BpReasons" >> beam.Map(lambda r: (r["reason"], r["detail"], r["cluster_size"]))
+        | "CountReasons" >> beam.combiners.Count.PerElement(),
+        equal_to([(("near_duplicate", "duplicate_of=bp/119", 120), 119)]),
+        label="BoilerplateDropped",
+    )
+    assert_that(
+        out["index"]
+        | "Survivors" >> beam.Filter(lambda r: r["id"] in ("stories/s", "web/empty", "web/short"))
+        | "IndexRows" >> beam.Map(lambda r: (r["id"], r["band"]))
+        | "PerId" >> beam.combiners.Count.PerKey(),
+        equal_to(
+            [("stories/s", 10), ("web/empty", 1), ("web/short", 10)]
+        ),  # exact hash + 9 bands; no bands without words
+        label="Index",
+    )
+
+    # Verification at 0.95: the 3-word edit (estimated Jaccard 0.90) shares 3 of 9 bands,
+    # so it is a candidate, but no longer a duplicate; the one-word tail (0.99) still is.
+    other = _text(6)
+    vf_docs = [_doc("v/a", other), _doc("v/b", other + " tail"), _doc("v/c", _edit(other, 9, edits=3))]
+    verified = DedupConfig(max_rounds=3, verify_threshold=0.95)
+    vf = p | "VerifyDocs" >> beam.Create(vf_docs) | "DedupVerified" >> DedupDocuments(verified, {"web": 3})
+    assert_that(
+        vf["kept"] | "VfKept" >> beam.Map(lambda d: d["id"]), equal_to(["v/a", "v/c"]), label="Verified"
+    )
     p.run()
-
-
-def test_dedup_is_independent_of_worker_count() -> None:
-    docs = [_doc(f"web/{i}", _text(i % 7) if i % 3 else _text(100 + i)) for i in range(60)]
-    results = []
-    for workers in (1, 2):
-        p = make_pipeline(f"--direct_num_workers={workers}")
-        out = p | beam.Create(docs) | DedupDocuments(DedupConfig(), {"web": 3})
-        expected_kept = sorted(
-            {f"web/{i}" for i in range(60) if not i % 3}
-            | {min(f"web/{j}" for j in range(60) if j % 3 and j % 7 == k) for k in range(7)}
-        )
-        assert_that(out["kept"] | beam.Map(lambda d: d["id"]), equal_to(expected_kept))
-        p.run()
-        results.append(expected_kept)
-    assert results[0] == results[1]

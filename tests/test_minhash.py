@@ -9,10 +9,13 @@ from datasketch import MinHash
 from transforms.minhash import (
     MinHashParams,
     band_hashes,
+    batch_shingle_hashes,
     estimated_jaccard,
     lsh_params,
+    one_permutation_signatures,
     shingle_hashes,
     signature,
+    signatures,
     word_hashes,
 )
 from transforms.text import normalize_for_dedup
@@ -83,3 +86,49 @@ def test_band_hashes_match_for_identical_bands_only() -> None:
     assert bands.shape == (2, 9)
     assert bands[0, 0] == bands[1, 0]
     assert all(bands[0, i] != bands[1, i] for i in range(1, 9))
+
+
+def test_batched_signatures_equal_one_document_at_a_time() -> None:
+    params = MinHashParams(num_perm=64, seed=3, bits=32)
+    perms = params.permutations()
+    sets = [shingle_hashes(word_hashes(normalize_for_dedup(t)), 5) for t in [*TEXTS, "", "x " * 5000]]
+    batched = signatures(sets, params, perms)
+    for row, shingles in zip(batched, sets, strict=True):
+        assert np.array_equal(row, signature(shingles, params, perms))
+
+
+def test_batch_shingles_equal_per_document_shingles() -> None:
+    texts = [normalize_for_dedup(t) for t in [*TEXTS, "", "one two", "a b c d e f g", "  "]]
+    flat, docs = batch_shingle_hashes(texts, 5)
+    for d, text in enumerate(texts):
+        expected = shingle_hashes(word_hashes(text), 5)
+        assert np.array_equal(np.unique(flat[docs == d]), expected), text[:40]
+
+
+@pytest.mark.parametrize("bits", [32, 64])
+def test_one_permutation_estimates_jaccard(bits: int) -> None:
+    rng = np.random.default_rng(11)
+    errors = []
+    for _ in range(100):
+        a = rng.integers(0, 2**63, size=int(rng.integers(20, 3000)), dtype=np.uint64)
+        shared = int(rng.integers(0, len(a) + 1))
+        b = np.concatenate([a[:shared], rng.integers(0, 2**63, size=len(a) - shared, dtype=np.uint64)])
+        truth = shared / (2 * len(a) - shared)
+        sig = one_permutation_signatures(np.concatenate([a, b]), np.repeat([0, 1], len(a)), 2, 128, 1, bits)
+        errors.append(estimated_jaccard(sig[0], sig[1]) - truth)
+    # Mean error near 0 (unbiased); spread like 128-permutation MinHash (sd <= 0.045).
+    assert abs(float(np.mean(errors))) < 0.01
+    assert float(np.std(errors)) < 0.045
+
+
+def test_one_permutation_densifies_short_documents_and_keeps_empty_ones_empty() -> None:
+    shingles = np.array([5, 6, 7], dtype=np.uint64)
+    sig = one_permutation_signatures(shingles, np.zeros(3, dtype=np.int64), 2, 128, 1, 32)
+    assert sig.dtype == np.uint32
+    assert not np.any(sig[0] == np.iinfo(np.uint32).max)  # three shingles fill all 128 slots
+    assert np.all(sig[1] == np.iinfo(np.uint32).max)  # no shingles: the empty signature
+    # Same set, same signature, whatever else is in the batch; the seed changes it.
+    alone = one_permutation_signatures(shingles, np.zeros(3, dtype=np.int64), 1, 128, 1, 32)
+    assert np.array_equal(alone[0], sig[0])
+    other_seed = one_permutation_signatures(shingles, np.zeros(3, dtype=np.int64), 1, 128, 2, 32)
+    assert not np.array_equal(other_seed[0], sig[0])

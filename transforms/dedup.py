@@ -1,67 +1,122 @@
 """Exact and near-duplicate removal: exact hashing, MinHash LSH, connected components.
 
-The decision runs on light keys, never on document bodies:
+Decisions run on light *nodes*, ``(generation, *survivor keys, id)`` tuples whose
+minimum in a cluster is its survivor; document bodies move in two joins only.
 
-1. ``DedupKeys``: per batch, normalize, hash the normalized text (exact key), and
-   compute a MinHash signature and its LSH band hashes (``transforms.minhash``).
-2. ``ExactGroups``: one survivor per exact key; the others become edges to it and
-   never reach LSH.
-3. ``LshEdges``: every band bucket with two or more members links each member to
-   the bucket's minimum node, found by a combiner.
-4. ``ConnectedComponents``: min-label propagation over the edges, a bounded number
-   of rounds, each a join and a combiner, plus a convergence check.
-5. ``Decide``: a node is the survivor of its component when it is the component's
-   minimum.  Nodes are ``(priority, -score, id)`` tuples, so the minimum is the
-   curated source first, then the best score, then the smallest id.
-6. ``ApplyDecisions``: joins decisions back to documents by id.
+1. ``ExactKeys`` / ``ExactJoin``: every document is keyed by the hash of its
+   normalized text; a combiner finds each exact group's minimum node and size.
+   The minimum goes on; every other member becomes a light ledger stub, so exact
+   copies are never signed and never reach LSH.
+2. ``Sign``: batches of exact-group winners get MinHash signatures
+   (``transforms.minhash``) and LSH band hashes, emitted as ``((band, bucket), node)``.
+3. ``LinkBuckets``: each bucket is split into ``bucket_salts`` salted groups.  A
+   member links to its salted group's minimum and every group minimum to the
+   bucket's minimum, both found by combiners, so no worker holds a whole bucket.
+4. ``VerifyEdges`` (optional): keeps a candidate pair only when the Jaccard
+   similarity estimated from the two signatures reaches ``verify_threshold``.
+5. ``ConnectedComponents``: min-label propagation, a bounded number of rounds,
+   each a join and a combiner, plus a convergence check.
+6. ``Decide`` / ``ApplyDecisions``: the component minimum survives; the cluster
+   size sums exact-group sizes; one join by node applies the decision to the
+   winner's document and its exact copies.
+
+Incremental runs: the survivors' exact hash and band hashes are emitted as index
+rows (``DEDUP_INDEX_SCHEMA``).  A later run reads them back as nodes of generation
+``EARLIER``, which sort before every document of the run, so a document that
+collides with an earlier survivor is dropped and names it.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, NamedTuple
+import json
+import zlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, NamedTuple, cast
 
 import apache_beam as beam
 import numpy as np
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from schemas.config import DedupConfig
-from schemas.records import Document
+from schemas.config import DedupConfig, SurvivorConfig
+from schemas.records import DEDUP_INDEX_SCHEMA, Document
 from transforms.accounting import ledger_drop
-from transforms.minhash import MinHashParams, band_hashes, lsh_params, shingle_hashes, signature, word_hashes
+from transforms.minhash import (
+    MinHashParams,
+    band_hashes,
+    batch_shingle_hashes,
+    estimated_jaccard,
+    lsh_params,
+    one_permutation_signatures,
+    shingle_hashes,
+    signatures,
+    word_hashes,
+)
 from transforms.progress import ProgressTicker
-from transforms.text import normalize_for_dedup
+from transforms.text import normalize_for_dedup, stable_hash
+from transforms.write import WriteSortedFiles, parquet_encoder
 
 NAMESPACE = "tropemix.dedup"
 
-# (priority, -score in millionths, id): the smallest node of a cluster survives.
-Node = tuple[int, int, str]
+# Generations: survivors of earlier runs sort before every document of this run.
+EARLIER = 0
+CURRENT = 1
+# Index rows with this band hold the exact hash instead of an LSH bucket.
+EXACT_BAND = -1
 
-
-class DedupKey(NamedTuple):
-    node: Node
-    exact: int
-    bands: tuple[int, ...]
+# (generation, *survivor keys, id): the smallest node of a cluster survives.
+Node = tuple[Any, ...]
 
 
 class Decision(NamedTuple):
     kept: bool
     cluster_id: str
     cluster_size: int
-    reason: str
+    earlier: bool  # the survivor is an earlier run's document
 
 
-def doc_node(doc: Document, priority: int) -> Node:
-    """The survivor-ordering node of a document.
+def score_of(doc: Document, field: str) -> float:
+    """The numeric value at a dotted path of a document, 0 when absent or not a number.
 
     Args:
-      doc: the document; ``meta['quality']``, when numeric, is its score.
-      priority: the source's dedup priority (lower wins).
+      doc: the document.
+      field: e.g. ``meta.quality`` or ``trope_scores.ethical_reasoning``.
     """
-    quality = doc.get("meta", {}).get("quality", 0.0)
-    score = float(quality) if isinstance(quality, (int, float)) and not isinstance(quality, bool) else 0.0
-    return (priority, -round(score * 1_000_000), doc["id"])
+    value: Any = doc
+    for part in field.split("."):
+        if not isinstance(value, Mapping):
+            return 0.0
+        value = value.get(part)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return 0.0
+    return float(value)
+
+
+def doc_node(doc: Document, priority: int, survivor: SurvivorConfig | None = None) -> Node:
+    """The survivor-ordering node of a document of this run.
+
+    Args:
+      doc: the document.
+      priority: the source's dedup priority (lower wins).
+      survivor: which keys order candidates; defaults to priority, then score.
+    """
+    survivor = survivor or SurvivorConfig()
+    keys: list[int] = []
+    for key in survivor.order:
+        if key == "priority":
+            keys.append(priority)
+        elif key == "score":
+            keys.append(-round(score_of(doc, survivor.score_field) * 1_000_000))
+        else:
+            keys.append(-len(doc["text"]))
+    return (CURRENT, *keys, doc["id"])
+
+
+def earlier_node(doc_id: str) -> Node:
+    """The node of an earlier run's survivor: it outranks every document of this run."""
+    return (EARLIER, doc_id)
 
 
 def exact_hash(normalized: str) -> int:
@@ -69,66 +124,85 @@ def exact_hash(normalized: str) -> int:
     return int.from_bytes(hashlib.blake2b(normalized.encode("utf-8"), digest_size=8).digest(), "big") >> 1
 
 
-def compute_keys(docs: list[Document], priorities: Mapping[str, int], cfg: DedupConfig) -> list[DedupKey]:
-    """Dedup keys of a batch of documents.
+def index_fingerprint(cfg: DedupConfig) -> str:
+    """The parameters index hashes depend on, as stored in the index files' metadata."""
+    bands, rows = lsh_params(cfg.threshold, cfg.num_perm)
+    return json.dumps(
+        {
+            "ngram": cfg.ngram,
+            "num_perm": cfg.num_perm,
+            "seed": cfg.seed,
+            "bits": cfg.bits,
+            "minhash": cfg.minhash,
+            "bands": bands,
+            "rows": rows,
+            "normalize": "nfkc-lower-nopunct-v1",
+        },
+        sort_keys=True,
+    )
 
-    Documents without a single word after normalization get no bands: they can
-    only be exact duplicates, otherwise they would all share every bucket.
+
+def compute_bands(texts: Sequence[str], cfg: DedupConfig, perms: tuple[Any, Any] | None = None) -> Any:
+    """Signatures and LSH band hashes of a batch of texts.
+
+    Returns ``(signatures, bands, has_shingles)``: a ``(docs, num_perm)`` array, a
+    ``(docs, bands)`` array of 63-bit bucket hashes, and which documents had a word.
 
     Args:
-      docs: documents of sources that take part in dedup.
-      priorities: source name -> dedup priority.
-      cfg: shingle size, permutations and threshold.
+      texts: raw document texts.
+      cfg: shingle size, permutations, hash width and threshold.
+      perms: ``MinHashParams.permutations()`` when the caller keeps them (``datasketch`` scheme).
     """
-    params = MinHashParams(num_perm=cfg.num_perm, seed=cfg.seed, bits=32)
-    perms = params.permutations()
     bands, rows = lsh_params(cfg.threshold, cfg.num_perm)
-    normalized = [normalize_for_dedup(d["text"]) for d in docs]
-    sigs = np.empty((len(docs), cfg.num_perm), dtype=np.uint32)
-    has_shingles = np.zeros(len(docs), dtype=bool)
-    for i, norm in enumerate(normalized):
-        shingles = shingle_hashes(word_hashes(norm), cfg.ngram)
-        has_shingles[i] = len(shingles) > 0
-        sigs[i] = signature(shingles, params, perms)
-    buckets = band_hashes(sigs, bands, rows) if len(docs) else np.empty((0, bands), dtype=np.uint64)
-    return [
-        DedupKey(
-            node=doc_node(doc, priorities[doc["source"]]),
-            exact=exact_hash(norm),
-            bands=tuple(int(h) >> 1 for h in buckets[i]) if has_shingles[i] else (),
-        )
-        for i, (doc, norm) in enumerate(zip(docs, normalized, strict=True))
-    ]
+    normalized = [normalize_for_dedup(t) for t in texts]
+    if cfg.minhash == "fast":
+        flat, docs = batch_shingle_hashes(normalized, cfg.ngram)
+        sigs = one_permutation_signatures(flat, docs, len(texts), cfg.num_perm, cfg.seed, cfg.bits)
+        has_shingles = np.bincount(docs, minlength=len(texts)) > 0
+    else:
+        params = MinHashParams(num_perm=cfg.num_perm, seed=cfg.seed, bits=cfg.bits)
+        shingles = [shingle_hashes(word_hashes(t), cfg.ngram) for t in normalized]
+        sigs = signatures(shingles, params, perms or params.permutations())
+        has_shingles = np.array([len(s) > 0 for s in shingles], dtype=bool)
+    buckets = band_hashes(sigs, bands, rows) >> np.uint64(1)
+    return sigs, buckets.astype(np.int64), has_shingles
 
 
-class _KeysFn(beam.DoFn):
+def salt_of(node: Node, salts: int) -> int:
+    """The salted group of a node: CRC-32 of its id, stable across processes and cheap per band."""
+    return zlib.crc32(node[-1].encode("utf-8")) % salts
+
+
+class _ExactKeysFn(beam.DoFn):
+    """Keys each document by the exact hash of its normalized text, with its survivor node."""
+
     def __init__(
-        self, priorities: Mapping[str, int], cfg: DedupConfig, progress_dir: str | None = None
+        self, priorities: Mapping[str, int], survivor: SurvivorConfig, progress_dir: str | None = None
     ) -> None:
         self._priorities = dict(priorities)
-        self._cfg = cfg
+        self._survivor = survivor
         self._progress = ProgressTicker(progress_dir, "dedup") if progress_dir else None
 
     def finish_bundle(self) -> None:
         if self._progress:
             self._progress.flush()
 
-    def process(self, batch: list[Document]) -> Iterator[DedupKey]:
-        Metrics.counter(NAMESPACE, "docs").inc(len(batch))
+    def process(self, doc: Document) -> Iterator[tuple[int, Any]]:
+        Metrics.counter(NAMESPACE, "docs").inc()
         if self._progress:
-            self._progress.tick(len(batch))
-        yield from compute_keys(batch, self._priorities, self._cfg)
+            self._progress.tick()
+        node = doc_node(doc, self._priorities[doc["source"]], self._survivor)
+        yield exact_hash(normalize_for_dedup(doc["text"])), (node, doc)
 
 
 class _MinCountFn(beam.CombineFn):
-    """(min node, member count) of a bucket, without holding its members."""
+    """(min node, total count) of ``(node, count)`` inputs, without holding them."""
 
     def create_accumulator(self) -> tuple[Any, int]:
         return (None, 0)
 
-    def add_input(self, acc: tuple[Any, int], node: Node) -> tuple[Any, int]:
-        low, n = acc
-        return (node if low is None or node < low else low, n + 1)
+    def add_input(self, acc: tuple[Any, int], item: tuple[Node, int]) -> tuple[Any, int]:
+        return self.merge_accumulators([acc, item])
 
     def merge_accumulators(self, accs: Iterable[tuple[Any, int]]) -> tuple[Any, int]:
         low, total = None, 0
@@ -142,26 +216,214 @@ class _MinCountFn(beam.CombineFn):
         return acc
 
 
-def _link_exact(item: tuple[int, dict[str, Any]]) -> Iterator[Any]:
-    _, grouped = item
-    winner = grouped["winner"][0]
-    for key in grouped["members"]:
-        if key.node == winner:
-            yield key
-        else:
-            yield beam.pvalue.TaggedOutput("edges", (key.node, winner))
-            yield beam.pvalue.TaggedOutput("exact_losers", (key.node, True))
+def _fan_out_total(item: tuple[Any, dict[str, Any]]) -> Iterator[Any]:
+    key, grouped = item
+    low, count = grouped["total"][0]
+    yield beam.pvalue.TaggedOutput("summary", (key, low, count))
+    for salt in grouped["salts"]:  # at most ``salts`` entries
+        yield (key, salt), (low, count)
 
 
-def _link_bucket(item: tuple[Any, dict[str, Any]]) -> Iterator[tuple[Node, Node]]:
+def _with_total(item: tuple[Any, dict[str, Any]]) -> Iterator[tuple[Any, Node, Any, Node, int]]:
+    (key, _), grouped = item
+    low, count = grouped["total"][0]
+    for node, payload in grouped["members"]:
+        yield key, node, payload, low, count
+
+
+class SaltedGroupMin(beam.PTransform):
+    """Tells every member of a group the group's minimum node and size, in bounded memory.
+
+    Input ``(key, (node, payload))``; members with payload ``None`` count towards
+    the minimum and size but are not output.  Members are salted by a hash of their
+    id into ``salts`` sub-groups; combiners find each sub-group's and each key's
+    (minimum, size), which are fanned out to the key's sub-groups only.  The one
+    join that carries payloads groups by sub-group, so a key with 100,000 members
+    is spread over ``salts`` groups.
+
+    Returns a dict: ``members``, ``(key, node, payload, min, size)`` per member with
+    a payload, and ``summary``, ``(key, min, size)`` per key.
+
+    Args:
+      salts: sub-groups per key.
+    """
+
+    def __init__(self, salts: int) -> None:
+        super().__init__()
+        self._salts = salts
+
+    def expand(self, items: beam.PCollection) -> dict[str, beam.PCollection]:
+        salts = self._salts
+        salted = items | "Salt" >> beam.MapTuple(lambda key, v: ((key, salt_of(v[0], salts)), v))
+        sub = (
+            salted
+            | "SaltedNode" >> beam.MapTuple(lambda key, v: (key, (v[0], 1)))
+            | "SaltedMinCount" >> beam.CombinePerKey(_MinCountFn())
+        )
+        total = (
+            sub
+            | "Unsalt" >> beam.MapTuple(lambda key, mc: (key[0], mc))
+            | ("KeyMinCount" >> beam.CombinePerKey(_MinCountFn()))
+        )
+        fanned = (
+            {"salts": sub | "SaltOf" >> beam.MapTuple(lambda key, _: key), "total": total}
+            | "FanJoin" >> beam.CoGroupByKey()
+            | "FanOut" >> beam.FlatMap(_fan_out_total).with_outputs("summary", main="totals")
+        )
+        members = (
+            {
+                "members": salted | "WithPayload" >> beam.Filter(lambda kv: kv[1][1] is not None),
+                "total": fanned.totals,
+            }
+            | "MemberJoin" >> beam.CoGroupByKey()
+            | "WithTotal" >> beam.FlatMap(_with_total)
+        )
+        return {"members": members, "summary": fanned.summary}
+
+
+def _split_exact(member: tuple[int, Node, Document, Node, int]) -> Iterator[Any]:
+    exact, node, doc, low, _ = member
+    if node == low:
+        yield node, exact, doc
+    else:
+        Metrics.counter(NAMESPACE, "exact_copies").inc()
+        stub: dict[str, Any] = {
+            "id": doc["id"],
+            "source": doc["source"],
+            "narrative": doc.get("narrative", "none"),
+        }
+        yield beam.pvalue.TaggedOutput("losers", (low, stub))
+
+
+def _exact_weight(summary: tuple[int, Node, int]) -> Iterator[tuple[Node, int]]:
+    _, low, count = summary
+    # Groups holding only an earlier survivor decide nothing in this run.
+    if low[0] == CURRENT or count > 1:
+        yield low, count
+
+
+class _SignFn(beam.DoFn):
+    """Signs batches of exact-group winners and emits their LSH band members."""
+
+    def __init__(self, cfg: DedupConfig) -> None:
+        self._cfg = cfg
+        self._perms: tuple[Any, Any] | None = None
+
+    def setup(self) -> None:
+        cfg = self._cfg
+        self._perms = MinHashParams(num_perm=cfg.num_perm, seed=cfg.seed, bits=cfg.bits).permutations()
+
+    def process(self, batch: list[tuple[Node, int, Document]]) -> Iterator[Any]:
+        sigs, buckets, has_shingles = compute_bands(
+            [doc["text"] for _, _, doc in batch], self._cfg, self._perms
+        )
+        Metrics.counter(NAMESPACE, "signed").inc(len(batch))
+        for i, (node, exact, doc) in enumerate(batch):
+            # A text without a word has no shingles: it can only be an exact duplicate,
+            # otherwise all such documents would share every bucket.
+            bands = buckets[i].tolist() if has_shingles[i] else []
+            yield beam.pvalue.TaggedOutput("docs", (node, (doc, exact, bands)))
+            for band, bucket in enumerate(bands):
+                yield (band, bucket), node
+            if self._cfg.verify_threshold is not None and bands:
+                yield beam.pvalue.TaggedOutput("sigs", (node, sigs[i].tobytes()))
+
+
+def _link_to_min(item: tuple[Any, dict[str, Any]]) -> Iterator[tuple[Node, Node]]:
     _, grouped = item
-    low, count = grouped["summary"][0]
-    if count < 2:
-        return
-    Metrics.distribution(NAMESPACE, "bucket_size").update(count)
+    low = grouped["low"][0]
     for node in grouped["members"]:  # streamed by the runner, never collected
         if node != low:
-            yield (node, low)
+            yield node, low
+
+
+class LinkBuckets(beam.PTransform):
+    """Candidate edges from ``((band, bucket), node)`` members: every member to the bucket minimum.
+
+    Members are salted by a hash of their id into ``salts`` groups per bucket.  A
+    member links to its group's minimum, each group minimum to the bucket
+    minimum; minimums come from combiners, and no join group holds more than
+    about ``size / salts`` members, so boilerplate buckets stay bounded.
+
+    Args:
+      salts: salted groups per bucket.
+    """
+
+    def __init__(self, salts: int) -> None:
+        super().__init__()
+        self._salts = salts
+
+    def expand(self, members: beam.PCollection) -> beam.PCollection:
+        salts = self._salts
+        salted = members | "Salt" >> beam.Map(lambda kv: ((kv[0][0], kv[0][1], salt_of(kv[1], salts)), kv[1]))
+        group_min = salted | "GroupMin" >> beam.CombinePerKey(min)
+        member_edges = (
+            {"members": salted, "low": group_min}
+            | "GroupJoin" >> beam.CoGroupByKey()
+            | "MemberEdges" >> beam.FlatMap(_link_to_min)
+        )
+        group_mins = group_min | "Unsalt" >> beam.Map(lambda kv: ((kv[0][0], kv[0][1]), kv[1]))
+        bucket_min = group_mins | "BucketMin" >> beam.CombinePerKey(min)
+        group_edges = (
+            {"members": group_mins, "low": bucket_min}
+            | "BucketJoin" >> beam.CoGroupByKey()
+            | "GroupEdges" >> beam.FlatMap(_link_to_min)
+        )
+        return (member_edges, group_edges) | "Edges" >> beam.Flatten()
+
+
+def _attach_first_sig(item: tuple[Node, dict[str, Any]]) -> Iterator[tuple[Node, tuple[Node, bytes | None]]]:
+    node, grouped = item
+    sig = next(iter(grouped["sig"]), None)
+    for other in grouped["edges"]:
+        yield other, (node, sig)
+
+
+def _verify(item: tuple[Node, dict[str, Any]], threshold: float, dtype: str) -> Iterator[tuple[Node, Node]]:
+    node, grouped = item
+    sig = next(iter(grouped["sig"]), None)
+    for other, other_sig in grouped["pending"]:
+        # Earlier runs' survivors have no signature here: their candidates stay unverified.
+        if sig is None or other_sig is None:
+            yield other, node
+            continue
+        a = np.frombuffer(sig, dtype=dtype)
+        b = np.frombuffer(other_sig, dtype=dtype)
+        if estimated_jaccard(a, b) >= threshold:
+            yield other, node
+        else:
+            Metrics.counter(NAMESPACE, "candidates_rejected").inc()
+
+
+class VerifyEdges(beam.PTransform):
+    """Keeps candidate edges whose signatures estimate a Jaccard similarity of at least ``threshold``.
+
+    Two joins bring each endpoint's signature to the edge; no signature is ever
+    broadcast.
+
+    Args:
+      sigs: ``(node, signature bytes)``.
+      threshold: minimum estimated Jaccard similarity.
+      bits: signature width, 32 or 64.
+    """
+
+    def __init__(self, sigs: beam.PCollection, threshold: float, bits: int) -> None:
+        super().__init__()
+        self._sigs = sigs
+        self._threshold = threshold
+        self._dtype = "uint32" if bits == 32 else "uint64"
+
+    def expand(self, edges: beam.PCollection) -> beam.PCollection:
+        pending = (
+            {"edges": edges, "sig": self._sigs}
+            | "FirstSig" >> beam.CoGroupByKey()
+            | "AttachFirst" >> beam.FlatMap(_attach_first_sig)
+        )
+        return (
+            {"pending": pending, "sig": self._sigs}
+            | "SecondSig" >> beam.CoGroupByKey()
+            | "Compare" >> beam.FlatMap(_verify, self._threshold, self._dtype)
+        )
 
 
 def _propagate(item: tuple[Node, dict[str, Any]]) -> Iterator[tuple[Node, Node]]:
@@ -219,56 +481,138 @@ class ConnectedComponents(beam.PTransform):
         return {"labels": labels, "unconverged": unconverged}
 
 
-def _decide(item: tuple[Node, dict[str, Any]]) -> Iterator[tuple[str, Decision]]:
-    label, grouped = item
-    size = sum(grouped["size"])
-    Metrics.distribution(NAMESPACE, "cluster_size").update(size)
-    for node, is_exact in grouped["members"]:
-        if node == label:
-            yield node[2], Decision(True, label[2], size, "")
-        else:
-            yield (
-                node[2],
-                Decision(False, label[2], size, "exact_duplicate" if is_exact else "near_duplicate"),
-            )
-
-
-def _node_member(item: tuple[Node, dict[str, Any]]) -> Iterator[tuple[Node, tuple[Node, bool]]]:
+def _cluster_member(item: tuple[Node, dict[str, Any]]) -> Iterator[Any]:
     node, grouped = item
-    for label in grouped["label"]:
-        yield label, (node, bool(list(grouped["exact"])))
+    # Earlier survivors reached only through bands carry no exact-group weight: they count once.
+    weight = next(iter(grouped["weight"]), 1)
+    label = next(iter(grouped["label"]), None)
+    if label is None:
+        decision = Decision(node[0] == CURRENT, node[-1], weight, node[0] == EARLIER)
+        yield beam.pvalue.TaggedOutput("singles", (node, decision))
+    else:
+        yield label, (node, weight)
 
 
-def _apply(item: tuple[str, dict[str, Any]]) -> Iterator[Any]:
-    doc_id, grouped = item
-    decisions = list(grouped["decision"])
-    for doc in grouped["doc"]:
-        if not decisions:
-            Metrics.counter(NAMESPACE, "kept").inc()
-            yield {**doc, "cluster_id": doc_id, "cluster_size": 1}
-            continue
-        d = decisions[0]
-        out = {**doc, "cluster_id": d.cluster_id, "cluster_size": d.cluster_size}
-        if d.kept:
+def _decide(item: tuple[Node, dict[str, Any]]) -> Iterator[tuple[Node, Decision]]:
+    label, grouped = item
+    size = grouped["size"][0]
+    Metrics.distribution(NAMESPACE, "cluster_size").update(size)
+    earlier = label[0] == EARLIER
+    for node in grouped["members"]:
+        yield node, Decision(node == label and not earlier, label[-1], size, earlier)
+
+
+def _apply(item: tuple[Node, dict[str, Any]]) -> Iterator[Any]:
+    _, grouped = item
+    decision: Decision = grouped["decision"][0]
+    cluster: dict[str, Any] = {"cluster_id": decision.cluster_id, "cluster_size": decision.cluster_size}
+    detail = f"duplicate_of={decision.cluster_id}"
+    for doc, exact, bands in grouped["doc"]:
+        out = {**doc, **cluster}
+        if decision.kept:
             Metrics.counter(NAMESPACE, "kept").inc()
             yield out
+            yield beam.pvalue.TaggedOutput("index", {"id": doc["id"], "band": EXACT_BAND, "bucket": exact})
+            for band, bucket in enumerate(bands):
+                yield beam.pvalue.TaggedOutput("index", {"id": doc["id"], "band": band, "bucket": bucket})
         else:
-            Metrics.counter(NAMESPACE, f"dropped.{d.reason}").inc()
-            yield beam.pvalue.TaggedOutput(
-                "dropped",
-                ledger_drop(out, "dedup", d.reason, f"duplicate_of={d.cluster_id}"),  # type: ignore[arg-type]
+            reason = "earlier_run_duplicate" if decision.earlier else "near_duplicate"
+            Metrics.counter(NAMESPACE, f"dropped.{reason}").inc()
+            yield beam.pvalue.TaggedOutput("dropped", ledger_drop(out, "dedup", reason, detail))  # type: ignore[arg-type]
+    reason = "earlier_run_duplicate" if decision.earlier else "exact_duplicate"
+    for stub in grouped["losers"]:
+        Metrics.counter(NAMESPACE, f"dropped.{reason}").inc()
+        yield beam.pvalue.TaggedOutput(
+            "dropped", ledger_drop(cast(Document, {**stub, **cluster}), "dedup", reason, detail)
+        )
+
+
+def check_index(patterns: Sequence[str], cfg: DedupConfig) -> None:
+    """Fails unless every earlier index file was written with this config's hashing parameters.
+
+    Args:
+      patterns: ``dedup.previous_index`` globs.
+      cfg: this run's dedup config.
+    """
+    want = index_fingerprint(cfg)
+    for pattern in patterns:
+        matched = FileSystems.match([pattern])[0].metadata_list
+        if not matched:
+            raise ValueError(f"dedup.previous_index: {pattern!r} matches no file; fix the glob")
+        for meta in matched:
+            with FileSystems.open(meta.path) as f:
+                have = (pq.read_schema(f).metadata or {}).get(b"dedup_params", b"").decode()
+            if have != want:
+                raise ValueError(
+                    f"dedup.previous_index: {meta.path} was written with {have or 'unknown parameters'}, "
+                    f"this run uses {want}; use the same ngram, num_perm, seed, bits and threshold"
+                )
+
+
+class ReadDedupIndex(beam.PTransform):
+    """Earlier runs' index rows (``DEDUP_INDEX_SCHEMA``) from Parquet globs.
+
+    Args:
+      patterns: file globs, local or ``gs://``.
+    """
+
+    def __init__(self, patterns: Sequence[str]) -> None:
+        super().__init__()
+        self._patterns = list(patterns)
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
+        return (
+            pbegin
+            | "Patterns" >> beam.Create(self._patterns)
+            | "ReadIndex" >> beam.io.ReadAllFromParquet(columns=["id", "band", "bucket"])
+        )
+
+
+class WriteDedupIndex(beam.PTransform):
+    """Writes survivors' index rows to ``directory`` as sorted Parquet files for later runs.
+
+    The files' schema metadata holds ``index_fingerprint(cfg)``, which
+    ``check_index`` compares before a later run uses them.
+
+    Args:
+      directory: usually ``<output>/dedup_index``.
+      cfg: this run's dedup config.
+    """
+
+    def __init__(self, directory: str, cfg: DedupConfig) -> None:
+        super().__init__()
+        self._directory = directory
+        self._cfg = cfg
+
+    def expand(self, rows: beam.PCollection) -> beam.PCollection:
+        shards = self._cfg.index_shards
+        schema = DEDUP_INDEX_SCHEMA.with_metadata(
+            {**(DEDUP_INDEX_SCHEMA.metadata or {}), b"dedup_params": index_fingerprint(self._cfg).encode()}
+        )
+        return (
+            rows
+            | "IndexFile" >> beam.Map(lambda r: (stable_hash("dedup_index", r["id"]) % shards, r))
+            | "WriteIndex"
+            >> WriteSortedFiles(
+                self._directory,
+                "index",
+                shards,
+                "parquet",
+                parquet_encoder(schema, 100_000),
+                sort_key=lambda r: (r["id"], r["band"]),
             )
+        )
 
 
 class DedupDocuments(beam.PTransform):
     """Removes exact and near duplicates across the sources given to it.
 
     Returns a dict: ``kept`` documents (with ``cluster_id`` and ``cluster_size``),
-    ``dropped`` ledger rows, and ``unconverged`` (a one-element count, zero when the
-    clustering converged).
+    ``dropped`` ledger rows, ``index`` rows of the survivors for later runs, and
+    ``unconverged`` (a one-element count, zero when the clustering converged).
 
     Args:
-      cfg: dedup config.
+      cfg: dedup config; ``previous_index`` files are read as earlier survivors.
       priorities: source name -> survivor priority, lower wins.
       progress_dir: local directory for the terminal progress line (``transforms/progress.py``).
     """
@@ -282,50 +626,76 @@ class DedupDocuments(beam.PTransform):
         self._progress_dir = progress_dir
 
     def expand(self, docs: beam.PCollection) -> dict[str, beam.PCollection]:
-        keys = (
-            docs
-            | "Batch" >> beam.BatchElements(min_batch_size=16, max_batch_size=512)
-            | "DedupKeys" >> beam.ParDo(_KeysFn(self._priorities, self._cfg, self._progress_dir))
+        cfg = self._cfg
+        exact_items = [
+            docs | "ExactKeys" >> beam.ParDo(_ExactKeysFn(self._priorities, cfg.survivor, self._progress_dir))
+        ]
+        band_members = []
+        if cfg.previous_index:
+            check_index(cfg.previous_index, cfg)
+            earlier = docs.pipeline | "EarlierIndex" >> ReadDedupIndex(cfg.previous_index)
+            exact_items.append(
+                earlier
+                | "EarlierExact" >> beam.Filter(lambda r: r["band"] == EXACT_BAND)
+                | "EarlierExactNode" >> beam.Map(lambda r: (r["bucket"], (earlier_node(r["id"]), None)))
+            )
+            band_members.append(
+                earlier
+                | "EarlierBands" >> beam.Filter(lambda r: r["band"] != EXACT_BAND)
+                | "EarlierBandNode" >> beam.Map(lambda r: ((r["band"], r["bucket"]), earlier_node(r["id"])))
+            )
+        grouped = (
+            exact_items
+            | "AllExactItems" >> beam.Flatten()
+            | "ExactGroups" >> SaltedGroupMin(cfg.bucket_salts)
         )
-        by_exact = keys | "ByExactHash" >> beam.Map(lambda k: (k.exact, k))
-        exact_winner = (
-            by_exact
-            | "ExactNode" >> beam.Map(lambda kv: (kv[0], kv[1].node))
-            | "ExactMin" >> beam.CombinePerKey(min)
+        exact = grouped["members"] | "ExactSplit" >> beam.FlatMap(_split_exact).with_outputs(
+            "losers", main="winners"
         )
-        exact = (
-            {"members": by_exact, "winner": exact_winner}
-            | "ExactJoin" >> beam.CoGroupByKey()
-            | "ExactGroups" >> beam.FlatMap(_link_exact).with_outputs("edges", "exact_losers", main="unique")
+        weights = grouped["summary"] | "ExactWeights" >> beam.FlatMap(_exact_weight)
+        signed = (
+            exact.winners
+            | "BatchWinners" >> beam.BatchElements(min_batch_size=16, max_batch_size=512)
+            | "Sign" >> beam.ParDo(_SignFn(cfg)).with_outputs("docs", "sigs", main="bands")
         )
-        band_members = exact.unique | "Bands" >> beam.FlatMap(
-            lambda k: [((band, h), k.node) for band, h in enumerate(k.bands)]
+        band_members.append(signed.bands)
+        edges = (
+            band_members
+            | "AllBandMembers" >> beam.Flatten()
+            | "LinkBuckets" >> LinkBuckets(cfg.bucket_salts)
+            | "DistinctEdges" >> beam.Distinct()
         )
-        bucket_summary = band_members | "BucketMinCount" >> beam.CombinePerKey(_MinCountFn())
-        near_edges = (
-            {"members": band_members, "summary": bucket_summary}
-            | "BucketJoin" >> beam.CoGroupByKey()
-            | "LshEdges" >> beam.FlatMap(_link_bucket)
-        )
-        edges = (exact.edges, near_edges) | "AllEdges" >> beam.Flatten() | "DistinctEdges" >> beam.Distinct()
-        cc = edges | "ConnectedComponents" >> ConnectedComponents(self._cfg.max_rounds)
-        labels = cc["labels"]
-        sizes = (
-            labels | "ClusterOf" >> beam.Map(lambda kv: (kv[1], 1)) | "ClusterSize" >> beam.CombinePerKey(sum)
-        )
+        if cfg.verify_threshold is not None:
+            edges = edges | "VerifyEdges" >> VerifyEdges(signed.sigs, cfg.verify_threshold, cfg.bits)
+        cc = edges | "ConnectedComponents" >> ConnectedComponents(cfg.max_rounds)
         members = (
-            {"label": labels, "exact": exact.exact_losers}
+            {"label": cc["labels"], "weight": weights}
             | "NodeJoin" >> beam.CoGroupByKey()
-            | "ByCluster" >> beam.FlatMap(_node_member)
+            | "ClusterMembers" >> beam.FlatMap(_cluster_member).with_outputs("singles", main="clustered")
         )
-        decisions = (
-            {"members": members, "size": sizes}
+        sizes = (
+            members.clustered
+            | "Weight" >> beam.MapTuple(lambda label, nw: (label, nw[1]))
+            | ("ClusterSize" >> beam.CombinePerKey(sum))
+        )
+        clustered = (
+            {
+                "members": members.clustered
+                | "MemberNode" >> beam.MapTuple(lambda label, nw: (label, nw[0])),
+                "size": sizes,
+            }
             | "ClusterJoin" >> beam.CoGroupByKey()
             | "Decide" >> beam.FlatMap(_decide)
         )
+        decisions = (clustered, members.singles) | "AllDecisions" >> beam.Flatten()
         applied = (
-            {"doc": docs | "ById" >> beam.Map(lambda d: (d["id"], d)), "decision": decisions}
+            {"doc": signed.docs, "losers": exact.losers, "decision": decisions}
             | "DocJoin" >> beam.CoGroupByKey()
-            | "ApplyDecisions" >> beam.FlatMap(_apply).with_outputs("dropped", main="kept")
+            | "ApplyDecisions" >> beam.FlatMap(_apply).with_outputs("dropped", "index", main="kept")
         )
-        return {"kept": applied.kept, "dropped": applied.dropped, "unconverged": cc["unconverged"]}
+        return {
+            "kept": applied.kept,
+            "dropped": applied.dropped,
+            "index": applied.index,
+            "unconverged": cc["unconverged"],
+        }

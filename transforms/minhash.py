@@ -5,14 +5,21 @@ UTF-8 bytes become a numpy array; word hashes come from a polynomial prefix hash
 (mod 2**64, evaluated with cumulative sums); shingle hashes combine ``n``
 consecutive word hashes with ``n`` vector operations.
 
-Permutations follow ``datasketch.MinHash``'s ``affine32``/``affine64`` schemes bit
-for bit (same ``RandomState(seed)`` draws, same MurmurHash3 pre-mix), so feeding
-``shingle_hashes`` to ``datasketch.MinHash(hashfunc=...)`` gives the same
-signature: tests/test_minhash.py checks it.
+Two signature schemes:
+
+* ``one_permutation_signatures`` (the default, ``dedup.minhash: fast``): one hash
+  per shingle, binned, with densification; the work does not grow with ``num_perm``.
+* ``signatures`` (``dedup.minhash: datasketch``): ``num_perm`` affine permutations
+  following ``datasketch.MinHash``'s ``affine32``/``affine64`` schemes bit for bit
+  (same ``RandomState(seed)`` draws, same MurmurHash3 pre-mix), so feeding
+  ``shingle_hashes`` to ``datasketch.MinHash(hashfunc=...)`` gives the same
+  signature: tests/test_minhash.py checks it.  datasketch's ``legacy`` (Mersenne
+  prime) scheme is not reproduced.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,16 +69,9 @@ def fmix32(h: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint32]:
     return h ^ (h >> np.uint32(16))
 
 
-def word_hashes(normalized: str) -> npt.NDArray[np.uint64]:
-    """64-bit hash of every space-separated word of an already normalized text.
-
-    Args:
-      normalized: output of ``transforms.text.normalize_for_dedup`` (single spaces).
-    """
-    data = np.frombuffer(normalized.encode("utf-8"), dtype=np.uint8)
+def _word_spans(data: npt.NDArray[np.uint8]) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.intp]]:
+    """Hash and start offset of every space-separated word of UTF-8 bytes."""
     n = len(data)
-    if n == 0:
-        return np.empty(0, dtype=U64)
     is_space = data == 32
     starts = np.flatnonzero(~is_space & np.concatenate(([True], is_space[:-1])))
     ends = np.flatnonzero(~is_space & np.concatenate((is_space[1:], [True])))
@@ -83,7 +83,60 @@ def word_hashes(normalized: str) -> npt.NDArray[np.uint64]:
         h = fwd[ends] * (prefix[ends] - before)
         # Mixing in the length separates words that are prefixes of each other.
         h = h ^ ((ends - starts + 1).astype(U64) << U64(56))
-        return fmix64(h)
+        return fmix64(h), starts
+
+
+def word_hashes(normalized: str) -> npt.NDArray[np.uint64]:
+    """64-bit hash of every space-separated word of an already normalized text.
+
+    Args:
+      normalized: output of ``transforms.text.normalize_for_dedup`` (single spaces).
+    """
+    data = np.frombuffer(normalized.encode("utf-8"), dtype=np.uint8)
+    if len(data) == 0:
+        return np.empty(0, dtype=U64)
+    return _word_spans(data)[0]
+
+
+def batch_shingle_hashes(
+    normalized: list[str], ngram: int
+) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.int64]]:
+    """Shingle hashes of a whole batch at once, flat, with each one's document index.
+
+    The same hashes as ``shingle_hashes(word_hashes(text), ngram)`` per document,
+    but a shingle repeated inside a document is not removed (MinHash ignores
+    repeats) and the whole batch is one set of numpy operations: per-document
+    calls would cost more than the arithmetic.
+
+    Args:
+      normalized: outputs of ``transforms.text.normalize_for_dedup``.
+      ngram: shingle size in words.
+    """
+    encoded = [t.encode("utf-8") for t in normalized]
+    data = np.frombuffer(b" ".join(encoded), dtype=np.uint8)
+    if len(data) == 0:
+        return np.empty(0, dtype=U64), np.empty(0, dtype=np.int64)
+    sizes = np.array([len(e) + 1 for e in encoded], dtype=np.int64)
+    words, starts = _word_spans(data)
+    doc_of_word = np.searchsorted(np.cumsum(sizes) - sizes, starts, side="right") - 1
+    per_doc = np.bincount(doc_of_word, minlength=len(encoded))
+    parts, docs = [], []
+    count = len(words) - ngram + 1
+    if count > 0:
+        acc = np.zeros(count, dtype=U64)
+        with np.errstate(over="ignore"):
+            for i in range(ngram):  # ngram vector operations, not a loop over shingles
+                acc = acc * _SHINGLE_MULT + words[i : i + count]
+        inside = doc_of_word[:count] == doc_of_word[ngram - 1 :]
+        parts.append(fmix64(acc[inside]))
+        docs.append(doc_of_word[:count][inside])
+    # Documents shorter than ``ngram`` words are one shingle of all their words.
+    for d in np.flatnonzero((per_doc > 0) & (per_doc < ngram)):
+        parts.append(shingle_hashes(words[doc_of_word == d], ngram))
+        docs.append(np.full(len(parts[-1]), d, dtype=np.int64))
+    if not parts:
+        return np.empty(0, dtype=U64), np.empty(0, dtype=np.int64)
+    return np.concatenate(parts), np.concatenate(docs).astype(np.int64)
 
 
 def shingle_hashes(words: npt.NDArray[np.uint64], ngram: int) -> npt.NDArray[np.uint64]:
@@ -157,8 +210,105 @@ def signature(
     return sig
 
 
+def signatures(
+    shingle_sets: list[npt.NDArray[np.uint64]], params: MinHashParams, perms: tuple[npt.NDArray, npt.NDArray]
+) -> npt.NDArray:
+    """MinHash signatures of a batch of documents, one ``(docs, num_perm)`` array.
+
+    Short documents are packed together so that one matrix product and one
+    ``minimum.reduceat`` cover many of them: per-document numpy calls would cost
+    more than the arithmetic.  A document without shingles keeps the all-max
+    signature, as an empty ``datasketch.MinHash`` does.
+
+    Args:
+      shingle_sets: distinct shingle hashes per document.
+      params: scheme parameters.
+      perms: ``params.permutations()``, computed once per worker.
+    """
+    a, b = perms
+    out = np.full((len(shingle_sets), params.num_perm), np.iinfo(a.dtype).max, dtype=a.dtype)
+    lengths = [len(s) for s in shingle_sets]
+    start = 0
+    while start < len(shingle_sets):
+        if lengths[start] >= _ROWS_PER_BLOCK:
+            out[start] = signature(shingle_sets[start], params, perms)
+            start += 1
+            continue
+        stop, rows = start, 0
+        while stop < len(shingle_sets) and rows + lengths[stop] < _ROWS_PER_BLOCK:
+            rows += lengths[stop]
+            stop += 1
+        members = [i for i in range(start, stop) if lengths[i]]
+        if members:
+            hv = params.input_hashes(np.concatenate([shingle_sets[i] for i in members]))
+            hv = fmix32(hv) if params.bits == 32 else fmix64(hv)
+            offsets = np.cumsum([0] + [lengths[i] for i in members[:-1]])
+            with np.errstate(over="ignore"):
+                out[members] = np.minimum.reduceat(hv[:, None] * a + b, offsets, axis=0)
+        start = stop
+    return out
+
+
+_SEED_MIX = U64(0xD6E8FEB86659FD93)
+_ROTATION = U64(0x9E3779B97F4A7C15)  # added per slot of distance when an empty bin borrows
+
+
+def one_permutation_signatures(
+    shingles: npt.NDArray[np.uint64], docs: npt.NDArray[np.int64], n: int, num_perm: int, seed: int, bits: int
+) -> npt.NDArray:
+    """One-permutation MinHash with rotation densification for a batch of ``n`` documents.
+
+    Each shingle is hashed once (seeded); its high bits pick one of ``num_perm``
+    bins and the other bits are its value; a bin keeps its minimum value (Li, Owen
+    and Zhang, 2012).  An empty bin takes the value of the next non-empty bin to its
+    right, plus ``distance * constant`` (Shrivastava and Li, 2014), so two documents
+    agree in a slot with probability about their Jaccard similarity.  The work is
+    one hash per shingle instead of ``num_perm``; signatures differ from
+    ``datasketch``'s, which ``signatures`` reproduces instead.  A document without
+    shingles keeps the all-max signature.
+
+    Args:
+      shingles: shingle hashes of the batch (repeats allowed), e.g. from ``batch_shingle_hashes``.
+      docs: document index of each shingle, in ``[0, n)``.
+      n: documents in the batch.
+      num_perm: signature length (bins).
+      seed: hash seed.
+      bits: 32 or 64, the width of the values.
+    """
+    dtype = np.uint32 if bits == 32 else np.uint64
+    top = np.iinfo(dtype).max
+    out = np.full((n, num_perm), top, dtype=U64)
+    if len(shingles) == 0:
+        return out.astype(dtype)
+    with np.errstate(over="ignore"):
+        h = fmix64(shingles ^ (U64(seed) * _SEED_MIX + _SEED_MIX))
+        # Multiply-shift maps the high 32 bits onto [0, num_perm) without modulo bias.
+        bins = ((h >> U64(32)) * U64(num_perm)) >> U64(32)
+        values = h & U64(0xFFFFFFFF) if bits == 32 else fmix64(h ^ _SEED_MIX)
+    np.minimum.at(out.reshape(-1), docs * num_perm + bins.astype(np.int64), values)
+    filled = out != U64(top)
+    has_shingles = np.bincount(docs, minlength=n) > 0
+    sparse_rows = np.flatnonzero(~filled.all(axis=1) & has_shingles)
+    if len(sparse_rows):
+        rows = out[sparse_rows]
+        cols = np.arange(num_perm)
+        # Index of the next non-empty bin at or right of each bin, wrapping around.
+        nxt = np.where(filled[sparse_rows], cols, 2 * num_perm)
+        nxt = np.concatenate([nxt, nxt + num_perm], axis=1)
+        nxt = np.minimum.accumulate(nxt[:, ::-1], axis=1)[:, ::-1][:, :num_perm]
+        distance = (nxt - cols).astype(U64)
+        with np.errstate(over="ignore"):
+            borrowed = rows[np.arange(len(rows))[:, None], nxt % num_perm] + distance * _ROTATION
+        out[sparse_rows] = borrowed & U64(top)
+    return out.astype(dtype)
+
+
+@functools.lru_cache(maxsize=64)
 def lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
-    """Bands and rows from datasketch's optimizer, equal weight on false positives and negatives."""
+    """Bands and rows from datasketch's optimizer, equal weight on false positives and negatives.
+
+    Cached: the optimizer integrates numerically for every (bands, rows) candidate.
+    """
     bands, rows = _optimal_param(threshold, num_perm, 0.5, 0.5)
     return int(bands), int(rows)
 
