@@ -4,12 +4,15 @@ With ``output.incremental: true`` the output path is a root that holds
 
 - ``state/inputs.json``: every input file consumed by a completed run, with its
   size, modification time and the run that consumed it;
-- ``runs/<run_id>/``: one ordinary run directory per run (shards/, ledger/, ...).
+- ``runs/<run_id>/``: one ordinary run directory per run (shards/, ledger/,
+  dedup_index/, ...).
 
 A run lists its sources' files on the driver, keeps those that are new or changed
 (different size or mtime) for sources with ``incremental: true`` (curated sources
-such as the constitution are always read whole), runs the normal DAG into
-``runs/<run_id>/``, and records the files in the state only after the run's
+such as the constitution are always read whole), dedups them against the
+``dedup_index/`` of every earlier completed run (a document that collides with an
+earlier survivor is dropped as ``earlier_run_duplicate``, the ledger naming the
+earlier id), runs the normal DAG into ``runs/<run_id>/``, and records the files in the state only after the run's
 conservation check passed.  So a run that fails halfway leaves the state as it was
 and can simply be started again; its shards are replaced atomically.  A run with
 no new files writes nothing and says so.
@@ -125,9 +128,16 @@ def plan_run(cfg: MixConfig, run_id: str | None) -> RunPlan:
         consumed.extend(files)
         # An explicit list of paths is a valid list of patterns for ReadSource.
         sources.append(source.model_copy(update={"inputs": [f.path for f in files]}))
+    # Earlier completed runs' survivors: new input that repeats them is not new content.
+    earlier = [
+        f"{root}/runs/{r['run_id']}/dedup_index/*.parquet"
+        for r in state.get("runs", [])
+        if r["run_id"] != run_id
+    ]
     run_cfg = cfg.model_copy(
         update={
             "sources": sources,
+            "dedup": cfg.dedup.model_copy(update={"previous_index": [*cfg.dedup.previous_index, *earlier]}),
             "output": cfg.output.model_copy(update={"path": f"{root}/runs/{run_id}"}),
         }
     )

@@ -3,12 +3,14 @@ and a run that failed halfway can be started again safely."""
 
 from __future__ import annotations
 
+import glob
 import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 
 import transforms.dedup
@@ -53,7 +55,11 @@ def _config(inbox: Path, out: Path) -> Any:
 
 def _split_demo(inbox: Path) -> list[Path]:
     lines = [ln for ln in (DEMO / "web" / "pages-000.jsonl").read_text().splitlines() if ln.strip()]
-    parts = [lines[:30], lines[30:60], lines[60:]]
+    # The last file repeats a page of the first under a new id: a later run must
+    # recognise it against the first run's dedup index.
+    repeat = json.dumps({"id": "late-repeat", "text": REPEATED, "url": "https://example.org/mirror"})
+    first = json.dumps({"id": "early-original", "text": REPEATED, "url": "https://example.org/original"})
+    parts = [[first, *lines[:29]], lines[29:59], [*lines[59:], repeat]]
     inbox.mkdir()
     paths = []
     for i, part in enumerate(parts):
@@ -61,6 +67,12 @@ def _split_demo(inbox: Path) -> list[Path]:
         path.write_text("\n".join(part) + "\n")
         paths.append(path)
     return paths
+
+
+REPEATED = " ".join(
+    f"The harbour market opens at dawn on day {i}, when fishing boats bring mackerel and crabs to the stalls."
+    for i in range(12)
+)
 
 
 def _read_web(out: Path, run_id: str) -> int:
@@ -98,6 +110,15 @@ def test_second_run_reads_only_new_files_and_third_is_a_no_op(
     # The curated source is read whole by every run.
     r2 = json.loads((out / "runs" / "r2" / "report.json").read_text())
     assert r2["conservation"]["sources"]["constitution"]["records_in"] == 5
+    # The repeated page is dropped against the first run's survivor, and the ledger names it.
+    ledger = pq.read_table(sorted(glob.glob(f"{out}/runs/r2/ledger/*.parquet"))).to_pylist()
+    (repeat,) = [r for r in ledger if r["id"] == "web/late-repeat"]
+    assert (repeat["fate"], repeat["stage"], repeat["reason"]) == (
+        "dropped",
+        "dedup",
+        "earlier_run_duplicate",
+    )
+    assert "web/early-original" in repeat["detail"]
 
     capsys.readouterr()
     assert execute(cfg, args, "r3") == 0
