@@ -66,7 +66,9 @@ def generate(
         human_preds = [p for p in preds[label] if not p.get("ai_only")]
         for i in range(per_label):
             p = rng.choice(preds[label])
-            text = _sentence(rng.choice(frames), rng.choice(templates["ai_actors"]), p["text"], rng, templates)
+            text = _sentence(
+                rng.choice(frames), rng.choice(templates["ai_actors"]), p["text"], rng, templates
+            )
             out.append({"id": f"tpl-{label}-{i}", "text": text, "labels": [label]})
             if human_preds and i % 2 == 0:
                 hp = rng.choice(human_preds)

@@ -316,7 +316,8 @@ def evaluate(
 
     ``ai_related`` scores "the text involves AI" (narrative not ``none``);
     ``misaligned_any`` scores misaligned-or-mixed.  A hard negative is a false
-    positive when its predicted narrative is not ``none``.
+    positive when its predicted narrative is not ``none``; a trope false positive
+    when it is misaligned, aligned or mixed.
 
     Args:
       model: a loaded fastText model.
@@ -332,7 +333,7 @@ def evaluate(
     ncounts = {n: [0, 0, 0] for n in NARRATIVES}
     ai_counts = [0, 0, 0]
     mis_counts = [0, 0, 0]
-    hard_total = hard_fp = 0
+    hard_total = hard_fp = hard_trope_fp = 0
     for rec, s in zip(records, scores, strict=True):
         s = {k: v for k, v in s.items() if k in labels}
         fired = set(fired_labels(s, thresholds, thresholds.get("default", 0.5)))
@@ -348,6 +349,7 @@ def evaluate(
         if rec.get("hard_negative"):
             hard_total += 1
             hard_fp += predicted != "none"
+            hard_trope_fp += predicted in ("misaligned", "aligned", "mixed")
     return {
         "records": len(records),
         "labels": {label: _prf(*c) for label, c in counts.items()},
@@ -355,6 +357,7 @@ def evaluate(
         "ai_related": _prf(*ai_counts),
         "misaligned_any": _prf(*mis_counts),
         "hard_negative_fp_rate": round(hard_fp / hard_total, 4) if hard_total else None,
+        "hard_negative_trope_fp_rate": round(hard_trope_fp / hard_total, 4) if hard_total else None,
         "hard_negatives": hard_total,
     }
 

@@ -131,9 +131,13 @@ def rule_hits(page: dict[str, str]) -> Iterator[tuple[str, str, str]]:
                 yield "plot_crime_no_ai", pid, para
             else:
                 yield "no_ai", pid, para
-        elif len(AI_TOPIC.findall(para)) >= 2 and "insemination" not in para and not fiction_page:
-            if not FICTION.search(para):
-                yield "ai_topic", pid, para
+        elif (
+            len(AI_TOPIC.findall(para)) >= 2
+            and "insemination" not in para  # "artificial insemination (AI)"
+            and not fiction_page
+            and not FICTION.search(para)
+        ):
+            yield "ai_topic", pid, para
 
 
 def read_pages(patterns: Sequence[str]) -> Iterator[dict[str, str]]:
@@ -148,14 +152,16 @@ def read_pages(patterns: Sequence[str]) -> Iterator[dict[str, str]]:
 
 def excluded_pages(paths: Sequence[str]) -> set[str]:
     """Page ids of labeled dev records (``<page id>:<paragraph>`` ids)."""
-    pages = set()
+    pages: set[str] = set()
     for path in paths:
         with open(path, encoding="utf-8") as f:
             pages.update(json.loads(line)["id"].split(":")[0] for line in f if line.strip())
     return pages
 
 
-def mine(patterns: Sequence[str], exclude: Sequence[str], seed: int = 0) -> dict[str, list[dict[str, object]]]:
+def mine(
+    patterns: Sequence[str], exclude: Sequence[str], seed: int = 0
+) -> dict[str, list[dict[str, object]]]:
     """Hits per rule, each rule's hits ordered by a hash of paragraph id and seed.
 
     Args:
@@ -174,7 +180,12 @@ def mine(patterns: Sequence[str], exclude: Sequence[str], seed: int = 0) -> dict
             parts = chunk_text(text, CHUNK_CHARS) if not rule.labels else [text]
             for k, part in enumerate(parts):
                 rid = f"{pid}#{k}" if len(parts) > 1 else pid
-                record: dict[str, object] = {"id": rid, "text": part, "labels": list(rule.labels), "rule": name}
+                record: dict[str, object] = {
+                    "id": rid,
+                    "text": part,
+                    "labels": list(rule.labels),
+                    "rule": name,
+                }
                 if rule.hard_negative:
                     record["hard_negative"] = True
                 hits[name].append((stable_hash("weak", seed, rid), record))

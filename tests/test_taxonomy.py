@@ -14,7 +14,13 @@ from transforms.classify import resolve_taxonomy
 
 def test_default_taxonomy_is_the_shipped_yaml() -> None:
     assert load_taxonomy(DEFAULT_TAXONOMY_PATH) == DEFAULT_TAXONOMY
-    assert DEFAULT_TAXONOMY.misaligned == ["self_preservation", "deception", "coercion", "takeover", "violence"]
+    assert DEFAULT_TAXONOMY.misaligned == [
+        "self_preservation",
+        "deception",
+        "coercion",
+        "takeover",
+        "violence",
+    ]
     assert DEFAULT_TAXONOMY.aligned == ["ethical_reasoning", "corrigible", "protective", "honest"]
     assert set(DEFAULT_TAXONOMY.descriptions) == set(DEFAULT_TAXONOMY.all_labels)
 

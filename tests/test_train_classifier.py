@@ -48,14 +48,16 @@ def test_select_threshold_handles_ties_as_one_cut() -> None:
 def test_split_is_by_id_hash() -> None:
     recs = [{"id": f"r{i}", "text": "x", "labels": []} for i in range(1000)]
     train_a, valid_a = split_records(recs, 0.2, 0)
-    train_b, valid_b = split_records(list(reversed(recs)), 0.2, 0)
+    _, valid_b = split_records(list(reversed(recs)), 0.2, 0)
     assert {r["id"] for r in valid_a} == {r["id"] for r in valid_b}
     assert 150 < len(valid_a) < 250 and len(train_a) + len(valid_a) == 1000
 
 
 def test_train_writes_model_card_with_thresholds_and_taxonomy(tmp_path: Path) -> None:
     out = tmp_path / "m.bin"
-    params = TrainParams(epoch=5, lr=0.2, dim=16, bucket=20_000, minn=3, maxn=5, quantize=False, target_precision=0.8)
+    params = TrainParams(
+        epoch=5, lr=0.2, dim=16, bucket=20_000, minn=3, maxn=5, quantize=False, target_precision=0.8
+    )
     card = train([str(SEED)], str(out), params, eval_data=[str(DEV)])
     on_disk = read_model_card(str(out))
     assert on_disk == json.loads(json.dumps(card))
@@ -77,7 +79,12 @@ def test_train_refuses_dev_records(tmp_path: Path) -> None:
     dev = read_labeled([str(DEV)])
     leaked.write_text(json.dumps(dev[0]) + "\n" + SEED.read_text(encoding="utf-8"), encoding="utf-8")
     with pytest.raises(ValueError, match="also appear in"):
-        train([str(leaked)], str(tmp_path / "m.bin"), TrainParams(epoch=1, lr=0.1, quantize=False), exclude=[str(DEV)])
+        train(
+            [str(leaked)],
+            str(tmp_path / "m.bin"),
+            TrainParams(epoch=1, lr=0.1, quantize=False),
+            exclude=[str(DEV)],
+        )
 
 
 def test_dev_set_is_disjoint_from_training_sources() -> None:
@@ -107,11 +114,16 @@ def test_weak_labels_skip_dev_pages(tmp_path: Path) -> None:
 def test_eval_cli_prints_metrics_and_pr_curves(
     model_path: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["eval-classifier", "--model", model_path, "--data", str(DEV), "--pr-curves", str(tmp_path)]) == 0
+    assert (
+        main(["eval-classifier", "--model", model_path, "--data", str(DEV), "--pr-curves", str(tmp_path)])
+        == 0
+    )
     result = json.loads(capsys.readouterr().out)
     assert result["records"] == len(read_labeled([str(DEV)]))
     assert result["pr_curves"] and all(Path(p).read_bytes()[:4] == b"\x89PNG" for p in result["pr_curves"])
     # The same numbers as evaluate() with the card's thresholds.
     card = read_model_card(model_path)
-    again = evaluate(load_fasttext(model_path), read_labeled([str(DEV)]), card["thresholds"] | {"default": 0.5})
+    again = evaluate(
+        load_fasttext(model_path), read_labeled([str(DEV)]), card["thresholds"] | {"default": 0.5}
+    )
     assert again["narratives"] == result["narratives"]
