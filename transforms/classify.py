@@ -224,10 +224,13 @@ def annotate(
 
 
 class _ClassifyBatchFn(beam.DoFn):
-    def __init__(self, cfg: ClassifierConfig, taxonomy: Taxonomy, progress_dir: str | None = None) -> None:
+    def __init__(
+        self, cfg: ClassifierConfig, taxonomy: Taxonomy | None, progress_dir: str | None = None
+    ) -> None:
         self._cfg = cfg
         self._progress = ProgressTicker(progress_dir, "classify") if progress_dir else None
-        self._taxonomy = taxonomy
+        self._given = taxonomy
+        self._taxonomy = DEFAULT_TAXONOMY
         self._shared = shared.Shared()
         self._model: Any = None
         self._thresholds: dict[str, float] = {}
@@ -237,7 +240,9 @@ class _ClassifyBatchFn(beam.DoFn):
     def setup(self) -> None:
         path = self._cfg.model
         self._model = self._shared.acquire(lambda: _LoadedModel(load_fasttext(path)), tag=path).model
-        self._thresholds = effective_thresholds(self._cfg, read_model_card(path))
+        card = read_model_card(path)
+        self._thresholds = effective_thresholds(self._cfg, card)
+        self._taxonomy = self._given or resolve_taxonomy(self._cfg, card)
         _LOG.info("model loaded", model=path, labels=len(self._model.get_labels()))
 
     def finish_bundle(self) -> None:
@@ -274,7 +279,11 @@ class ClassifyDocuments(beam.PTransform):
     ) -> None:
         super().__init__()
         self._cfg = cfg
-        self._taxonomy = taxonomy or resolve_taxonomy(cfg, read_model_card(cfg.model))
+        self._taxonomy = taxonomy
+        if taxonomy is None and "://" not in cfg.model:
+            # Fail at construction on a bad label_policy when the card is local; a
+            # remote card is read on the workers only (job submission stays offline).
+            self._taxonomy = resolve_taxonomy(cfg, read_model_card(cfg.model))
         self._progress_dir = progress_dir
 
     def expand(self, docs: beam.PCollection) -> beam.PCollection:
