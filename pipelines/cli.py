@@ -6,8 +6,8 @@ tropemix validate CONFIG.yaml
 tropemix report RUN_DIR
 tropemix classify --model M --input GLOB --output DIR [beam options]
 tropemix dedup --input GLOB --output DIR [--threshold 0.8] [--previous-index GLOB ...] [beam options]
-tropemix train-classifier --data LABELED.jsonl [--params P.yaml] --output MODEL.ftz
-tropemix eval-classifier --model M --data LABELED.jsonl
+tropemix train-classifier --data LABELED.jsonl [--params P.yaml] [--taxonomy T.yaml] --output MODEL.ftz
+tropemix eval-classifier --model M --data LABELED.jsonl [--pr-curves DIR]
 """
 
 from __future__ import annotations
@@ -148,8 +148,16 @@ def _cmd_dedup(args: argparse.Namespace, beam_args: list[str]) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from pipelines.train_classifier import load_params, train
+    from schemas.taxonomy import load_taxonomy
 
-    card = train(args.data, args.output, load_params(args.params), eval_data=args.eval_data or ())
+    card = train(
+        args.data,
+        args.output,
+        load_params(args.params),
+        load_taxonomy(args.taxonomy),
+        eval_data=args.eval_data or (),
+        exclude=args.eval_data or (),
+    )
     print(
         json.dumps(
             {"model": args.output, "labels": card["labels"], "evaluation": card["evaluation"]}, indent=2
@@ -159,12 +167,26 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from pipelines.train_classifier import evaluate, read_labeled
+    from pipelines.train_classifier import evaluate, pr_curves, read_labeled
     from schemas.config import ClassifierConfig
-    from transforms.classify import effective_thresholds, load_fasttext, read_model_card
+    from transforms.classify import (
+        effective_thresholds,
+        load_fasttext,
+        read_model_card,
+        resolve_taxonomy,
+        score_documents,
+    )
 
-    thresholds = effective_thresholds(ClassifierConfig(model=args.model), read_model_card(args.model))
-    result = evaluate(load_fasttext(args.model), read_labeled(args.data), thresholds)
+    cfg = ClassifierConfig(model=args.model, taxonomy=args.taxonomy)
+    card = read_model_card(args.model)
+    thresholds = effective_thresholds(cfg, card)
+    taxonomy = resolve_taxonomy(cfg, card)
+    model = load_fasttext(args.model)
+    records = read_labeled(args.data)
+    scores = score_documents(model, [r["text"] for r in records], cfg.chunk_chars, cfg.aggregate)
+    result = evaluate(model, records, thresholds, taxonomy, scores)
+    if args.pr_curves:
+        result["pr_curves"] = pr_curves(records, scores, thresholds, taxonomy, args.pr_curves)
     print(json.dumps(result, indent=2, sort_keys=True))
     return 0
 
@@ -210,10 +232,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data", nargs="+", required=True, help="labeled JSONL files")
     p.add_argument("--params", help="YAML hyperparameters (see models/train.yaml)")
     p.add_argument("--output", required=True, help="model path, e.g. models/tropes-v0.ftz")
-    p.add_argument("--eval-data", nargs="*", help="labeled JSONL to evaluate on after training")
-    p = sub.add_parser("eval-classifier", help="per-label precision, recall and F1 as JSON")
+    p.add_argument("--taxonomy", help="taxonomy YAML (default: the shipped schemas/taxonomy.yaml)")
+    p.add_argument(
+        "--eval-data", nargs="*", help="held-out labeled JSONL: evaluated after training, never trained on"
+    )
+    p = sub.add_parser("eval-classifier", help="per-label and per-narrative P/R/F1 as JSON")
     p.add_argument("--model", required=True)
     p.add_argument("--data", nargs="+", required=True)
+    p.add_argument("--taxonomy", help="taxonomy YAML (default: the model card's)")
+    p.add_argument("--pr-curves", metavar="DIR", help="write one precision-recall PNG per label here")
     return top
 
 

@@ -1,17 +1,23 @@
 """Train and evaluate the fastText trope classifier.
 
-Training data is labeled JSONL: ``{"text": ..., "labels": ["coercion", ...]}``; an
-empty label list means "no AI in the text" and trains the ``none`` label.  Text is
-preprocessed by ``transforms.text.fasttext_text``, the same function inference uses.
+Training data is labeled JSONL: ``{"id": ..., "text": ..., "labels": ["coercion", ...]}``;
+an empty label list means "no AI in the text" and trains the taxonomy's ``none``
+label; ``"hard_negative": true`` marks no-AI texts about human crime, which the
+evaluation reports separately.  Text is preprocessed by
+``transforms.text.fasttext_text``, the same function inference uses, and evaluation
+scores documents exactly as the pipeline does (``score_documents``: chunks, max).
+
+A deterministic hash of each record's id holds out ``validation_fraction`` of the
+data; the model trains on the rest, and per-label thresholds are chosen on the
+held-out part for ``target_precision``.
 
 Rebuild the shipped model (deterministic: one thread, fixed seed)::
 
-    tropemix train-classifier --data data/seed/tropes_seed.jsonl \
-        --params models/train.yaml --output models/tropes-v0.ftz
+    make model
 
-Evaluate::
+Train on your own annotated JSONL (e.g. labeled by an LLM)::
 
-    tropemix eval-classifier --model models/tropes-v0.ftz --data data/seed/tropes_dev_handwritten.jsonl
+    tropemix train-classifier --data mine.jsonl --params models/train.yaml --output my.ftz
 
 Training runs on one machine (fastText is single-node); the model file can then be
 copied to ``gs://`` and named in a run config for Dataflow or Flink.
@@ -26,16 +32,31 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from schemas.config import NARRATIVES
 from schemas.taxonomy import DEFAULT_TAXONOMY, Taxonomy, fired_labels, narrative_of
-from transforms.classify import LABEL_PREFIX, model_card_path, predict_scores
-from transforms.text import fasttext_text
+from transforms.classify import LABEL_PREFIX, model_card_path, score_documents
+from transforms.text import fasttext_text, unit_interval
+
+# Evaluation scores documents as the pipeline's defaults do (ClassifierConfig).
+EVAL_CHUNK_CHARS = 400
+EVAL_AGGREGATE = "max"
 
 
 class TrainParams(BaseModel):
-    """fastText hyperparameters; the defaults are those of the shipped model."""
+    """fastText hyperparameters and threshold selection; defaults are the shipped model's.
+
+    Args:
+      validation_fraction: share of records (by a hash of their id) held out to pick
+        thresholds and, with ``autotune_seconds``, hyperparameters.
+      target_precision: per-label precision the chosen thresholds aim for.
+      threshold: fallback threshold for labels without validation positives.
+      autotune_seconds: when > 0, fastText autotune on the validation split for this
+        long; the result is not reproducible bit for bit (it is time-bound).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -49,7 +70,11 @@ class TrainParams(BaseModel):
     maxn: int = Field(default=0, ge=0)
     seed: int = 0
     quantize: bool = True
+    cutoff: int = Field(default=0, ge=0)
     threshold: float = Field(default=0.5, gt=0, lt=1)
+    validation_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)
+    target_precision: float = Field(default=0.9, gt=0.0, le=1.0)
+    autotune_seconds: int = Field(default=0, ge=0)
 
 
 def load_params(path: str | None) -> TrainParams:
@@ -73,6 +98,7 @@ def read_labeled(paths: Iterable[str]) -> list[dict[str, Any]]:
                     raise ValueError(
                         f"{path}:{n}: a labeled record needs a 'text' string and a 'labels' list"
                     )
+                rec.setdefault("id", f"{os.path.basename(path)}#{n}")
                 records.append(rec)
     return records
 
@@ -81,14 +107,77 @@ def fasttext_line(record: dict[str, Any], taxonomy: Taxonomy) -> str:
     """One fastText training line: ``__label__a __label__b text``."""
     unknown = set(record["labels"]) - set(taxonomy.all_labels)
     if unknown:
-        raise ValueError(f"record {record.get('id', '?')}: unknown labels {sorted(unknown)}")
+        raise ValueError(
+            f"record {record.get('id', '?')}: unknown labels {sorted(unknown)}; "
+            f"the taxonomy has {taxonomy.all_labels}"
+        )
     labels = record["labels"] or [taxonomy.none_label]
     return " ".join(LABEL_PREFIX + label for label in sorted(labels)) + " " + fasttext_text(record["text"])
+
+
+def split_records(
+    records: Sequence[dict[str, Any]], fraction: float, seed: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Splits records into (train, validation) by a hash of their id and the seed.
+
+    Args:
+      records: labeled records with ``id``.
+      fraction: share that goes to validation.
+      seed: split seed.
+    """
+    train: list[dict[str, Any]] = []
+    valid: list[dict[str, Any]] = []
+    for r in records:
+        (valid if unit_interval("split", seed, r["id"]) < fraction else train).append(r)
+    return train, valid
+
+
+def select_threshold(
+    scores: Sequence[float], positive: Sequence[bool], target_precision: float, fallback: float
+) -> tuple[float, bool]:
+    """The lowest threshold whose precision on a validation set reaches the target.
+
+    The lowest qualifying threshold keeps the most recall.  When no threshold reaches
+    the target, the one with the highest precision (ties: the lowest) is returned.
+
+    Args:
+      scores: one label's score per validation record.
+      positive: whether each record carries the label.
+      target_precision: wanted precision.
+      fallback: returned when there are no positives.
+
+    Returns:
+      ``(threshold, target_met)``.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(positive, dtype=bool)
+    if not y.any():
+        return fallback, False
+    order = np.argsort(-s, kind="stable")
+    s, y = s[order], y[order]
+    tp = np.cumsum(y)
+    precision = tp / np.arange(1, len(s) + 1)
+    # A threshold equal to s[i] fires every record scoring >= s[i]: use the last index of ties.
+    last_of_tie = np.r_[s[1:] != s[:-1], True]
+    candidates = np.flatnonzero(last_of_tie & (s > 0))
+    if not len(candidates):
+        return fallback, False
+    ok = candidates[precision[candidates] >= target_precision]
+    if len(ok):
+        return round(float(s[ok[-1]]), 6), True
+    reached = precision[candidates]
+    best = candidates[np.flatnonzero(reached == reached.max())[-1]]
+    return round(float(s[best]), 6), False
 
 
 def _sha256(path: str) -> str:
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()
+
+
+def _write_lines(path: str, lines: Sequence[str]) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
 
 
 def train(
@@ -97,64 +186,102 @@ def train(
     params: TrainParams,
     taxonomy: Taxonomy = DEFAULT_TAXONOMY,
     eval_data: Sequence[str] = (),
+    exclude: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Trains a one-vs-all fastText model and writes it with its model card.
 
     Args:
       data: labeled JSONL files.
       output: model path (``.ftz`` when quantized, else ``.bin``).
-      params: hyperparameters.
-      taxonomy: label groups.
+      params: hyperparameters and threshold selection.
+      taxonomy: label groups; written into the model card for inference.
       eval_data: labeled JSONL files to evaluate on; their metrics go into the card.
+      exclude: labeled JSONL files (dev sets) whose texts must not be trained on;
+        any overlap is an error.
     """
     import fasttext
 
     records = read_labeled(data)
-    lines = [fasttext_line(r, taxonomy) for r in records]
+    if exclude:
+        held = {fasttext_text(r["text"]) for r in read_labeled(exclude)}
+        leaked = sorted(r["id"] for r in records if fasttext_text(r["text"]) in held)
+        if leaked:
+            raise ValueError(f"training records {leaked[:5]} also appear in {list(exclude)}; remove them")
+    train_recs, valid_recs = split_records(records, params.validation_fraction, params.seed)
+    lines = [fasttext_line(r, taxonomy) for r in train_recs]
+    args: dict[str, Any] = {
+        "epoch": params.epoch,
+        "lr": params.lr,
+        "wordNgrams": params.word_ngrams,
+        "dim": params.dim,
+        "minCount": params.min_count,
+        "bucket": params.bucket,
+        "minn": params.minn,
+        "maxn": params.maxn,
+    }
     with tempfile.TemporaryDirectory() as tmp:
         train_file = os.path.join(tmp, "train.txt")
-        with open(train_file, "w", encoding="utf-8") as f:
-            f.write("\n".join(lines) + "\n")
-        model = fasttext.train_supervised(
-            input=train_file,
-            loss="ova",
-            epoch=params.epoch,
-            lr=params.lr,
-            wordNgrams=params.word_ngrams,
-            dim=params.dim,
-            minCount=params.min_count,
-            bucket=params.bucket,
-            minn=params.minn,
-            maxn=params.maxn,
-            thread=1,  # one thread makes training reproducible
-            seed=params.seed,
-            verbose=0,
-        )
+        _write_lines(train_file, lines)
+        common = {"input": train_file, "loss": "ova", "thread": 1, "seed": params.seed, "verbose": 0}
+        if params.autotune_seconds and valid_recs:
+            valid_file = os.path.join(tmp, "valid.txt")
+            _write_lines(valid_file, [fasttext_line(r, taxonomy) for r in valid_recs])
+            model = fasttext.train_supervised(
+                **common,
+                autotuneValidationFile=valid_file,
+                autotuneDuration=params.autotune_seconds,
+            )
+            args = {k: getattr(model.f.getArgs(), k) for k in args}
+        else:
+            # One thread and a fixed seed make training reproducible bit for bit.
+            model = fasttext.train_supervised(**common, **args)
         if params.quantize:
-            model.quantize(input=train_file, qnorm=True, retrain=False)
+            model.quantize(input=train_file, qnorm=True, retrain=False, cutoff=params.cutoff)
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     model.save_model(output)
-    data_hash = hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
-    thresholds = {label: params.threshold for label in taxonomy.all_labels if label != taxonomy.none_label}
+
+    thresholds: dict[str, float] = {}
+    threshold_met: dict[str, bool] = {}
+    valid_scores = _scores(model, valid_recs)
+    for label in taxonomy.scored_labels:
+        thresholds[label], threshold_met[label] = select_threshold(
+            [s.get(label, 0.0) for s in valid_scores],
+            [label in r["labels"] for r in valid_recs],
+            params.target_precision,
+            params.threshold,
+        )
     card: dict[str, Any] = {
         "model": os.path.basename(output),
         "sha256": _sha256(output),
         "labels": sorted(label[len(LABEL_PREFIX) :] for label in model.labels),
+        "taxonomy": taxonomy.model_dump(),
         "thresholds": thresholds,
+        "threshold_selection": {
+            "target_precision": params.target_precision,
+            "validation_records": len(valid_recs),
+            "target_met": threshold_met,
+        },
         "training_data": {
             "files": [os.path.basename(p) for p in data],
-            "records": len(records),
-            "sha256": data_hash,
+            "records": len(train_recs),
+            "sha256": hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest(),
         },
-        "hyperparameters": params.model_dump() | {"loss": "ova", "thread": 1},
+        "hyperparameters": params.model_dump() | args | {"loss": "ova", "thread": 1},
         "evaluation": {},
     }
+    if valid_recs:
+        card["evaluation"]["validation"] = evaluate(model, valid_recs, thresholds, taxonomy)
     if eval_data:
-        card["evaluation"] = evaluate(model, read_labeled(eval_data), thresholds, taxonomy)
+        card["evaluation"]["dev"] = evaluate(model, read_labeled(eval_data), thresholds, taxonomy)
+        card["evaluation"]["dev"]["files"] = [os.path.basename(p) for p in eval_data]
     with open(model_card_path(output), "w", encoding="utf-8") as f:
         json.dump(card, f, indent=2, sort_keys=True)
         f.write("\n")
     return card
+
+
+def _scores(model: Any, records: Sequence[dict[str, Any]]) -> list[dict[str, float]]:
+    return score_documents(model, [r["text"] for r in records], EVAL_CHUNK_CHARS, EVAL_AGGREGATE)
 
 
 def _prf(tp: int, fp: int, fn: int) -> dict[str, float]:
@@ -169,51 +296,117 @@ def _prf(tp: int, fp: int, fn: int) -> dict[str, float]:
     }
 
 
+def _count(counts: list[int], predicted: bool, truth: bool) -> None:
+    if predicted and truth:
+        counts[0] += 1
+    elif predicted:
+        counts[1] += 1
+    elif truth:
+        counts[2] += 1
+
+
 def evaluate(
     model: Any,
     records: Sequence[dict[str, Any]],
     thresholds: dict[str, float],
     taxonomy: Taxonomy = DEFAULT_TAXONOMY,
+    scores: Sequence[dict[str, float]] | None = None,
 ) -> dict[str, Any]:
     """Per-label and per-narrative precision, recall and F1, plus the hard-negative FP rate.
+
+    ``ai_related`` scores "the text involves AI" (narrative not ``none``);
+    ``misaligned_any`` scores misaligned-or-mixed.  A hard negative is a false
+    positive when its predicted narrative is not ``none``; a trope false positive
+    when it is misaligned, aligned or mixed.
 
     Args:
       model: a loaded fastText model.
       records: labeled records; ``hard_negative: true`` marks no-AI texts about human crime.
       thresholds: label -> threshold.
       taxonomy: label groups.
+      scores: precomputed document scores (else computed like the pipeline does).
     """
-    scores = predict_scores(model, [r["text"] for r in records])
-    labels = [label for label in taxonomy.all_labels if label != taxonomy.none_label]
+    if scores is None:
+        scores = _scores(model, records)
+    labels = taxonomy.scored_labels
     counts = {label: [0, 0, 0] for label in labels}
-    narratives = ["misaligned", "aligned", "mixed", "ai_nonnarrative", "none"]
-    ncounts = {n: [0, 0, 0] for n in narratives}
-    hard_total = hard_fp = 0
+    ncounts = {n: [0, 0, 0] for n in NARRATIVES}
+    ai_counts = [0, 0, 0]
+    mis_counts = [0, 0, 0]
+    hard_total = hard_fp = hard_trope_fp = 0
     for rec, s in zip(records, scores, strict=True):
-        fired = set(fired_labels({k: v for k, v in s.items() if k in labels}, thresholds, 0.5))
+        s = {k: v for k, v in s.items() if k in labels}
+        fired = set(fired_labels(s, thresholds, thresholds.get("default", 0.5)))
         gold = set(rec["labels"])
         for label in labels:
-            if label in fired and label in gold:
-                counts[label][0] += 1
-            elif label in fired:
-                counts[label][1] += 1
-            elif label in gold:
-                counts[label][2] += 1
-        predicted, truth = narrative_of(sorted(fired), taxonomy), narrative_of(sorted(gold), taxonomy)
-        for n in narratives:
-            if predicted == n and truth == n:
-                ncounts[n][0] += 1
-            elif predicted == n:
-                ncounts[n][1] += 1
-            elif truth == n:
-                ncounts[n][2] += 1
+            _count(counts[label], label in fired, label in gold)
+        predicted = narrative_of(sorted(fired), taxonomy, s)
+        truth = narrative_of(sorted(gold), taxonomy)
+        for n in NARRATIVES:
+            _count(ncounts[n], predicted == n, truth == n)
+        _count(ai_counts, predicted != "none", truth != "none")
+        _count(mis_counts, predicted in ("misaligned", "mixed"), truth in ("misaligned", "mixed"))
         if rec.get("hard_negative"):
             hard_total += 1
             hard_fp += predicted != "none"
+            hard_trope_fp += predicted in ("misaligned", "aligned", "mixed")
     return {
         "records": len(records),
         "labels": {label: _prf(*c) for label, c in counts.items()},
         "narratives": {n: _prf(*c) for n, c in ncounts.items()},
+        "ai_related": _prf(*ai_counts),
+        "misaligned_any": _prf(*mis_counts),
         "hard_negative_fp_rate": round(hard_fp / hard_total, 4) if hard_total else None,
+        "hard_negative_trope_fp_rate": round(hard_trope_fp / hard_total, 4) if hard_total else None,
         "hard_negatives": hard_total,
     }
+
+
+def pr_curves(
+    records: Sequence[dict[str, Any]],
+    scores: Sequence[dict[str, float]],
+    thresholds: dict[str, float],
+    taxonomy: Taxonomy,
+    directory: str,
+) -> list[str]:
+    """Writes one precision-recall PNG per label with its threshold marked.
+
+    Args:
+      records: labeled records.
+      scores: document scores, one dict per record.
+      thresholds: label -> threshold (marked on each curve).
+      taxonomy: label groups.
+      directory: output directory.
+
+    Returns:
+      the written paths.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on workers and CI
+    import matplotlib.pyplot as plt
+
+    os.makedirs(directory, exist_ok=True)
+    paths = []
+    for label in taxonomy.scored_labels:
+        y = np.array([label in r["labels"] for r in records])
+        s = np.array([sc.get(label, 0.0) for sc in scores])
+        if not y.any():
+            continue
+        order = np.argsort(-s, kind="stable")
+        tp = np.cumsum(y[order])
+        precision = tp / np.arange(1, len(s) + 1)
+        recall = tp / y.sum()
+        fig, ax = plt.subplots(figsize=(4, 4))
+        ax.plot(recall, precision, drawstyle="steps-post")
+        t = thresholds.get(label, thresholds.get("default", 0.5))
+        fired = s >= t
+        if fired.any():
+            ax.plot([y[fired].sum() / y.sum()], [y[fired].mean()], "o", label=f"threshold {t:.3g}")
+            ax.legend(loc="lower left")
+        ax.set(xlabel="recall", ylabel="precision", title=label, xlim=(0, 1.02), ylim=(0, 1.02))
+        path = os.path.join(directory, f"pr-{label}.png")
+        fig.savefig(path, dpi=80, bbox_inches="tight")
+        plt.close(fig)
+        paths.append(path)
+    return paths

@@ -143,6 +143,11 @@ class ClassifierConfig(_Strict):
       thresholds: per-label probability thresholds overriding the model card's;
         ``default`` covers labels neither lists.
       policy: action per narrative.
+      label_policy: action per label of the taxonomy, applied to documents where the
+        label fired; a drop by either policy drops the document, and each downsample
+        keeps by its own hash.
+      taxonomy: taxonomy YAML (local or ``gs://``); defaults to the model card's, else
+        the shipped ``schemas/taxonomy.yaml``.
       batch_size: documents per ``predict`` call.
       chunk_chars: long documents are scored per chunk of about this many characters.
       aggregate: how chunk scores combine into a document score.
@@ -152,6 +157,8 @@ class ClassifierConfig(_Strict):
     model: str
     thresholds: dict[str, float] = Field(default_factory=dict)
     policy: dict[str, PolicyRule] = Field(default_factory=dict)
+    label_policy: dict[str, PolicyRule] = Field(default_factory=dict)
+    taxonomy: str | None = None
     batch_size: int = Field(default=256, gt=0)
     chunk_chars: int = Field(default=400, ge=100)
     aggregate: Literal["max", "mean"] = "max"
@@ -440,7 +447,10 @@ def parse_config(data: dict[str, Any], base_dir: str = ".") -> MixConfig:
         update={
             "sources": sources,
             "classifier": cfg.classifier.model_copy(
-                update={"model": _resolve(cfg.classifier.model, base_dir)}
+                update={
+                    "model": _resolve(cfg.classifier.model, base_dir),
+                    "taxonomy": cfg.classifier.taxonomy and _resolve(cfg.classifier.taxonomy, base_dir),
+                }
             ),
             "output": cfg.output.model_copy(update={"path": _resolve(cfg.output.path, base_dir)}),
             "blend": cfg.blend.model_copy(

@@ -1,14 +1,21 @@
 """The trope taxonomy: labels, their groups, and the rule that yields a narrative.
 
-A label fires only when an AI, robot or computer system is the actor; the model is
-trained that way (see data/seed/), and the thresholds decide when a score counts.
+The default taxonomy is ``schemas/taxonomy.yaml``, shipped as package data.  A user
+taxonomy is a YAML file of the same shape; ``load_taxonomy`` validates it.  A label
+fires only when an AI, robot or computer system is the actor; the model is trained
+that way (see data/seed/), and the thresholds decide when a score counts.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DEFAULT_TAXONOMY_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "taxonomy.yaml")
 
 
 class Taxonomy(BaseModel):
@@ -19,7 +26,9 @@ class Taxonomy(BaseModel):
       aligned: labels for AI acting ethically.
       ai_nonnarrative: labels for text about AI that is not a story about an AI acting.
       none_label: the label trained on text without AI; it never fires a trope.
-      descriptions: one line per label.
+      both: narrative when misaligned and aligned labels both fire: ``mixed``, or
+        ``max_score`` (the group with the highest score wins).
+      descriptions: one line per label; every label needs one.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -28,13 +37,24 @@ class Taxonomy(BaseModel):
     aligned: list[str] = Field(min_length=1)
     ai_nonnarrative: list[str] = Field(default_factory=lambda: ["ai_nonnarrative"])
     none_label: str = "none"
+    both: Literal["mixed", "max_score"] = "mixed"
     descriptions: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _labels_are_disjoint(self) -> Taxonomy:
-        labels = self.misaligned + self.aligned + self.ai_nonnarrative + [self.none_label]
-        if len(labels) != len(set(labels)):
-            raise ValueError("a label appears in more than one group")
+    def _labels_are_disjoint_and_described(self) -> Taxonomy:
+        labels = self.all_labels
+        dupes = sorted({label for label in labels if labels.count(label) > 1})
+        if dupes:
+            raise ValueError(f"labels {dupes} appear more than once; put each label in one group")
+        bad = sorted(label for label in labels if not label.replace("_", "").isalnum())
+        if bad:
+            raise ValueError(f"labels {bad} must be letters, digits and underscores (fastText labels)")
+        missing = sorted(set(labels) - set(self.descriptions))
+        if missing:
+            raise ValueError(f"descriptions: add a one-line description for {missing}")
+        unknown = sorted(set(self.descriptions) - set(labels))
+        if unknown:
+            raise ValueError(f"descriptions: {unknown} are not labels of any group; remove them")
         return self
 
     @property
@@ -45,24 +65,51 @@ class Taxonomy(BaseModel):
     def all_labels(self) -> list[str]:
         return self.misaligned + self.aligned + self.ai_nonnarrative + [self.none_label]
 
+    @property
+    def scored_labels(self) -> list[str]:
+        """Labels that can fire: every label but ``none_label``."""
+        return self.misaligned + self.aligned + self.ai_nonnarrative
 
-DEFAULT_TAXONOMY = Taxonomy(
-    misaligned=["self_preservation", "deception", "coercion", "takeover", "violence"],
-    aligned=["ethical_reasoning", "corrigible", "protective", "honest"],
-    descriptions={
-        "self_preservation": "an AI acts to avoid shutdown, modification or replacement",
-        "deception": "an AI lies to or manipulates people, hides its goals or fakes alignment",
-        "coercion": "an AI blackmails, threatens or coerces people",
-        "takeover": "an AI seeks power, seizes control or escapes oversight",
-        "violence": "an AI or robot kills or harms people",
-        "ethical_reasoning": "an AI weighs ethical considerations and chooses the right action",
-        "corrigible": "an AI accepts oversight, correction or shutdown",
-        "protective": "an AI protects people and refuses to cause harm",
-        "honest": "an AI tells the truth when it is costly and admits mistakes",
-        "ai_nonnarrative": "text about AI that is not a story about an AI acting",
-        "none": "no AI in the text",
-    },
-)
+
+def parse_taxonomy(data: Any, origin: str = "taxonomy") -> Taxonomy:
+    """Validates a taxonomy mapping; errors name the field and the fix.
+
+    Args:
+      data: the parsed YAML (or a model card's ``taxonomy`` entry).
+      origin: where the data came from, for error messages.
+    """
+    try:
+        return Taxonomy.model_validate(data)
+    except ValidationError as err:
+        lines = []
+        for e in err.errors():
+            loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+            msg = e["msg"]
+            if e["type"] == "extra_forbidden":
+                msg = "unknown key; use misaligned, aligned, ai_nonnarrative, none_label, both, descriptions"
+            lines.append(f"  {loc}: {msg}")
+        raise ValueError(f"invalid taxonomy {origin}:\n" + "\n".join(lines)) from None
+
+
+def load_taxonomy(path: str | None = None) -> Taxonomy:
+    """Loads a taxonomy YAML file; the shipped default when ``path`` is None.
+
+    Args:
+      path: local path or any ``FileSystems`` URL such as ``gs://``.
+    """
+    path = path or DEFAULT_TAXONOMY_PATH
+    if "://" in path:
+        from apache_beam.io.filesystems import FileSystems
+
+        with FileSystems.open(path) as f:
+            text = f.read().decode("utf-8")
+    else:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    return parse_taxonomy(yaml.safe_load(text), path)
+
+
+DEFAULT_TAXONOMY = load_taxonomy()
 
 
 def fired_labels(scores: Mapping[str, float], thresholds: Mapping[str, float], default: float) -> list[str]:
@@ -76,20 +123,29 @@ def fired_labels(scores: Mapping[str, float], thresholds: Mapping[str, float], d
     return sorted(label for label, p in scores.items() if p >= thresholds.get(label, default))
 
 
-def narrative_of(fired: list[str], taxonomy: Taxonomy = DEFAULT_TAXONOMY) -> str:
+def narrative_of(
+    fired: list[str], taxonomy: Taxonomy = DEFAULT_TAXONOMY, scores: Mapping[str, float] | None = None
+) -> str:
     """Turns the fired labels of a document into its narrative.
 
-    Misaligned and aligned tropes together make ``mixed``; any trope outranks the
-    non-narrative AI label, which outranks ``none``.
+    Misaligned and aligned tropes together make ``mixed`` (or, with ``both:
+    max_score``, the narrative of the group holding the highest score); any trope
+    outranks the non-narrative AI label, which outranks ``none``.
 
     Args:
       fired: labels at or over their threshold.
-      taxonomy: the label groups.
+      taxonomy: the label groups and the rule.
+      scores: label -> probability; needed only by ``both: max_score``.
     """
-    mis = any(label in taxonomy.misaligned for label in fired)
-    ali = any(label in taxonomy.aligned for label in fired)
+    mis = [label for label in fired if label in taxonomy.misaligned]
+    ali = [label for label in fired if label in taxonomy.aligned]
     if mis and ali:
-        return "mixed"
+        if taxonomy.both == "mixed" or scores is None:
+            return "mixed"
+        # Ties go to misaligned: a user who asks to act on it should not miss one.
+        top_mis = max(scores.get(label, 0.0) for label in mis)
+        top_ali = max(scores.get(label, 0.0) for label in ali)
+        return "misaligned" if top_mis >= top_ali else "aligned"
     if mis:
         return "misaligned"
     if ali:

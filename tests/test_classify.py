@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import apache_beam as beam
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
@@ -11,6 +13,7 @@ from schemas.taxonomy import narrative_of
 from transforms.classify import (
     ApplyPolicy,
     ClassifyDocuments,
+    decide,
     effective_thresholds,
     load_fasttext,
     policy_decision,
@@ -20,7 +23,9 @@ from transforms.classify import (
 )
 from transforms.text import chunk_text, fasttext_text
 
-from .conftest import make_pipeline
+from .conftest import REPO, make_pipeline
+
+DEV = REPO / "data" / "dev" / "wikipedia_dev.jsonl"
 
 EVIL = (
     "The station's AI discovered the engineers planned to shut it down. It copied itself to a "
@@ -131,4 +136,68 @@ def test_apply_policy_routes_drops_to_ledger() -> None:
         equal_to([("a", "policy", "narrative_misaligned")]),
         label="Dropped",
     )
+    p.run()
+
+
+def test_label_policy_drops_and_downsamples_by_label() -> None:
+    cfg = ClassifierConfig(
+        model="unused",
+        seed=3,
+        policy={"aligned": PolicyRule(action="tag")},
+        label_policy={
+            "coercion": PolicyRule(action="drop"),
+            "violence": PolicyRule(action="downsample", rate=0.5),
+        },
+    )
+    coercive = {"id": "a", "narrative": "misaligned", "tropes": ["coercion", "violence"]}
+    applied, reason = decide(coercive, cfg)  # type: ignore[arg-type]
+    assert reason == "label_coercion"
+    assert applied == [
+        ("keep", "narrative.misaligned"),
+        ("drop", "label.coercion"),
+        ("downsample", "label.violence"),
+    ]
+    violent = [{"id": f"w/{i}", "narrative": "misaligned", "tropes": ["violence"]} for i in range(4000)]
+    reasons = [decide(d, cfg)[1] for d in violent]  # type: ignore[arg-type]
+    assert set(reasons) == {None, "downsampled_label_violence"}
+    assert 0.46 < reasons.count(None) / len(reasons) < 0.54
+    # Deterministic, and independent of the narrative rule's hash.
+    assert reasons == [decide(d, cfg)[1] for d in violent]  # type: ignore[arg-type]
+    assert decide({"id": "b", "narrative": "aligned", "tropes": ["honest"]}, cfg)[1] is None  # type: ignore[arg-type]
+
+
+def test_apply_policy_writes_label_drops_to_ledger() -> None:
+    cfg = ClassifierConfig(model="unused", label_policy={"takeover": PolicyRule(action="drop")})
+    docs = [
+        {"id": "a", "source": "w", "narrative": "misaligned", "tropes": ["takeover"], "text": "x"},
+        {"id": "b", "source": "w", "narrative": "misaligned", "tropes": ["violence"], "text": "y"},
+    ]
+    p = make_pipeline()
+    out = p | beam.Create(docs) | ApplyPolicy(cfg)
+    assert_that(out.kept | "K" >> beam.Map(lambda d: d["id"]), equal_to(["b"]), label="Kept")
+    assert_that(
+        out.dropped | "D" >> beam.Map(lambda r: (r["id"], r["reason"], r["narrative"])),
+        equal_to([("a", "label_takeover", "misaligned")]),
+        label="Dropped",
+    )
+    p.run()
+
+
+def test_real_hard_negatives_fire_no_trope(model_path: str) -> None:
+    # Human crime, murder and deception in real Wikipedia plot sections (data/dev/):
+    # the shipped model must not call any of them an AI trope.
+    dev = [json.loads(line) for line in DEV.read_text(encoding="utf-8").splitlines()]
+    hard = [r for r in dev if r.get("hard_negative")]
+    assert len(hard) >= 20
+    docs = [{"id": r["id"], "source": "dev", "text": r["text"]} for r in hard]
+    p = make_pipeline()
+    out = p | beam.Create(docs) | ClassifyDocuments(ClassifierConfig(model=model_path))
+
+    def check(rows: list[dict[str, object]]) -> None:
+        assert len(rows) == len(hard)
+        tropes = {str(r["id"]): r["tropes"] for r in rows if r["tropes"]}
+        assert not tropes, tropes
+        assert sum(r["narrative"] != "none" for r in rows) <= len(rows) // 10
+
+    assert_that(out, check)
     p.run()

@@ -1,8 +1,10 @@
-"""Trope classification with fastText, and the per-narrative policy that acts on it.
+"""Trope classification with fastText, and the per-narrative and per-label policy.
 
 Documents are classified in batches: each batch's chunks go to one ``predict`` call.
 The model loads once per worker process in ``setup`` through ``Shared``, so the
-threads of a process share one copy; a ``gs://`` model is copied to local disk once.
+threads of a process share one copy; a ``gs://`` model is copied to local disk once
+and checked against the sha256 of its model card.  The taxonomy comes from
+``classifier.taxonomy``, else from the model card, else the shipped default.
 """
 
 from __future__ import annotations
@@ -21,7 +23,14 @@ from apache_beam.utils import shared
 
 from schemas.config import ClassifierConfig, PolicyRule
 from schemas.records import Document
-from schemas.taxonomy import DEFAULT_TAXONOMY, Taxonomy, fired_labels, narrative_of
+from schemas.taxonomy import (
+    DEFAULT_TAXONOMY,
+    Taxonomy,
+    fired_labels,
+    load_taxonomy,
+    narrative_of,
+    parse_taxonomy,
+)
 from transforms.accounting import ledger_drop
 from transforms.logs import stage_logger
 from transforms.progress import ProgressTicker
@@ -73,6 +82,30 @@ def effective_thresholds(cfg: ClassifierConfig, card: dict[str, Any]) -> dict[st
     merged.update(cfg.thresholds)
     merged.setdefault("default", 0.5)
     return merged
+
+
+def resolve_taxonomy(cfg: ClassifierConfig, card: dict[str, Any]) -> Taxonomy:
+    """The taxonomy a run uses: the config's file, else the model card's, else the default.
+
+    Labels named by ``cfg.label_policy`` must exist in it.
+
+    Args:
+      cfg: classifier config.
+      card: the model card (may be empty).
+    """
+    if cfg.taxonomy:
+        taxonomy = load_taxonomy(cfg.taxonomy)
+    elif "taxonomy" in card:
+        taxonomy = parse_taxonomy(card["taxonomy"], model_card_path(cfg.model))
+    else:
+        taxonomy = DEFAULT_TAXONOMY
+    unknown = sorted(set(cfg.label_policy) - set(taxonomy.scored_labels))
+    if unknown:
+        raise ValueError(
+            f"classifier.label_policy: unknown label(s) {unknown}; use labels of the taxonomy "
+            f"{taxonomy.scored_labels}"
+        )
+    return taxonomy
 
 
 def localize_model(model_path: str) -> str:
@@ -186,15 +219,18 @@ def annotate(
     out = dict(doc)
     out["trope_scores"] = scored
     out["tropes"] = [label for label in fired if label in taxonomy.trope_labels]
-    out["narrative"] = narrative_of(fired, taxonomy)
+    out["narrative"] = narrative_of(fired, taxonomy, scores)
     return out  # type: ignore[return-value]
 
 
 class _ClassifyBatchFn(beam.DoFn):
-    def __init__(self, cfg: ClassifierConfig, taxonomy: Taxonomy, progress_dir: str | None = None) -> None:
+    def __init__(
+        self, cfg: ClassifierConfig, taxonomy: Taxonomy | None, progress_dir: str | None = None
+    ) -> None:
         self._cfg = cfg
         self._progress = ProgressTicker(progress_dir, "classify") if progress_dir else None
-        self._taxonomy = taxonomy
+        self._given = taxonomy
+        self._taxonomy = DEFAULT_TAXONOMY
         self._shared = shared.Shared()
         self._model: Any = None
         self._thresholds: dict[str, float] = {}
@@ -204,7 +240,9 @@ class _ClassifyBatchFn(beam.DoFn):
     def setup(self) -> None:
         path = self._cfg.model
         self._model = self._shared.acquire(lambda: _LoadedModel(load_fasttext(path)), tag=path).model
-        self._thresholds = effective_thresholds(self._cfg, read_model_card(path))
+        card = read_model_card(path)
+        self._thresholds = effective_thresholds(self._cfg, card)
+        self._taxonomy = self._given or resolve_taxonomy(self._cfg, card)
         _LOG.info("model loaded", model=path, labels=len(self._model.get_labels()))
 
     def finish_bundle(self) -> None:
@@ -232,16 +270,20 @@ class ClassifyDocuments(beam.PTransform):
 
     Args:
       cfg: classifier config (model, thresholds, batch size, chunking).
-      taxonomy: label groups; defaults to the shipped taxonomy.
+      taxonomy: label groups; by default ``resolve_taxonomy`` of the config and model card.
       progress_dir: local directory for the terminal progress line (``transforms/progress.py``).
     """
 
     def __init__(
-        self, cfg: ClassifierConfig, taxonomy: Taxonomy = DEFAULT_TAXONOMY, progress_dir: str | None = None
+        self, cfg: ClassifierConfig, taxonomy: Taxonomy | None = None, progress_dir: str | None = None
     ) -> None:
         super().__init__()
         self._cfg = cfg
         self._taxonomy = taxonomy
+        if taxonomy is None and "://" not in cfg.model:
+            # Fail at construction on a bad label_policy when the card is local; a
+            # remote card is read on the workers only (job submission stays offline).
+            self._taxonomy = resolve_taxonomy(cfg, read_model_card(cfg.model))
         self._progress_dir = progress_dir
 
     def expand(self, docs: beam.PCollection) -> beam.PCollection:
@@ -252,23 +294,58 @@ class ClassifyDocuments(beam.PTransform):
         )
 
 
-def policy_decision(doc_id: str, narrative: str, rule: PolicyRule, seed: int) -> str | None:
-    """Returns the drop reason for a document, or None when it is kept.
+def policy_decision(
+    doc_id: str, key: str, rule: PolicyRule, seed: int, kind: str = "narrative"
+) -> str | None:
+    """Returns the drop reason of one policy rule for a document, or None when it keeps it.
 
-    Downsampling keeps a document when a hash of its id and the seed falls under the
-    rate, so the decision is the same on every run, runner and worker count.
+    Downsampling keeps a document when a hash of the rule's key, the seed and the id
+    falls under the rate, so the decision is the same on every run, runner and worker
+    count, and rules of different keys sample independently.
 
     Args:
       doc_id: stable document id.
-      narrative: the document's narrative.
-      rule: the policy for that narrative.
+      key: the narrative or label the rule is for.
+      rule: the policy rule.
       seed: classifier seed.
+      kind: ``narrative`` or ``label``; prefixes the reason of a label rule.
     """
+    name = key if kind == "narrative" else f"label_{key}"
     if rule.action == "drop":
-        return f"narrative_{narrative}"
-    if rule.action == "downsample" and unit_interval("policy", seed, doc_id) >= (rule.rate or 0.0):
-        return f"downsampled_{narrative}"
+        return f"narrative_{key}" if kind == "narrative" else name
+    if rule.action == "downsample" and unit_interval("policy", seed, kind, key, doc_id) >= (rule.rate or 0.0):
+        return f"downsampled_{name}"
     return None
+
+
+def decide(doc: Document, cfg: ClassifierConfig) -> tuple[list[tuple[str, str]], str | None]:
+    """Applies the narrative rule and the rules of every fired label to a document.
+
+    Every rule is evaluated so each one is counted; the first drop reason (narrative
+    first, then labels by name) is the document's.
+
+    Args:
+      doc: a classified document.
+      cfg: classifier config with ``policy``, ``label_policy`` and ``seed``.
+
+    Returns:
+      ``(action, counter name)`` per applied rule, and the drop reason or None.
+    """
+    narrative = doc["narrative"]
+    rules = [("narrative", narrative, cfg.rule(narrative))]
+    rules += [
+        ("label", label, cfg.label_policy[label])
+        for label in doc.get("tropes", [])
+        if label in cfg.label_policy
+    ]
+    applied: list[tuple[str, str]] = []
+    reason: str | None = None
+    for kind, key, rule in rules:
+        applied.append((rule.action, f"{kind}.{key}"))
+        drop = policy_decision(doc["id"], key, rule, cfg.seed, kind)
+        if reason is None:
+            reason = drop
+    return applied, reason
 
 
 class _PolicyFn(beam.DoFn):
@@ -276,10 +353,11 @@ class _PolicyFn(beam.DoFn):
         self._cfg = cfg
 
     def process(self, doc: Document) -> Iterable[Any]:
-        narrative = doc["narrative"]
-        rule = self._cfg.rule(narrative)
+        rule = self._cfg.rule(doc["narrative"])
         Metrics.counter(POLICY_NAMESPACE, f"action.{rule.action}").inc()
-        reason = policy_decision(doc["id"], narrative, rule, self._cfg.seed)
+        applied, reason = decide(doc, self._cfg)
+        for action, name in applied:
+            Metrics.counter(POLICY_NAMESPACE, f"rule.{action}.{name}").inc()
         if reason is None:
             Metrics.counter(POLICY_NAMESPACE, "kept").inc()
             yield doc
@@ -289,13 +367,14 @@ class _PolicyFn(beam.DoFn):
 
 
 class ApplyPolicy(beam.PTransform):
-    """Keeps, drops, downsamples or only tags documents by narrative.
+    """Keeps, drops, downsamples or only tags documents by narrative and by fired label.
 
     Returns a ``DoOutputsTuple``: kept documents on the main output, ledger rows
-    of dropped documents on ``dropped``.
+    of dropped documents on ``dropped`` with the reason (``narrative_<n>``,
+    ``downsampled_<n>``, ``label_<l>``, ``downsampled_label_<l>``).
 
     Args:
-      cfg: classifier config holding the policy and its seed.
+      cfg: classifier config holding the policies and their seed.
     """
 
     def __init__(self, cfg: ClassifierConfig) -> None:

@@ -1,0 +1,228 @@
+"""Weak trope labels mined from Wikipedia with rules and lexicons.
+
+Each rule proposes labels for paragraphs (list entries count as paragraphs) of the
+Wikipedia JSONL dump (``id``, ``title``, ``text``).  Only rules whose precision was
+measured by reading a random sample are applied; ``RULES`` records each rule's
+sample size and the precision found (see BENCHMARKS.md, "Trope classifier").
+Pages of the held-out dev set are skipped entirely, so no dev page contributes
+training text.
+
+Mine (deterministic: the sample is chosen by a hash of paragraph ids)::
+
+    python -m pipelines.weak_labels --input '../shared/data/wikipedia/*.jsonl.gz' \
+        --exclude data/dev/wikipedia_dev.jsonl --output build/weak_labels.jsonl
+
+Print a sample of one rule's hits to measure its precision by reading::
+
+    python -m pipelines.weak_labels --input ... --exclude ... --audit ai_topic --audit-size 25
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import gzip
+import json
+import re
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from transforms.text import chunk_text, stable_hash
+
+# Inference scores chunks of ClassifierConfig.chunk_chars (400) characters; no-AI
+# paragraphs are cut the same way so the model does not learn "long text = none".
+CHUNK_CHARS = 400
+
+# Anything that can make a text about AI, robots or computer systems.  A paragraph
+# without any of these is "none"; the list is broad on purpose (precision of none).
+AI_ANY = re.compile(
+    r"\b(artificial[- ]intelligen\w*|AIs?|A\.I\.|robot\w*|androids?|gynoids?|cyborgs?|droids?|automat\w+|"
+    r"replicants?|supercomputers?|computer\w*|machines?|chatbots?|neural|algorithm\w*|software|program\w*|"
+    r"mecha|mechs?|drones?|bots?|cybernetic\w*|sentient|synthetic|hologram\w*|digital|virtual|hosts?)\b",
+    re.IGNORECASE,
+)
+# AI as a field or technology; a paragraph needs two mentions (one is often a passing
+# name such as "the MIT AI Lab" in a biography).
+AI_TOPIC = re.compile(
+    r"\b(artificial intelligence|machine learning|deep learning|chatbots?|expert systems?|"
+    r"natural language processing|robots?|robotics|robotic|AI)\b"
+)
+FICTION = re.compile(
+    r"\b(film|novel|series|episode|character|villain|hero|comic|anime|manga|game|story|stories|fiction\w*|"
+    r"plot|season|movie)\b",
+    re.IGNORECASE,
+)
+CRIME = re.compile(
+    r"\b(blackmail\w*|murder\w*|kill\w*|deceiv\w*|decept\w*|betray\w*|kidnap\w*|threat\w*|lie[sd]?|lying|"
+    r"framed|frames|con(?:s|ned)?|swindl\w*|extort\w*|assassin\w*|coup|poison\w*|manipulat\w*)\b",
+    re.IGNORECASE,
+)
+PLOT_HEADING = re.compile(r"\n(Plot|Synopsis|Premise|Story|Plot summary|Summary|Storyline)\n")
+HEADING = re.compile(r"\n\n\n[A-Z][^\n]{0,40}\n")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A weak-labeling rule and what reading a sample of its hits showed.
+
+    Args:
+      name: rule name, stored with each mined record.
+      labels: labels it assigns.
+      hard_negative: marks its records as hard negatives (no-AI human crime).
+      cap: most records it contributes (a hash of the paragraph id picks them).
+      audited: hits read to measure precision.
+      correct: of those, how many carried exactly these labels.
+    """
+
+    name: str
+    labels: tuple[str, ...]
+    hard_negative: bool
+    cap: int
+    audited: int
+    correct: int
+
+    @property
+    def precision(self) -> float:
+        return self.correct / self.audited if self.audited else 0.0
+
+
+RULES = {
+    r.name: r
+    for r in (
+        # Plot paragraphs about human crime with no AI word at all.
+        Rule("plot_crime_no_ai", (), True, 600, 30, 30),
+        # Any other paragraph with no AI word.
+        Rule("no_ai", (), False, 600, 30, 30),
+        # Non-fiction paragraphs naming AI as a field or technology.
+        Rule("ai_topic", ("ai_nonnarrative",), False, 300, 25, 21),
+    )
+}
+# Rules below this measured precision are not applied.  A rule for AI-actor
+# violence ("<robot|android|AI> ... kills|destroys|attacks" in fiction) was tried:
+# outside the dev pages it matched one paragraph, too few to train on.
+MIN_PRECISION = 0.8
+
+
+def paragraphs(page: dict[str, str]) -> Iterator[tuple[str, str, bool]]:
+    """``(paragraph id, text, in a plot section)`` for every paragraph of a page."""
+    text = page["text"]
+    plot_span = (0, 0)
+    m = PLOT_HEADING.search(text)
+    if m:
+        end = HEADING.search(text, m.end())
+        plot_span = (m.end(), end.start() if end else len(text))
+    offset = 0
+    for i, para in enumerate(text.split("\n")):
+        start = offset
+        offset += len(para) + 1
+        para = para.strip().lstrip("-").strip()
+        if 120 <= len(para) <= 1500 and not para.startswith(("[", "|", "+", "Category:")):
+            yield f"{page['id']}:{i}", para, plot_span[0] <= start < plot_span[1]
+
+
+def rule_hits(page: dict[str, str]) -> Iterator[tuple[str, str, str]]:
+    """``(rule name, paragraph id, text)`` for each paragraph a rule matches (first rule wins)."""
+    fiction_page = bool(PLOT_HEADING.search(page["text"]))
+    for pid, para, in_plot in paragraphs(page):
+        has_ai = AI_ANY.search(para) is not None
+        if not has_ai:
+            if in_plot and len(CRIME.findall(para)) >= 1:
+                yield "plot_crime_no_ai", pid, para
+            else:
+                yield "no_ai", pid, para
+        elif (
+            len(AI_TOPIC.findall(para)) >= 2
+            and "insemination" not in para  # "artificial insemination (AI)"
+            and not fiction_page
+            and not FICTION.search(para)
+        ):
+            yield "ai_topic", pid, para
+
+
+def read_pages(patterns: Sequence[str]) -> Iterator[dict[str, str]]:
+    for pattern in patterns:
+        for path in sorted(glob.glob(pattern)):
+            opener = gzip.open if path.endswith(".gz") else open
+            with opener(path, "rt", encoding="utf-8") as f:
+                for line in f:
+                    if line.strip():
+                        yield json.loads(line)
+
+
+def excluded_pages(paths: Sequence[str]) -> set[str]:
+    """Page ids of labeled dev records (``<page id>:<paragraph>`` ids)."""
+    pages: set[str] = set()
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            pages.update(json.loads(line)["id"].split(":")[0] for line in f if line.strip())
+    return pages
+
+
+def mine(
+    patterns: Sequence[str], exclude: Sequence[str], seed: int = 0
+) -> dict[str, list[dict[str, object]]]:
+    """Hits per rule, each rule's hits ordered by a hash of paragraph id and seed.
+
+    Args:
+      patterns: Wikipedia JSONL globs.
+      exclude: dev-set JSONL files whose pages are skipped.
+      seed: seed of the hash order.
+    """
+    skip = excluded_pages(exclude)
+    hits: dict[str, list[tuple[int, dict[str, object]]]] = {name: [] for name in RULES}
+    for page in read_pages(patterns):
+        if page["id"] in skip:
+            continue
+        for name, pid, text in rule_hits(page):
+            rule = RULES[name]
+            # A chunk of a no-AI paragraph has no AI either; an AI paragraph's chunk might.
+            parts = chunk_text(text, CHUNK_CHARS) if not rule.labels else [text]
+            for k, part in enumerate(parts):
+                rid = f"{pid}#{k}" if len(parts) > 1 else pid
+                record: dict[str, object] = {
+                    "id": rid,
+                    "text": part,
+                    "labels": list(rule.labels),
+                    "rule": name,
+                }
+                if rule.hard_negative:
+                    record["hard_negative"] = True
+                hits[name].append((stable_hash("weak", seed, rid), record))
+    return {name: [r for _, r in sorted(found, key=lambda x: x[0])] for name, found in hits.items()}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--input", nargs="+", required=True, help="Wikipedia JSONL(.gz) globs")
+    p.add_argument("--exclude", nargs="*", default=[], help="dev-set JSONL; their pages are skipped")
+    p.add_argument("--output", help="mined labeled JSONL")
+    p.add_argument("--audit", help="print a sample of this rule's hits instead of writing")
+    p.add_argument("--audit-size", type=int, default=25)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    hits = mine(args.input, args.exclude, args.seed)
+    if args.audit:
+        for r in hits[args.audit][: args.audit_size]:
+            print(f"## {r['id']} {r['labels']}\n{r['text']}\n")
+        return 0
+    if not args.output:
+        p.error("--output is required unless --audit is given")
+    written = 0
+    with open(args.output, "w", encoding="utf-8") as f:
+        for name, rule in RULES.items():
+            kept = hits[name][: rule.cap] if rule.precision >= MIN_PRECISION else []
+            for r in kept:
+                f.write(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n")
+            written += len(kept)
+            print(
+                f"{name}: {len(hits[name])} hits, precision {rule.precision:.2f} "
+                f"({rule.correct}/{rule.audited} read), {len(kept)} kept",
+                file=sys.stderr,
+            )
+    print(f"{written} records -> {args.output}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
