@@ -487,6 +487,9 @@ def _cluster_member(item: tuple[Node, dict[str, Any]]) -> Iterator[Any]:
     weight = next(iter(grouped["weight"]), 1)
     label = next(iter(grouped["label"]), None)
     if label is None:
+        # An exact group that no band links elsewhere is a whole cluster already.
+        if weight > 1:
+            Metrics.distribution(NAMESPACE, "cluster_size").update(weight)
         decision = Decision(node[0] == CURRENT, node[-1], weight, node[0] == EARLIER)
         yield beam.pvalue.TaggedOutput("singles", (node, decision))
     else:
