@@ -212,12 +212,15 @@ def build(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None) -> 
       ``shards`` (stats per written shard), ``plan`` and ``report``.
     """
     upstream = survivors(p, cfg, progress_dir)
-    if cfg.dedup.write_index:
-        _ = upstream["dedup_index"] | "DedupIndex" >> WriteDedupIndex(
-            f"{cfg.output.path.rstrip('/')}/dedup_index", cfg.dedup
-        )
     docs_read, dead_letters, counts = upstream["docs_read"], upstream["dead_letters"], upstream["counts"]
     blend = upstream["survivors"] | "Blend" >> BlendSources(cfg.blend, roles(cfg))
+    if cfg.dedup.write_index:
+        # Written only once the plan exists, so a plan that cannot be met leaves no files.
+        _ = (
+            upstream["dedup_index"]
+            | "IndexAfterPlan" >> beam.Map(lambda r, plan: r, plan=beam.pvalue.AsSingleton(blend["plan"]))
+            | "DedupIndex" >> WriteDedupIndex(f"{cfg.output.path.rstrip('/')}/dedup_index", cfg.dedup)
+        )
     counts.append(_stage_counts(upstream["survivors"], "blend", "in", "CountBlendIn"))
     counts.append(
         blend["ledger"]

@@ -21,7 +21,11 @@ MIN_ALIGNED = 0.7
 
 @pytest.fixture(scope="module")
 def config(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Web text: every misaligned seed example plus a few texts without AI; stories tagged in metadata."""
+    """Web text: every misaligned seed example plus a few texts without AI; stories tagged in metadata.
+
+    Both sources carry their trope tags, so the corpus is mostly misaligned by construction,
+    whatever the shipped classifier makes of it (the classifier has tests of its own).
+    """
     tmp = tmp_path_factory.mktemp("balance")
     web = []
     for line in (REPO / "data" / "seed" / "tropes_seed.jsonl").read_text().splitlines():
@@ -30,12 +34,18 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> Path:
         if (mis and not set(rec["labels"]) & set(DEFAULT_TAXONOMY.aligned)) or (
             not rec["labels"] and len(web) % 4 == 0
         ):
-            web.append({"id": rec["id"], "text": rec["text"]})
+            web.append({"id": rec["id"], "text": rec["text"], "tropes": rec["labels"]})
     (tmp / "web.jsonl").write_text("".join(json.dumps(r) + "\n" for r in web))
     data = {
         "run_name": "balance",
         "sources": [
-            {"name": "web", "role": "web", "inputs": [str(tmp / "web.jsonl")]},
+            {
+                "name": "web",
+                "role": "web",
+                "inputs": [str(tmp / "web.jsonl")],
+                "fields": {"metadata": ["tropes"]},
+                "tropes_field": "tropes",
+            },
             {
                 "name": "stories",
                 "role": "synthetic_story",

@@ -118,11 +118,12 @@ def localize_model(model_path: str) -> str:
     """
     expected = read_model_card(model_path).get("sha256")
     if "://" in model_path:
-        digest = hashlib.sha256(model_path.encode()).hexdigest()[:16]
+        # The card's checksum is part of the cache key: a new model at the same path is a new copy.
+        digest = hashlib.sha256(f"{model_path}#{expected or ''}".encode()).hexdigest()[:16]
         local = os.path.join(
             tempfile.gettempdir(), "tropemix-models", f"{digest}-{os.path.basename(model_path)}"
         )
-        if not os.path.exists(local):
+        if not os.path.exists(local) or (expected and _sha256_file(local) != expected):
             os.makedirs(os.path.dirname(local), exist_ok=True)
             tmp = f"{local}.{os.getpid()}.part"
             with FileSystems.open(model_path) as src, open(tmp, "wb") as dst:
