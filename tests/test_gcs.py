@@ -176,3 +176,36 @@ def test_full_run_with_model_inputs_and_outputs_on_gcs(gcs: Any, tmp_path: Path)
     names = {b.name for b in gcs.list_blobs("tm-run", prefix="out/")}
     assert {"out/shards/mix-00000-of-00002.jsonl.zst", "out/report.json", "out/manifest.json"} <= names
     assert not [n for n in names if "/.tmp-" in n]
+
+
+def test_classic_dataflow_template_is_written_to_gcs(gcs: Any) -> None:
+    """``--template_location`` builds the job, stages it and writes a classic template, without running it."""
+    from pipelines.build_mix import main
+
+    bucket = _bucket(gcs, "tm-tpl")
+    config = {
+        "sources": [{"name": "web", "inputs": ["gs://tm-tpl/in/*.jsonl"]}],
+        "classifier": {"model": "gs://tm-tpl/model/tropes-v0.ftz"},
+        "blend": {"sources": {"web": {"share": 1.0}}},
+        "output": {"path": "gs://tm-tpl/out"},
+    }
+    bucket.blob("configs/mix.yaml").upload_from_string(yaml.safe_dump(config).encode())
+    code = main(
+        [
+            "--config=gs://tm-tpl/configs/mix.yaml",
+            "--runner=DataflowRunner",
+            "--project=tropemix-test",
+            "--region=us-central1",
+            "--temp_location=gs://tm-tpl/tmp",
+            "--staging_location=gs://tm-tpl/staging",
+            "--template_location=gs://tm-tpl/templates/tropemix.json",
+        ]
+    )
+    assert code == 0
+    template = json.loads(bucket.blob("templates/tropemix.json").download_as_bytes())
+    # A classic template is a Dataflow job description; nothing ran, so no output exists.
+    assert template["environment"]["tempStoragePrefix"].startswith("storage.googleapis.com/tm-tpl/tmp/")
+    assert "gs://tm-tpl/configs/mix.yaml" in json.dumps(template["environment"]["sdkPipelineOptions"])
+    # The job's artifacts were staged to the emulator bucket too.
+    assert [b.name for b in gcs.list_blobs("tm-tpl", prefix="staging/")]
+    assert not list(gcs.list_blobs("tm-tpl", prefix="out/"))
