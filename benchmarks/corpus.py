@@ -202,9 +202,9 @@ def document(pool: Pool, spec: CorpusSpec, index: int) -> dict[str, object]:
 _POOL: Pool | None = None
 
 
-def _init_worker(shared_data: str) -> None:
+def _init_worker(pool: Pool | None, shared_data: str) -> None:
     global _POOL
-    _POOL = load_pool(Path(shared_data))
+    _POOL = pool if pool is not None else load_pool(Path(shared_data))
 
 
 def _write_shard(args: tuple[CorpusSpec, int, int, str]) -> tuple[str, int]:
@@ -220,7 +220,12 @@ def _write_shard(args: tuple[CorpusSpec, int, int, str]) -> tuple[str, int]:
 
 
 def write_corpus(
-    spec: CorpusSpec, out: Path, shard_docs: int = 2_500, workers: int = 2, shared_data: Path = SHARED_DATA
+    spec: CorpusSpec,
+    out: Path,
+    shard_docs: int = 2_500,
+    workers: int = 2,
+    shared_data: Path = SHARED_DATA,
+    pool: Pool | None = None,
 ) -> list[str]:
     """Writes the corpus as gzipped JSONL shards and a ``corpus.json`` description.
 
@@ -230,6 +235,7 @@ def write_corpus(
       shard_docs: documents per shard.
       workers: processes generating shards in parallel.
       shared_data: the ``shared/data`` directory.
+      pool: the text to draw from; by default each worker loads it from ``shared_data``.
 
     Returns:
       The shard paths.
@@ -240,7 +246,7 @@ def write_corpus(
         (spec, s * shard_docs, min(spec.docs, (s + 1) * shard_docs), str(out / f"part-{s:05d}.jsonl.gz"))
         for s in range(num)
     ]
-    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(str(shared_data),)) as ex:
+    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(pool, str(shared_data))) as ex:
         paths = [p for p, _ in ex.map(_write_shard, tasks)]
     (out / "corpus.json").write_text(
         json.dumps({**spec.__dict__, "shard_docs": shard_docs, "shards": len(paths)}, indent=1) + "\n"
