@@ -1,7 +1,9 @@
 """Measures a command: wall time, CPU seconds of its whole process tree, peak RSS per process.
 
-CPU comes from ``RUSAGE_CHILDREN`` (every descendant that was waited for, which
-covers Beam's and datatrove's worker pools).  Peak RSS per process is sampled
+CPU is the larger of ``RUSAGE_CHILDREN`` (descendants that were waited for) and
+the sum over sampled processes of their last seen ``utime + stime`` from
+``/proc``: pool workers reaped by a forkserver (datatrove's executor) never reach
+our ``RUSAGE_CHILDREN``, and sampling misses only each process's last interval.  Peak RSS per process is sampled
 from ``/proc`` every ``interval`` seconds over the command's process tree, so a
 spike shorter than the interval can be missed.
 """
@@ -17,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
+_TICK = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -70,15 +73,20 @@ def _tree(root: int) -> list[int]:
     return out
 
 
-def _rss_mb(pid: int) -> tuple[str, float] | None:
+def _usage(pid: int) -> tuple[str, float, float] | None:
+    """(command, resident MB, CPU seconds) of a live process."""
     try:
         with open(f"/proc/{pid}/statm", "rb") as f:
             resident = int(f.read().split()[1])
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             cmd = f.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
     except (OSError, IndexError, ValueError):
         return None
-    return cmd[:80], resident * _PAGE / 2**20
+    fields = stat[stat.rindex(b")") + 2 :].split()
+    cpu = (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
+    return cmd[:80], resident * _PAGE / 2**20, cpu
 
 
 def measure(
@@ -104,6 +112,7 @@ def measure(
         list(cmd), env=dict(env) if env else None, cwd=cwd, stdout=subprocess.PIPE, stderr=stderr, text=True
     )
     peaks: dict[str, float] = {}
+    cpu_seen: dict[int, float] = {}
     total = [0.0]
     done = threading.Event()
 
@@ -111,11 +120,12 @@ def measure(
         while not done.is_set():
             now = 0.0
             for pid in _tree(proc.pid):
-                got = _rss_mb(pid)
+                got = _usage(pid)
                 if got is None:
                     continue
                 key = f"{pid}:{got[0]}"
                 peaks[key] = max(peaks.get(key, 0.0), got[1])
+                cpu_seen[pid] = got[2]
                 now += got[1]
             total[0] = max(total[0], now)
             done.wait(interval)
@@ -129,7 +139,7 @@ def measure(
     done.set()
     sampler.join()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    cpu = max((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), sum(cpu_seen.values()))
     return Measurement(
         wall_s=wall,
         cpu_s=cpu,
