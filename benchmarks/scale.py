@@ -58,6 +58,8 @@ KERNELS: dict[str, tuple[str, ...]] = {
     "Parquet encode": ("encode_parquet (",),
     "gunzip + JSON parse": ("(gzip.py", "(json/decoder.py", "(json/__init__.py", "(_compression.py"),
 }
+# Leaf frames of threads that wait (py-spy may count a GIL-free wait as active).
+IDLE = ("Condition.wait (threading.py", "_serve (grpc/", "channel_spin (grpc/", "Event.wait (threading.py")
 STAGES: dict[str, str] = {
     "transforms/read.py": "Read",
     "transforms/classify.py": "Classify",
@@ -144,7 +146,9 @@ def run_dag(corpus: Path, work: Path, args: argparse.Namespace) -> tuple[Measure
 
 
 def _classify_sample(frames: list[str]) -> tuple[str, str]:
-    """(kernel or 'other', stage) of one stack, frames root first."""
+    """(kernel, 'idle' or 'other'; stage) of one stack, frames root first."""
+    if any(m in frames[-1] for m in IDLE):
+        return "idle", "framework"
     stage = "framework"
     for frame in frames:
         for marker, name in STAGES.items():
@@ -158,7 +162,7 @@ def _classify_sample(frames: list[str]) -> tuple[str, str]:
 
 
 def profile(corpus: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """Runs the DAG under py-spy and splits active samples into kernels and overhead per stage."""
+    """Runs the DAG under py-spy and splits its samples into kernels and overhead per stage."""
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     config = work / "tropemix.yaml"
@@ -175,7 +179,16 @@ def profile(corpus: Path, work: Path, args: argparse.Namespace) -> dict[str, Any
         stdout=subprocess.DEVNULL,
         stderr=open(work / "py-spy.log", "w"),  # noqa: SIM115 - lives as long as the run
     )
-    wall = time.perf_counter() - start
+    return analyze(raw, time.perf_counter() - start)
+
+
+def analyze(raw: Path, wall: float) -> dict[str, Any]:
+    """Splits py-spy raw samples into kernels, idle waits and other work, per stage.
+
+    Args:
+      raw: ``py-spy record -f raw`` output.
+      wall: the run's wall seconds.
+    """
     by_kernel: Counter[str] = Counter()
     by_stage: Counter[tuple[str, str]] = Counter()
     leaves: Counter[tuple[str, str]] = Counter()
@@ -192,24 +205,30 @@ def profile(corpus: Path, work: Path, args: argparse.Namespace) -> dict[str, Any
 
 
 def _print_profile(p: dict[str, Any], top: int) -> None:
-    total = p["samples"]
-    kernels = sum(n for k, n in p["by_kernel"].items() if k != "other")
-    print(f"\nprofile: {total} active samples over {p['wall_s']:.1f} s wall (all processes)")
-    print(f"kernels: {100 * kernels / total:.1f}% of active samples\n")
-    print("| kernel | share of active samples |")
+    idle = p["by_kernel"].get("idle", 0)
+    total = p["samples"] - idle
+    kernels = sum(n for k, n in p["by_kernel"].items() if k not in ("other", "idle"))
+    print(
+        f"\nprofile: {p['samples']} samples over {p['wall_s']:.1f} s wall (all processes), {idle} idle waits"
+    )
+    print(f"kernels: {100 * kernels / total:.1f}% of busy samples\n")
+    print("| kernel | share of busy samples |")
     print("|---|---|")
     for kernel, n in p["by_kernel"].most_common():
+        if kernel == "idle":
+            continue
         print(f"| {kernel} | {100 * n / total:.1f}% |")
     print("\n| stage | kernel | share |")
     print("|---|---|---|")
     for (stage, kernel), n in sorted(p["by_stage"].items(), key=lambda kv: -kv[1]):
-        if n / total >= 0.005:
+        if kernel != "idle" and n / total >= 0.005:
             print(f"| {stage} | {kernel} | {100 * n / total:.1f}% |")
     print(f"\ntop {top} leaf frames per stage (self time):")
     stages = sorted({s for s, _ in p["leaves"]})
     for stage in stages:
-        items = sorted(((n, f) for (s, f), n in p["leaves"].items() if s == stage), reverse=True)[:top]
-        share = sum(n for (s, _), n in p["leaves"].items() if s == stage) / total
+        mine = [(n, f) for (s, f), n in p["leaves"].items() if s == stage and not any(m in f for m in IDLE)]
+        items = sorted(mine, reverse=True)[:top]
+        share = sum(n for n, _ in mine) / total
         print(f"- {stage} ({100 * share:.1f}%):")
         for n, frame in items:
             print(f"    {100 * n / total:5.1f}%  {frame[:110]}")
@@ -231,9 +250,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="profile the first corpus with py-spy instead")
     parser.add_argument("--rate", type=int, default=50, help="py-spy samples per second per process")
     parser.add_argument("--top", type=int, default=6)
+    parser.add_argument(
+        "--raw", type=Path, default=None, help="with --profile: analyze this py-spy raw file again"
+    )
     parser.add_argument("--work", type=Path, default=None, help="scratch directory (default: a temp dir)")
     args = parser.parse_args(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="tropemix-scale-"))
+    if args.profile and args.raw:
+        _print_profile(analyze(args.raw, float("nan")), args.top)
+        return 0
     if args.profile:
         _print_profile(profile(args.corpus[0], work / "profile", args), args.top)
         return 0
