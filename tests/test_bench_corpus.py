@@ -14,7 +14,8 @@ import pytest
 from benchmarks.corpus import DUP_KINDS, CorpusSpec, Pool, document, load_pool, write_corpus
 from benchmarks.harness import measure, median
 from schemas.config import DedupConfig
-from transforms.dedup import compute_keys
+from transforms.dedup import compute_bands, exact_hash
+from transforms.text import normalize_for_dedup
 
 POOL = Pool(
     paragraphs=tuple(
@@ -51,11 +52,11 @@ def test_near_duplicates_are_found_by_minhash() -> None:
     spec = CorpusSpec(docs=400, seed=2, dup_share=0.3)
     docs = [document(POOL, spec, i) for i in range(spec.docs)]
     by_id = {d["id"]: d for d in docs}
-    keys = compute_keys(
-        [{"id": d["id"], "source": "s", "text": d["text"], "meta": {}} for d in docs], {"s": 3}, DedupConfig()
-    )
-    bands = {k.node[2]: set(k.bands) for k in keys}
-    exact = {k.node[2]: k.exact for k in keys}
+    texts = [str(d["text"]) for d in docs]
+    _, buckets, _ = compute_bands(texts, DedupConfig())
+    # A bucket is (band, hash): the same hash in different bands is no match.
+    bands = {str(d["id"]): set(enumerate(buckets[i].tolist())) for i, d in enumerate(docs)}
+    exact = {str(d["id"]): exact_hash(normalize_for_dedup(t)) for d, t in zip(docs, texts, strict=True)}
     dups = [d for d in docs if d["kind"] != "base"]
     found = [bool(bands[str(d["id"])] & bands[str(d["dup_of"])]) for d in dups]
     # LSH is probabilistic: at Jaccard ~0.9 a 9x13 banding catches ~93% of pairs.
