@@ -43,6 +43,8 @@ EXTRAS = {
         "ruff==0.17.6",
         "mypy==2.4.1",
         "types-PyYAML",
+        # Sampling profiler for benchmarks/scale.py --profile.
+        "py-spy>=0.3,<1",
     ],
 }
 
