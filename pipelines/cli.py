@@ -54,11 +54,19 @@ def validate_inputs(cfg: MixConfig) -> list[str]:
     return problems
 
 
-def _cmd_validate(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config)
+def _checked_config(path: str) -> MixConfig | None:
+    """The config at ``path`` when its input paths and model exist; otherwise None, with the problems on stderr."""
+    cfg = load_config(path)
     problems = validate_inputs(cfg)
     if problems:
         print("invalid config:\n" + "\n".join(f"  {p}" for p in problems), file=sys.stderr)
+        return None
+    return cfg
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    cfg = _checked_config(args.config)
+    if cfg is None:
         return 2
     print(f"{args.config}: OK ({len(cfg.sources)} sources, output {cfg.output.path})")
     return 0
@@ -70,10 +78,8 @@ def _cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
     from pipelines.build_mix import MixOptions, execute, exit_code
     from transforms.blend import PlanError
 
-    cfg = load_config(args.config)
-    problems = validate_inputs(cfg)
-    if problems:
-        print("invalid config:\n" + "\n".join(f"  {p}" for p in problems), file=sys.stderr)
+    cfg = _checked_config(args.config)
+    if cfg is None:
         return 2
     run_id = PipelineOptions(beam_args).view_as(MixOptions).run_id
     try:
@@ -87,10 +93,8 @@ def _cmd_plan(args: argparse.Namespace, beam_args: list[str]) -> int:
     from pipelines.build_mix import format_plan, run_plan
     from transforms.blend import PlanError
 
-    cfg = load_config(args.config)
-    problems = validate_inputs(cfg)
-    if problems:
-        print("invalid config:\n" + "\n".join(f"  {p}" for p in problems), file=sys.stderr)
+    cfg = _checked_config(args.config)
+    if cfg is None:
         return 2
     try:
         plan = run_plan(cfg, beam_args)
