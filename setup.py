@@ -24,6 +24,8 @@ INSTALL_REQUIRES = [
     # an order of magnitude faster than the pure-Python alternatives on crawl-sized input.
     "fastwarc>=2.0.1,<3",
     "resiliparse>=2.0.1,<3",
+    # Token units of the blend: Hugging Face tokenizers reading a user's tokenizer.json.
+    "tokenizers>=0.20,<1",
 ]
 
 EXTRAS = {
