@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 
@@ -14,6 +17,23 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 MODEL = REPO / "models" / "tropes-v0.ftz"
 DEMO_CONFIG = REPO / "examples" / "demo.yaml"
 FN_API_RUNNER = "apache_beam.runners.portability.fn_api_runner.FnApiRunner"
+
+
+def write_demo_config(directory: Path, out: Path, data: dict[str, Any] | None = None) -> Path:
+    """Writes ``data`` (default: the demo config) into ``directory`` with absolute paths and ``out`` as output.
+
+    The demo config's relative paths are relative to examples/, so a copy elsewhere
+    needs them made absolute.
+    """
+    data = copy.deepcopy(data if data is not None else yaml.safe_load(DEMO_CONFIG.read_text()))
+    base = DEMO_CONFIG.parent
+    for s in data["sources"]:
+        s["inputs"] = [str(base / p) for p in s["inputs"]]
+    data["classifier"]["model"] = str(base / data["classifier"]["model"])
+    data["output"]["path"] = str(out)
+    path = directory / "demo.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
 
 
 def make_pipeline(*extra: str) -> TestPipeline:

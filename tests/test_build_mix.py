@@ -18,7 +18,7 @@ from pipelines.build_mix import run
 from pipelines.cli import main as cli_main
 from schemas.config import MixConfig, load_config
 
-from .conftest import DEMO_CONFIG, FN_API_RUNNER
+from .conftest import DEMO_CONFIG, FN_API_RUNNER, write_demo_config
 
 
 def _config(out: Path) -> MixConfig:
@@ -129,16 +129,7 @@ def test_a_stage_that_loses_documents_fails_the_run(tmp_path: Path, monkeypatch:
 
 
 def test_cli_run_prints_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    import yaml
-
-    data = yaml.safe_load(DEMO_CONFIG.read_text())
-    base = DEMO_CONFIG.parent
-    for s in data["sources"]:
-        s["inputs"] = [str(base / p) for p in s["inputs"]]
-    data["classifier"]["model"] = str(base / data["classifier"]["model"])
-    data["output"]["path"] = str(tmp_path / "out")
-    config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump(data))
+    config = write_demo_config(tmp_path, tmp_path / "out")
     assert cli_main(["run", str(config)]) == 0
     printed = capsys.readouterr().out
     assert "conservation OK" in printed

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
@@ -12,26 +11,13 @@ import yaml
 from pipelines.cli import main as cli_main
 from schemas.config import ConfigError, load_config, parse_config
 
-from .conftest import DEMO_CONFIG
+from .conftest import DEMO_CONFIG, write_demo_config
 
 
 def _demo() -> dict[str, Any]:
     with open(DEMO_CONFIG, encoding="utf-8") as f:
         data: dict[str, Any] = yaml.safe_load(f)
     return data
-
-
-def _write(tmp_path: Path, data: dict[str, Any]) -> str:
-    # Keep relative paths of the demo config working from the temp dir.
-    data = copy.deepcopy(data)
-    base = DEMO_CONFIG.parent
-    for s in data["sources"]:
-        s["inputs"] = [str(base / p) for p in s["inputs"]]
-    data["classifier"]["model"] = str(base / data["classifier"]["model"])
-    data["output"]["path"] = str(tmp_path / "out")
-    path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return str(path)
 
 
 def test_demo_config_is_valid() -> None:
@@ -94,7 +80,7 @@ def test_validate_cli_accepts_demo(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_validate_cli_rejects_missing_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = _demo()
-    path = _write(tmp_path, data)
+    path = str(write_demo_config(tmp_path, tmp_path / "out", data))
     cfg = yaml.safe_load(Path(path).read_text())
     cfg["sources"][1]["inputs"].append(str(tmp_path / "nowhere" / "*.jsonl"))
     Path(path).write_text(yaml.safe_dump(cfg))
@@ -107,7 +93,7 @@ def test_validate_cli_rejects_missing_input(tmp_path: Path, capsys: pytest.Captu
 def test_validate_cli_rejects_typo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = _demo()
     data["blend"]["num_shard"] = 3
-    assert cli_main(["validate", _write(tmp_path, data)]) == 2
+    assert cli_main(["validate", str(write_demo_config(tmp_path, tmp_path / "out", data))]) == 2
     assert "blend.num_shard: unknown key" in capsys.readouterr().err
 
 

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 import transforms.blend
 from pipelines.cli import main as cli_main
@@ -22,7 +21,7 @@ from pipelines.report import metrics_check, render_html, timing
 from transforms.accounting import count_key, mix_summary
 from transforms.logs import configure_logging
 
-from .conftest import DEMO_CONFIG, REPO
+from .conftest import REPO, write_demo_config
 
 ARTIFACTS = REPO / "test-artifacts"
 CHROMIUM_FLAGS = [
@@ -37,18 +36,6 @@ CHROMIUM_FLAGS = [
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def _demo_config(tmp: Path, out: Path) -> Path:
-    data = yaml.safe_load(DEMO_CONFIG.read_text())
-    base = DEMO_CONFIG.parent
-    for s in data["sources"]:
-        s["inputs"] = [str(base / p) for p in s["inputs"]]
-    data["classifier"]["model"] = str(base / data["classifier"]["model"])
-    data["output"]["path"] = str(out)
-    config = tmp / "demo.yaml"
-    config.write_text(yaml.safe_dump(data))
-    return config
-
-
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, Any], str]]:
     """One CLI run of the demo, with its report and every log line it wrote."""
@@ -60,7 +47,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[
         with pytest.MonkeyPatch.context() as mp:
             # cli_main configures logging itself; keep capturing into ``logs``.
             mp.setattr("pipelines.cli.configure_logging", lambda: handler)
-            code = cli_main(["run", str(_demo_config(tmp, out))])
+            code = cli_main(["run", str(write_demo_config(tmp, out))])
     finally:
         logging.getLogger().removeHandler(handler)
     assert code == 0
@@ -221,7 +208,7 @@ def test_a_stage_that_loses_documents_exits_non_zero_naming_it(
 
     monkeypatch.setattr(transforms.blend, "_expand_copies", leaky)
     out = tmp_path / "out"
-    assert cli_main(["run", str(_demo_config(tmp_path, out))]) == 1
+    assert cli_main(["run", str(write_demo_config(tmp_path, out))]) == 1
     err = capsys.readouterr().err
     assert "conservation FAILED" in err
     stage_line = re.search(
