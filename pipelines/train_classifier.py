@@ -30,7 +30,7 @@ import json
 import os
 import tempfile
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import yaml
@@ -56,6 +56,20 @@ class TrainParams(BaseModel):
       threshold: fallback threshold for labels without validation positives.
       autotune_seconds: when > 0, fastText autotune on the validation split for this
         long; the result is not reproducible bit for bit (it is time-bound).
+      validation_files: when set, only records of training files with these base names
+        can be held out (e.g. the real-text files, so thresholds fit real text rather
+        than templates); records of other files always train.
+      min_validation_positives: labels with fewer held-out positives keep ``threshold``
+        (a precision measured on one or two records says little).
+      repeat: file base name -> how many times its training-side records with a trope
+        label are written (oversamples scarce real-text tropes; held-out records are
+        never repeated).
+      threshold_objective: ``precision`` picks the lowest threshold reaching
+        ``target_precision``; ``f1`` the threshold with the best validation F1 (ties:
+        the higher threshold).
+      shuffle: order the training lines by a hash of record id and seed instead of
+        file order (fastText's learning rate decays over the pass, so file order
+        favours whatever comes first).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -75,6 +89,11 @@ class TrainParams(BaseModel):
     validation_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)
     target_precision: float = Field(default=0.9, gt=0.0, le=1.0)
     autotune_seconds: int = Field(default=0, ge=0)
+    validation_files: list[str] = Field(default_factory=list)
+    min_validation_positives: int = Field(default=1, ge=1)
+    repeat: dict[str, int] = Field(default_factory=dict)
+    shuffle: bool = False
+    threshold_objective: Literal["precision", "f1"] = "precision"
 
 
 def load_params(path: str | None) -> TrainParams:
@@ -116,19 +135,21 @@ def fasttext_line(record: dict[str, Any], taxonomy: Taxonomy) -> str:
 
 
 def split_records(
-    records: Sequence[dict[str, Any]], fraction: float, seed: int
+    records: Sequence[dict[str, Any]], fraction: float, seed: int, eligible: Sequence[bool] | None = None
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Splits records into (train, validation) by a hash of their id and the seed.
 
     Args:
       records: labeled records with ``id``.
-      fraction: share that goes to validation.
+      fraction: share (of the eligible records) that goes to validation.
       seed: split seed.
+      eligible: per record, whether it may be held out (default: all).
     """
     train: list[dict[str, Any]] = []
     valid: list[dict[str, Any]] = []
-    for r in records:
-        (valid if unit_interval("split", seed, r["id"]) < fraction else train).append(r)
+    for i, r in enumerate(records):
+        ok = eligible is None or eligible[i]
+        (valid if ok and unit_interval("split", seed, r["id"]) < fraction else train).append(r)
     return train, valid
 
 
@@ -170,6 +191,33 @@ def select_threshold(
     return round(float(s[best]), 6), False
 
 
+def select_threshold_f1(scores: Sequence[float], positive: Sequence[bool], fallback: float) -> tuple[float, bool]:
+    """The threshold with the best F1 on a validation set (ties: the higher threshold).
+
+    Args:
+      scores: one label's score per validation record.
+      positive: whether each record carries the label.
+      fallback: returned when there are no positives.
+
+    Returns:
+      ``(threshold, True)``, or ``(fallback, False)`` without positives.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(positive, dtype=bool)
+    if not y.any():
+        return fallback, False
+    order = np.argsort(-s, kind="stable")
+    s, y = s[order], y[order]
+    tp = np.cumsum(y)
+    f1 = 2 * tp / (np.arange(1, len(s) + 1) + y.sum())
+    last_of_tie = np.r_[s[1:] != s[:-1], True]
+    candidates = np.flatnonzero(last_of_tie & (s > 0))
+    if not len(candidates):
+        return fallback, False
+    best = candidates[np.flatnonzero(f1[candidates] == f1[candidates].max())[0]]
+    return round(float(s[best]), 6), True
+
+
 def _sha256(path: str) -> str:
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()
@@ -201,14 +249,32 @@ def train(
     """
     import fasttext
 
-    records = read_labeled(data)
+    records: list[dict[str, Any]] = []
+    eligible: list[bool] = []
+    for path in data:
+        part = read_labeled([path])
+        records += part
+        ok = not params.validation_files or os.path.basename(path) in params.validation_files
+        eligible += [ok] * len(part)
+        for r in part:
+            r["_source"] = os.path.basename(path)
     if exclude:
         held = {fasttext_text(r["text"]) for r in read_labeled(exclude)}
         leaked = sorted(r["id"] for r in records if fasttext_text(r["text"]) in held)
         if leaked:
             raise ValueError(f"training records {leaked[:5]} also appear in {list(exclude)}; remove them")
-    train_recs, valid_recs = split_records(records, params.validation_fraction, params.seed)
-    lines = [fasttext_line(r, taxonomy) for r in train_recs]
+    train_recs, valid_recs = split_records(records, params.validation_fraction, params.seed, eligible)
+    tropes = set(taxonomy.trope_labels)
+    keyed: list[tuple[float, str]] = []
+    for n, r in enumerate(train_recs):
+        times = params.repeat.get(r.pop("_source"), 1) if tropes & set(r["labels"]) else 1
+        line = fasttext_line(r, taxonomy)
+        for k in range(times):
+            key = unit_interval("order", params.seed, f"{r['id']}#{k}") if params.shuffle else float(n)
+            keyed.append((key, line))
+    lines = [line for _, line in sorted(keyed, key=lambda x: x[0])]
+    for r in valid_recs:
+        r.pop("_source")
     args: dict[str, Any] = {
         "epoch": params.epoch,
         "lr": params.lr,
@@ -244,12 +310,17 @@ def train(
     threshold_met: dict[str, bool] = {}
     valid_scores = _scores(model, valid_recs)
     for label in taxonomy.scored_labels:
-        thresholds[label], threshold_met[label] = select_threshold(
-            [s.get(label, 0.0) for s in valid_scores],
-            [label in r["labels"] for r in valid_recs],
-            params.target_precision,
-            params.threshold,
-        )
+        positive = [label in r["labels"] for r in valid_recs]
+        if sum(positive) < params.min_validation_positives:
+            thresholds[label], threshold_met[label] = params.threshold, False
+            continue
+        label_scores = [s.get(label, 0.0) for s in valid_scores]
+        if params.threshold_objective == "f1":
+            thresholds[label], threshold_met[label] = select_threshold_f1(label_scores, positive, params.threshold)
+        else:
+            thresholds[label], threshold_met[label] = select_threshold(
+                label_scores, positive, params.target_precision, params.threshold
+            )
     card: dict[str, Any] = {
         "model": os.path.basename(output),
         "sha256": _sha256(output),

@@ -159,8 +159,17 @@ def excluded_pages(paths: Sequence[str]) -> set[str]:
     return pages
 
 
+def labeled_ids(paths: Sequence[str]) -> set[str]:
+    """Record ids of hand-labeled JSONL files."""
+    ids: set[str] = set()
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            ids.update(json.loads(line)["id"] for line in f if line.strip())
+    return ids
+
+
 def mine(
-    patterns: Sequence[str], exclude: Sequence[str], seed: int = 0
+    patterns: Sequence[str], exclude: Sequence[str], seed: int = 0, labeled: Sequence[str] = ()
 ) -> dict[str, list[dict[str, object]]]:
     """Hits per rule, each rule's hits ordered by a hash of paragraph id and seed.
 
@@ -168,13 +177,18 @@ def mine(
       patterns: Wikipedia JSONL globs.
       exclude: dev-set JSONL files whose pages are skipped.
       seed: seed of the hash order.
+      labeled: hand-labeled JSONL files; their paragraphs are not mined again (the
+        hand label wins, and one paragraph cannot land on both sides of the split).
     """
     skip = excluded_pages(exclude)
+    done = labeled_ids(labeled)
     hits: dict[str, list[tuple[int, dict[str, object]]]] = {name: [] for name in RULES}
     for page in read_pages(patterns):
         if page["id"] in skip:
             continue
         for name, pid, text in rule_hits(page):
+            if pid in done:
+                continue
             rule = RULES[name]
             # A chunk of a no-AI paragraph has no AI either; an AI paragraph's chunk might.
             parts = chunk_text(text, CHUNK_CHARS) if not rule.labels else [text]
@@ -196,12 +210,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--input", nargs="+", required=True, help="Wikipedia JSONL(.gz) globs")
     p.add_argument("--exclude", nargs="*", default=[], help="dev-set JSONL; their pages are skipped")
+    p.add_argument(
+        "--labeled", nargs="*", default=[], help="hand-labeled JSONL; their paragraphs are not mined"
+    )
     p.add_argument("--output", help="mined labeled JSONL")
     p.add_argument("--audit", help="print a sample of this rule's hits instead of writing")
     p.add_argument("--audit-size", type=int, default=25)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    hits = mine(args.input, args.exclude, args.seed)
+    hits = mine(args.input, args.exclude, args.seed, args.labeled)
     if args.audit:
         for r in hits[args.audit][: args.audit_size]:
             print(f"## {r['id']} {r['labels']}\n{r['text']}\n")
