@@ -7,7 +7,7 @@ tropemix report RUN_DIR
 tropemix classify --model M --input GLOB --output DIR [beam options]
 tropemix dedup --input GLOB --output DIR [--threshold 0.8] [--previous-index GLOB ...] [beam options]
 tropemix train-classifier --data LABELED.jsonl [--params P.yaml] [--taxonomy T.yaml] --output MODEL.ftz
-tropemix eval-classifier --model M --data LABELED.jsonl [--pr-curves DIR]
+tropemix eval-classifier --model M --data LABELED.jsonl [--pr-curves DIR] [--skip-pages-of TRAIN.jsonl ...]
 """
 
 from __future__ import annotations
@@ -171,7 +171,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from pipelines.train_classifier import evaluate, pr_curves, read_labeled
+    from pipelines.train_classifier import evaluate, page_ids, page_of, pr_curves, read_labeled
     from schemas.config import ClassifierConfig
     from transforms.classify import (
         effective_thresholds,
@@ -187,6 +187,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     taxonomy = resolve_taxonomy(cfg, card)
     model = load_fasttext(args.model)
     records = read_labeled(args.data)
+    if args.skip_pages_of:
+        seen = page_ids(read_labeled(args.skip_pages_of))
+        records = [r for r in records if page_of(r["id"]) not in seen]
     scores = score_documents(model, [r["text"] for r in records], cfg.chunk_chars, cfg.aggregate)
     result = evaluate(model, records, thresholds, taxonomy, scores)
     if args.pr_curves:
@@ -245,6 +248,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data", nargs="+", required=True)
     p.add_argument("--taxonomy", help="taxonomy YAML (default: the model card's)")
     p.add_argument("--pr-curves", metavar="DIR", help="write one precision-recall PNG per label here")
+    p.add_argument(
+        "--skip-pages-of",
+        nargs="*",
+        metavar="TRAIN.jsonl",
+        help="score only records whose page (the id before ':') no record of these files has",
+    )
     return top
 
 

@@ -134,6 +134,16 @@ def fasttext_line(record: dict[str, Any], taxonomy: Taxonomy) -> str:
     return " ".join(LABEL_PREFIX + label for label in sorted(labels)) + " " + fasttext_text(record["text"])
 
 
+def page_of(record_id: str) -> str | None:
+    """The page of a ``<page id>:<paragraph>[#chunk]`` record id; None for other ids."""
+    return record_id.split(":", 1)[0] if ":" in record_id else None
+
+
+def page_ids(records: Iterable[dict[str, Any]]) -> set[str]:
+    """Pages that labeled records come from (records without a page id are skipped)."""
+    return {p for p in (page_of(str(r["id"])) for r in records) if p is not None}
+
+
 def split_records(
     records: Sequence[dict[str, Any]], fraction: float, seed: int, eligible: Sequence[bool] | None = None
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -343,8 +353,16 @@ def train(
     if valid_recs:
         card["evaluation"]["validation"] = evaluate(model, valid_recs, thresholds, taxonomy)
     if eval_data:
-        card["evaluation"]["dev"] = evaluate(model, read_labeled(eval_data), thresholds, taxonomy)
+        dev = read_labeled(eval_data)
+        card["evaluation"]["dev"] = evaluate(model, dev, thresholds, taxonomy)
         card["evaluation"]["dev"]["files"] = [os.path.basename(p) for p in eval_data]
+        # The dev records whose page no training record comes from: text of pages the
+        # model never saw (the headline numbers when the dev set is not page-disjoint).
+        seen = page_ids(records)
+        disjoint = [r for r in dev if page_of(str(r["id"])) not in seen]
+        if len(disjoint) < len(dev):
+            card["evaluation"]["dev_page_disjoint"] = evaluate(model, disjoint, thresholds, taxonomy)
+            card["evaluation"]["dev_page_disjoint"]["files"] = card["evaluation"]["dev"]["files"]
     with open(model_card_path(output), "w", encoding="utf-8") as f:
         json.dump(card, f, indent=2, sort_keys=True)
         f.write("\n")
