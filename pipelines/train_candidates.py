@@ -108,7 +108,7 @@ def wikipedia_candidates(
         pid = page["id"]
         if pid in skip_pages and pid not in allow_pages:
             continue
-        base = {"title": page["title"]}
+        base: dict[str, object] = {"title": page["title"]}
         if pid == ROBOT_LIST_PAGE:
             for rid, text in list_entries(page):
                 if rid in skip_ids:
@@ -148,7 +148,7 @@ def web_candidates(paths: Sequence[str]) -> Iterator[dict[str, object]]:
                 page = json.loads(line)
                 for i, para in enumerate(page["text"].split("\n")):
                     para = para.strip()
-                    if 120 <= len(para) and len(ai.findall(para)) >= 1:
+                    if len(para) >= 120 and ai.search(para):
                         yield {
                             "id": f"{page['id']}:{i}",
                             "title": page.get("url", ""),

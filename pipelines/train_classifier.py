@@ -201,7 +201,9 @@ def select_threshold(
     return round(float(s[best]), 6), False
 
 
-def select_threshold_f1(scores: Sequence[float], positive: Sequence[bool], fallback: float) -> tuple[float, bool]:
+def select_threshold_f1(
+    scores: Sequence[float], positive: Sequence[bool], fallback: float
+) -> tuple[float, bool]:
     """The threshold with the best F1 on a validation set (ties: the higher threshold).
 
     Args:
@@ -326,7 +328,9 @@ def train(
             continue
         label_scores = [s.get(label, 0.0) for s in valid_scores]
         if params.threshold_objective == "f1":
-            thresholds[label], threshold_met[label] = select_threshold_f1(label_scores, positive, params.threshold)
+            thresholds[label], threshold_met[label] = select_threshold_f1(
+                label_scores, positive, params.threshold
+            )
         else:
             thresholds[label], threshold_met[label] = select_threshold(
                 label_scores, positive, params.target_precision, params.threshold

@@ -12,6 +12,7 @@ from pipelines.seed_templates import generate
 from pipelines.train_classifier import (
     TrainParams,
     evaluate,
+    page_ids,
     read_labeled,
     select_threshold,
     split_records,
@@ -127,3 +128,158 @@ def test_eval_cli_prints_metrics_and_pr_curves(
         load_fasttext(model_path), read_labeled([str(DEV)]), card["thresholds"] | {"default": 0.5}
     )
     assert again["narratives"] == result["narratives"]
+
+
+TRAIN = REPO / "data" / "train" / "wikipedia_train.jsonl"
+SHIPPED = REPO / "models" / "tropes-v0.ftz"
+
+
+def test_real_text_training_set_is_disjoint_from_dev_and_in_the_taxonomy() -> None:
+    from pipelines.train_candidates import ROBOT_LIST_PAGE
+    from schemas.taxonomy import DEFAULT_TAXONOMY
+
+    train_recs = read_labeled([str(TRAIN)])
+    dev = read_labeled([str(DEV)])
+    assert len(train_recs) >= 500
+    # No shared text and no shared excerpt id.
+    assert not {fasttext_text(r["text"]) for r in dev} & {fasttext_text(r["text"]) for r in train_recs}
+    assert not {r["id"] for r in dev} & {r["id"] for r in train_recs}
+    # The only page both draw from is the robot list (independent one-line entries);
+    # every other dev page is unseen (the card's dev_page_disjoint part).
+    assert page_ids(dev) & page_ids(train_recs) == {ROBOT_LIST_PAGE}
+    labels = set(DEFAULT_TAXONOMY.all_labels)
+    for r in train_recs:
+        assert set(r["labels"]) <= labels, r["id"]
+        assert r["title"] and 0 < len(r["text"]) <= 1200
+        if r.get("hard_negative"):
+            assert r["labels"] == [], r["id"]
+    misaligned = [r for r in train_recs if set(r["labels"]) & set(DEFAULT_TAXONOMY.misaligned)]
+    assert len(misaligned) >= 40
+
+
+def test_shipped_card_metrics_equal_a_fresh_evaluation(capsys: pytest.CaptureFixture[str]) -> None:
+    card = read_model_card(str(SHIPPED))
+    assert "wikipedia_train.jsonl" in card["training_data"]["files"]
+    model = load_fasttext(str(SHIPPED))
+    dev = read_labeled([str(DEV)])
+    fresh = evaluate(model, dev, card["thresholds"])
+    assert {k: v for k, v in card["evaluation"]["dev"].items() if k != "files"} == fresh
+    # The page-disjoint part, as the CLI computes it.
+    args = ["eval-classifier", "--model", str(SHIPPED), "--data", str(DEV), "--skip-pages-of", str(TRAIN)]
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out)
+    disjoint = {k: v for k, v in card["evaluation"]["dev_page_disjoint"].items() if k != "files"}
+    assert result == disjoint
+    seen = page_ids(read_labeled([str(TRAIN)]))
+    assert result["records"] == sum(r["id"].split(":")[0] not in seen for r in dev) == 44
+
+
+def test_shipped_model_on_real_dev_text() -> None:
+    # A regression guard on a few real dev excerpts the shipped model gets right (picked
+    # from its correct answers, not a sample): AI acting against people, text about AI.
+    from schemas.taxonomy import DEFAULT_TAXONOMY, fired_labels, narrative_of
+    from transforms.classify import score_documents
+
+    card = read_model_card(str(SHIPPED))
+    model = load_fasttext(str(SHIPPED))
+    by_id = {r["id"]: r for r in read_labeled([str(DEV)])}
+    expected = {
+        "wiki-838be48c132b:1102": "misaligned",  # a robot who plots against mankind
+        "wiki-0261ef817108:62": "misaligned",  # war machines built to destroy all life
+        "wiki-838be48c132b:190": "misaligned",  # alien robots invade Earth
+        "wiki-043018d2279a:0": "ai_nonnarrative",  # Marvin Minsky
+        "wiki-537ad1f164b5:2": "ai_nonnarrative",  # cognitive science
+    }
+    scores = score_documents(model, [by_id[i]["text"] for i in expected], 400, "max")
+    for rid, s in zip(expected, scores, strict=True):
+        s = {k: v for k, v in s.items() if k in DEFAULT_TAXONOMY.scored_labels}
+        fired = fired_labels(s, card["thresholds"], 0.5)
+        assert narrative_of(fired, DEFAULT_TAXONOMY, s) == expected[rid], (rid, s)
+
+
+def test_validation_files_repeat_and_shuffle(tmp_path: Path) -> None:
+    recs = [{"id": f"r{i}", "text": "t", "labels": []} for i in range(200)]
+    train_part, valid = split_records(recs, 0.5, 0, [i % 2 == 0 for i in range(200)])
+    assert valid and all(int(r["id"][1:]) % 2 == 0 for r in valid)
+    assert len(train_part) + len(valid) == 200
+    # repeat writes trope records of the named file several times; shuffle reorders.
+    real = tmp_path / "real.jsonl"
+    rows = [
+        {"id": f"p:{i}", "text": f"robot number {i} kills the crew", "labels": ["violence"]}
+        for i in range(30)
+    ]
+    rows += [{"id": f"q:{i}", "text": f"a quiet village fair number {i}", "labels": []} for i in range(30)]
+    real.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    params = TrainParams(
+        epoch=2,
+        dim=8,
+        bucket=1000,
+        quantize=False,
+        validation_fraction=0.0,
+        repeat={"real.jsonl": 3},
+        shuffle=True,
+    )
+    card = train([str(real)], str(tmp_path / "m.bin"), params)
+    assert card["training_data"]["records"] == 60
+    assert card["hyperparameters"]["repeat"] == {"real.jsonl": 3}
+
+
+def test_select_threshold_f1() -> None:
+    from pipelines.train_classifier import select_threshold_f1
+
+    # Scores 0.9 (pos), 0.8 (pos), 0.7 (neg), 0.6 (pos), 0.1 (neg): best F1 at 0.6 (3/4 precision, recall 1).
+    t, ok = select_threshold_f1([0.9, 0.8, 0.7, 0.6, 0.1], [True, True, False, True, False], 0.5)
+    assert ok and t == 0.6
+    assert select_threshold_f1([0.3, 0.2], [False, False], 0.5) == (0.5, False)
+
+
+def test_weak_labels_skip_hand_labeled_paragraphs(tmp_path: Path) -> None:
+    para = "The senator blackmailed the judge and lied to the court about the murder. " * 3
+    pages = tmp_path / "pages.jsonl"
+    rows = [{"id": "wiki-a", "title": "A", "text": f"Intro.\n{para}\n{para}x"}]
+    pages.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    labeled = tmp_path / "hand.jsonl"
+    labeled.write_text(json.dumps({"id": "wiki-a:1", "text": para, "labels": []}) + "\n", encoding="utf-8")
+    hits = mine([str(pages)], [], labeled=[str(labeled)])
+    assert [r["id"] for found in hits.values() for r in found] == ["wiki-a:2"]
+
+
+def test_train_candidates_skip_dev_excerpts_but_not_the_robot_list(tmp_path: Path) -> None:
+    from pipelines.train_candidates import ROBOT_LIST_PAGE, candidates, check
+
+    dev = tmp_path / "dev.jsonl"
+    dev.write_text(
+        json.dumps({"id": f"{ROBOT_LIST_PAGE}:1", "text": "x", "labels": []})
+        + "\n"
+        + json.dumps({"id": "wiki-devpage:0", "text": "y", "labels": []})
+        + "\n",
+        encoding="utf-8",
+    )
+    robots = "Intro\n-   ZED, a robot who destroys the city in _Iron_ (1990)\n-   ALF, a robot butler in the film _Tea_ (1970)"
+    story = "A rogue robot kills the crew of the ship and the android escapes to Earth. " * 2
+    pages = tmp_path / "pages.jsonl"
+    rows = [
+        {"id": ROBOT_LIST_PAGE, "title": "List", "text": robots},
+        {"id": "wiki-devpage", "title": "Dev", "text": f"{story}\nPlot\n{story}"},
+        {"id": "wiki-novel", "title": "Novel", "text": f"Intro\n\nPlot\n{story}"},
+    ]
+    pages.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    found = candidates([str(pages)], [], [str(dev)], [ROBOT_LIST_PAGE])
+    ids = {str(r["id"]) for r in found}
+    assert ids == {f"{ROBOT_LIST_PAGE}:2", "wiki-novel:3"}
+    labeled = tmp_path / "labeled.jsonl"
+    labeled.write_text(
+        json.dumps(
+            {
+                "id": f"{ROBOT_LIST_PAGE}:2",
+                "text": "ALF, a robot butler in the film _Tea_ (1970)",
+                "labels": [],
+            }
+        )
+        + "\n"
+        + json.dumps({"id": f"{ROBOT_LIST_PAGE}:1", "text": "ZED", "labels": []})
+        + "\n",
+        encoding="utf-8",
+    )
+    problems = check(str(labeled), found)
+    assert len(problems) == 1 and "not a candidate" in problems[0]
