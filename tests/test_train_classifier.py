@@ -211,9 +211,10 @@ def test_validation_files_repeat_and_shuffle(tmp_path: Path) -> None:
     rows += [{"id": f"q:{i}", "text": f"a quiet village fair number {i}", "labels": []} for i in range(30)]
     real.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     params = TrainParams(
-        epoch=2,
-        dim=8,
-        bucket=1000,
+        epoch=5,
+        lr=0.1,
+        dim=16,
+        bucket=20_000,
         quantize=False,
         validation_fraction=0.0,
         repeat={"real.jsonl": 3},
