@@ -9,11 +9,22 @@ scores documents exactly as the pipeline does (``score_documents``: chunks, max)
 
 A deterministic hash of each record's id holds out ``validation_fraction`` of the
 data; the model trains on the rest, and per-label thresholds are chosen on the
-held-out part for ``target_precision``.
+held-out part (``threshold_objective``: best F1, or the lowest threshold reaching
+``target_precision``).  ``repeat`` oversamples the trope records of scarce real-text
+files, ``shuffle`` orders training lines by id hash.
 
-Rebuild the shipped model (deterministic: one thread, fixed seed)::
+Rebuild the shipped model (deterministic: one thread, fixed seed, hash shuffle)::
 
-    make model
+    make model     # from a worktree: make model WIKIPEDIA=/path/to/shared/data/wikipedia
+
+It runs, in order: ``pipelines.weak_labels`` (``--exclude`` the dev set's pages,
+``--labeled`` the hand-labeled file), ``pipelines.seed_templates``, then
+``tropemix train-classifier --params models/train.yaml --data
+data/seed/tropes_seed.jsonl build/template_records.jsonl build/weak_labels.jsonl
+data/train/wikipedia_train.jsonl --eval-data data/dev/wikipedia_dev.jsonl``.  The
+hand-labeled file is built with ``pipelines.train_candidates`` and reading (see
+data/train/README.md).  The card's ``evaluation.dev_page_disjoint`` scores the dev
+records whose page no training record comes from.
 
 Train on your own annotated JSONL (e.g. labeled by an LLM)::
 
@@ -47,7 +58,7 @@ EVAL_AGGREGATE = "max"
 
 
 class TrainParams(BaseModel):
-    """fastText hyperparameters and threshold selection; defaults are the shipped model's.
+    """fastText hyperparameters and threshold selection (the shipped model's are models/train.yaml).
 
     Args:
       validation_fraction: share of records (by a hash of their id) held out to pick

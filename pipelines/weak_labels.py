@@ -5,12 +5,14 @@ Wikipedia JSONL dump (``id``, ``title``, ``text``).  Only rules whose precision 
 measured by reading a random sample are applied; ``RULES`` records each rule's
 sample size and the precision found (see BENCHMARKS.md, "Trope classifier").
 Pages of the held-out dev set are skipped entirely, so no dev page contributes
-training text.
+weak-labeled text; paragraphs of hand-labeled files (``--labeled``) are skipped too,
+so the hand label wins.
 
 Mine (deterministic: the sample is chosen by a hash of paragraph ids)::
 
     python -m pipelines.weak_labels --input '../shared/data/wikipedia/*.jsonl.gz' \
-        --exclude data/dev/wikipedia_dev.jsonl --output build/weak_labels.jsonl
+        --exclude data/dev/wikipedia_dev.jsonl --labeled data/train/wikipedia_train.jsonl \
+        --output build/weak_labels.jsonl
 
 Print a sample of one rule's hits to measure its precision by reading::
 
