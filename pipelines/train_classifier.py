@@ -36,8 +36,10 @@ copied to ``gs://`` and named in a run config for Dataflow or Flink.
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import json
+import multiprocessing
 import os
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -308,26 +310,20 @@ def train(
         "minn": params.minn,
         "maxn": params.maxn,
     }
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         train_file = os.path.join(tmp, "train.txt")
         _write_lines(train_file, lines)
-        common = {"input": train_file, "loss": "ova", "thread": 1, "seed": params.seed, "verbose": 0}
+        valid_file = None
         if params.autotune_seconds and valid_recs:
             valid_file = os.path.join(tmp, "valid.txt")
             _write_lines(valid_file, [fasttext_line(r, taxonomy) for r in valid_recs])
-            model = fasttext.train_supervised(
-                **common,
-                autotuneValidationFile=valid_file,
-                autotuneDuration=params.autotune_seconds,
-            )
-            args = {k: getattr(model.f.getArgs(), k) for k in args}
-        else:
-            # One thread and a fixed seed make training reproducible bit for bit.
-            model = fasttext.train_supervised(**common, **args)
-        if params.quantize:
-            model.quantize(input=train_file, qnorm=True, retrain=False, cutoff=params.cutoff)
-    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    model.save_model(output)
+        # fastText training in this process can hit NaN after an earlier model was freed
+        # here (it reads memory it did not initialize); a fresh process is immune.
+        ctx = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+            args = pool.submit(_fit, train_file, valid_file, args, params, output).result()
+    model = fasttext.load_model(output)
 
     thresholds: dict[str, float] = {}
     threshold_met: dict[str, bool] = {}
@@ -382,6 +378,31 @@ def train(
         json.dump(card, f, indent=2, sort_keys=True)
         f.write("\n")
     return card
+
+
+def _fit(
+    train_file: str, valid_file: str | None, args: dict[str, Any], params: TrainParams, output: str
+) -> dict[str, Any]:
+    """Trains (and quantizes) a model from a fastText training file and saves it.
+
+    Runs in a child process (see ``train``).  Returns the hyperparameters used (the
+    autotuned ones when ``valid_file`` is given).
+    """
+    import fasttext
+
+    common = {"input": train_file, "loss": "ova", "thread": 1, "seed": params.seed, "verbose": 0}
+    if valid_file:
+        model = fasttext.train_supervised(
+            **common, autotuneValidationFile=valid_file, autotuneDuration=params.autotune_seconds
+        )
+        args = {k: getattr(model.f.getArgs(), k) for k in args}
+    else:
+        # One thread and a fixed seed make training reproducible bit for bit.
+        model = fasttext.train_supervised(**common, **args)
+    if params.quantize:
+        model.quantize(input=train_file, qnorm=True, retrain=False, cutoff=params.cutoff)
+    model.save_model(output)
+    return args
 
 
 def _scores(model: Any, records: Sequence[dict[str, Any]]) -> list[dict[str, float]]:
