@@ -36,11 +36,11 @@ copied to ``gs://`` and named in a run config for Dataflow or Flink.
 
 from __future__ import annotations
 
-import concurrent.futures
 import hashlib
 import json
-import multiprocessing
 import os
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
@@ -318,11 +318,21 @@ def train(
         if params.autotune_seconds and valid_recs:
             valid_file = os.path.join(tmp, "valid.txt")
             _write_lines(valid_file, [fasttext_line(r, taxonomy) for r in valid_recs])
-        # fastText training in this process can hit NaN after an earlier model was freed
-        # here (it reads memory it did not initialize); a fresh process is immune.
-        ctx = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
-            args = pool.submit(_fit, train_file, valid_file, args, params, output).result()
+        # fastText training in a process that loaded and freed another model can hit
+        # "Encountered NaN"; a fresh interpreter does not (and needs no __main__ guard).
+        job = {"train_file": train_file, "valid_file": valid_file, "args": args, "output": output}
+        job["params"] = params.model_dump()
+        done = subprocess.run(
+            [sys.executable, "-c", "from pipelines.train_classifier import _fit_main; _fit_main()"],
+            input=json.dumps(job),
+            capture_output=True,
+            text=True,
+            env=os.environ | {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
+            check=False,
+        )
+        if done.returncode:
+            raise RuntimeError(f"fastText training failed:\n{done.stderr.strip()}")
+        args = json.loads(done.stdout.strip().splitlines()[-1])
     model = fasttext.load_model(output)
 
     thresholds: dict[str, float] = {}
@@ -403,6 +413,15 @@ def _fit(
         model.quantize(input=train_file, qnorm=True, retrain=False, cutoff=params.cutoff)
     model.save_model(output)
     return args
+
+
+def _fit_main() -> None:
+    """Child-process entry of ``train``: a JSON job on stdin, the used args on stdout."""
+    job = json.load(sys.stdin)
+    args = _fit(
+        job["train_file"], job["valid_file"], job["args"], TrainParams(**job["params"]), job["output"]
+    )
+    print(json.dumps(args))
 
 
 def _scores(model: Any, records: Sequence[dict[str, Any]]) -> list[dict[str, float]]:
