@@ -56,8 +56,8 @@ def normalize_for_dedup(text: str) -> str:
     """
     # Same result as ``sub(r"[^\w\s]|_", " ")`` then collapsing ``\s+`` (tests/test_text.py
     # checks it), at a third of the cost: the regex ran once per punctuation mark.
-    text = _nfkc(text).lower().encode("utf-8", "surrogatepass").translate(_DEDUP_BYTES)
-    text = text.decode("utf-8", "surrogatepass")
+    blanked = _nfkc(text).lower().encode("utf-8", "surrogatepass").translate(_DEDUP_BYTES)
+    text = blanked.decode("utf-8", "surrogatepass")
     if not text.isascii():
         for c in _non_ascii_punct(text):
             text = text.replace(c, " ")
