@@ -8,7 +8,8 @@ single-threaded on the first ``--kernel-docs`` documents of the corpus:
 
 * read: gunzip + ``json.loads``;
 * classify: ``score_documents`` (fastText ``predict`` on the configured chunks);
-* dedup keys: ``compute_bands`` (normalize, shingle, MinHash, bands) and ``exact_hash``;
+* dedup keys: ``normalize_for_dedup`` once, then ``bands_of_normalized`` (shingle, MinHash,
+  bands) and ``exact_hash``, as the pipeline's ``Keys`` step does;
 * Parquet encode: ``encode_parquet`` of the shard rows.
 
 ``--profile`` runs the DAG of one corpus under ``py-spy`` (all worker processes,
@@ -43,7 +44,7 @@ from benchmarks.vs_datatrove import tropemix_config  # noqa: E402
 from schemas.config import parse_config  # noqa: E402
 from schemas.records import SHARD_SCHEMA  # noqa: E402
 from transforms.classify import load_fasttext, score_documents  # noqa: E402
-from transforms.dedup import compute_bands, exact_hash  # noqa: E402
+from transforms.dedup import bands_of_normalized, exact_hash  # noqa: E402
 from transforms.text import normalize_for_dedup  # noqa: E402
 from transforms.write import encode_parquet, shard_row  # noqa: E402
 
@@ -112,9 +113,11 @@ def kernel_costs(corpus: Path, cfg_dict: dict[str, Any], docs: int) -> dict[str,
     docs_in = [{"id": r["id"], "source": "bench", "text": r["text"], "meta": {}} for r in records]
 
     def dedup_keys() -> None:
+        # As the Keys step does: normalize once, then hash and sign the normalized text.
         for i in range(0, n, 256):
-            compute_bands(texts[i : i + 256], cfg.dedup)
-            [exact_hash(normalize_for_dedup(t)) for t in texts[i : i + 256]]
+            normalized = [normalize_for_dedup(t) for t in texts[i : i + 256]]
+            bands_of_normalized(normalized, cfg.dedup)
+            [exact_hash(t) for t in normalized]
 
     out["shingle + MinHash"] = _cpu_ms_per_doc(dedup_keys, n)
     rows = [shard_row(d) for d in docs_in]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from fractions import Fraction
-from typing import Any
+from typing import Any, cast
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -582,8 +582,40 @@ def _assign_shard(
     return shard_of_units(before, totals[source], source, num_shards), doc
 
 
+# Fields that only the written shard needs.  They leave the documents before the two
+# ranking shuffles and come back in one join just before the shards are written.
+BODY_FIELDS = ("text", "meta")
+_BODY_KEY = "_body_key"
+
+
+def body_key(doc: Mapping[str, Any]) -> tuple[str, str, str, int]:
+    """Identity of one read record: its source, id and where it was read from."""
+    return doc["source"], doc["id"], doc.get("src_path", ""), int(doc.get("src_offset", 0))
+
+
+def split_body(doc: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(lean document with its body key, body fields)`` of a document."""
+    lean = {k: v for k, v in doc.items() if k not in BODY_FIELDS}
+    lean[_BODY_KEY] = body_key(doc)
+    return lean, {k: doc[k] for k in BODY_FIELDS if k in doc}
+
+
+def _rejoin_bodies(item: tuple[Any, dict[str, Any]]) -> Iterator[tuple[int, Document]]:
+    _, grouped = item
+    bodies = grouped["body"]
+    body = bodies[0] if bodies else {}
+    for shard, lean in grouped["copies"]:
+        copy = {k: v for k, v in lean.items() if k != _BODY_KEY}
+        copy.update(body)
+        yield shard, cast(Document, copy)
+
+
 class BlendSources(beam.PTransform):
     """Counts, plans and samples the sources, and assigns every copy to a shard.
+
+    Text and metadata leave the documents after the units are measured: both
+    ranking shuffles move light records, and one join (``BodyJoin``) puts the
+    bodies back on the written copies.
 
     Returns a dict: ``assigned`` ``(shard, document copy)`` pairs, ``ledger`` rows
     (written or sampled out, one per input document), and ``plan`` (one dict).
@@ -603,14 +635,16 @@ class BlendSources(beam.PTransform):
         seed = cfg.seed
         planned = docs | "PlanBlend" >> PlanBlend(cfg, self._roles)
         plan_side = beam.pvalue.AsSingleton(planned["plan"])
+        split = planned["docs"] | "SplitBodies" >> beam.Map(split_body)
+        bodies = split | "BodyByKey" >> beam.Map(lambda lb: (lb[0][_BODY_KEY], lb[1]))
         selected = (
-            planned["docs"]
+            split
             | "SelectionKey"
             >> beam.Map(
-                lambda d, plan: (
-                    (d["source"], stratum_key(d, plan)),
-                    (stable_hash("select", seed, d["id"]), d["id"]),
-                    d,
+                lambda lb, plan: (
+                    (lb[0]["source"], stratum_key(lb[0], plan)),
+                    (stable_hash("select", seed, lb[0]["id"]), lb[0]["id"]),
+                    lb[0],
                 ),
                 plan=plan_side,
             )
@@ -641,4 +675,12 @@ class BlendSources(beam.PTransform):
                 totals=beam.pvalue.AsDict(totals),
             )
         )
-        return {"assigned": assigned, "ledger": selected.ledger, "plan": planned["plan"]}
+        written = (
+            {
+                "copies": assigned | "CopyByKey" >> beam.Map(lambda sd: (sd[1][_BODY_KEY], sd)),
+                "body": bodies,
+            }
+            | "BodyJoin" >> beam.CoGroupByKey()
+            | "WithBodies" >> beam.FlatMap(_rejoin_bodies)
+        )
+        return {"assigned": written, "ledger": selected.ledger, "plan": planned["plan"]}

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.utils import shared
@@ -155,6 +156,22 @@ def load_fasttext(model_path: str) -> Any:
     return fasttext.load_model(localize_model(model_path))
 
 
+def _score_matrix(model: Any, texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """Label names and a ``(texts, labels)`` probability matrix, from one ``predict`` call."""
+    names = [label[len(LABEL_PREFIX) :] for label in model.get_labels()]
+    column = {LABEL_PREFIX + name: j for j, name in enumerate(names)}
+    matrix = np.zeros((len(texts), len(names)), dtype=np.float64)
+    if texts:
+        labels, probs = model.predict([fasttext_text(t) for t in texts], k=-1, threshold=0.0)
+        for i, (ls, ps) in enumerate(zip(labels, probs, strict=True)):
+            matrix[i, [column[label] for label in ls]] = ps
+    return names, matrix
+
+
+def _as_dicts(names: list[str], matrix: np.ndarray) -> list[dict[str, float]]:
+    return [dict(zip(names, row, strict=True)) for row in matrix.tolist()]
+
+
 def predict_scores(model: Any, texts: Sequence[str]) -> list[dict[str, float]]:
     """Probability of every label for each text, with one ``predict`` call.
 
@@ -162,13 +179,7 @@ def predict_scores(model: Any, texts: Sequence[str]) -> list[dict[str, float]]:
       model: a loaded fastText model.
       texts: raw texts; preprocessed here with the training preprocessing.
     """
-    if not texts:
-        return []
-    labels, probs = model.predict([fasttext_text(t) for t in texts], k=-1, threshold=0.0)
-    return [
-        {label[len(LABEL_PREFIX) :]: float(p) for label, p in zip(ls, ps, strict=True)}
-        for ls, ps in zip(labels, probs, strict=True)
-    ]
+    return _as_dicts(*_score_matrix(model, texts))
 
 
 def score_documents(
@@ -176,32 +187,29 @@ def score_documents(
 ) -> list[dict[str, float]]:
     """Scores documents chunk by chunk and aggregates chunk scores per document.
 
+    All chunks of the batch go to one ``predict`` call; the per-document maximum or
+    mean is one numpy ``reduceat`` over the chunk matrix.
+
     Args:
       model: a loaded fastText model.
       texts: document texts.
       chunk_chars: chunk size in characters.
       aggregate: ``max`` or ``mean`` over a document's chunks.
     """
+    if not texts:
+        return []
     chunks: list[str] = []
-    owner: list[int] = []
-    for i, text in enumerate(texts):
-        parts = chunk_text(text, chunk_chars)
-        chunks.extend(parts)
-        owner.extend([i] * len(parts))
-    per_chunk = predict_scores(model, chunks)
-    out: list[dict[str, float]] = [{} for _ in texts]
-    counts = [0] * len(texts)
-    for i, scores in zip(owner, per_chunk, strict=True):
-        counts[i] += 1
-        doc = out[i]
-        for label, p in scores.items():
-            if aggregate == "max":
-                doc[label] = max(doc.get(label, 0.0), p)
-            else:
-                doc[label] = doc.get(label, 0.0) + p
-    if aggregate == "mean":
-        out = [{k: v / counts[i] for k, v in d.items()} for i, d in enumerate(out)]
-    return out
+    starts: list[int] = []
+    for text in texts:
+        starts.append(len(chunks))
+        chunks.extend(chunk_text(text, chunk_chars))
+    names, matrix = _score_matrix(model, chunks)
+    if aggregate == "max":
+        per_doc = np.maximum.reduceat(matrix, starts, axis=0)
+    else:
+        counts = np.diff([*starts, len(chunks)])
+        per_doc = np.add.reduceat(matrix, starts, axis=0) / counts[:, None]
+    return _as_dicts(names, per_doc)
 
 
 def annotate(

@@ -1,14 +1,15 @@
 """Exact and near-duplicate removal: exact hashing, MinHash LSH, connected components.
 
 Decisions run on light *nodes*, ``(generation, *survivor keys, id)`` tuples whose
-minimum in a cluster is its survivor; document bodies move in two joins only.
+minimum in a cluster is its survivor; document bodies move in one join only.
 
-1. ``ExactKeys`` / ``ExactJoin``: every document is keyed by the hash of its
-   normalized text; a combiner finds each exact group's minimum node and size.
-   The minimum goes on; every other member becomes a light ledger stub, so exact
-   copies are never signed and never reach LSH.
-2. ``Sign``: batches of exact-group winners get MinHash signatures
-   (``transforms.minhash``) and LSH band hashes, emitted as ``((band, bucket), node)``.
+1. ``Keys``: batches of documents are normalized once; each document gets the hash
+   of its normalized text and its MinHash signature (``transforms.minhash``) and
+   LSH band hashes.  Its body leaves for ``DocJoin``; only a light record
+   (stub, bands, signature) goes on.
+2. ``ExactGroups`` / ``ExactSplit``: a combiner finds each exact group's minimum
+   node and size.  The minimum emits its band members ``((band, bucket), node)``;
+   every other member becomes a ledger stub, so exact copies never reach LSH.
 3. ``LinkBuckets``: each bucket is split into ``bucket_salts`` salted groups.  A
    member links to its salted group's minimum and every group minimum to the
    bucket's minimum, both found by combiners, so no worker holds a whole bucket.
@@ -17,8 +18,8 @@ minimum in a cluster is its survivor; document bodies move in two joins only.
 5. ``ConnectedComponents``: min-label propagation, a bounded number of rounds,
    each a join and a combiner, plus a convergence check.
 6. ``Decide`` / ``ApplyDecisions``: the component minimum survives; the cluster
-   size sums exact-group sizes; one join by node applies the decision to the
-   winner's document and its exact copies.
+   size sums exact-group sizes; one join by node (``DocJoin``) applies the decision
+   to the winner's document and its exact copies' stubs.
 
 Incremental runs: the survivors' exact hash and band hashes are emitted as index
 rows (``DEDUP_INDEX_SCHEMA``).  A later run reads them back as nodes of generation
@@ -153,12 +154,18 @@ def compute_bands(texts: Sequence[str], cfg: DedupConfig, perms: tuple[Any, Any]
       cfg: shingle size, permutations, hash width and threshold.
       perms: ``MinHashParams.permutations()`` when the caller keeps them (``datasketch`` scheme).
     """
+    return bands_of_normalized([normalize_for_dedup(t) for t in texts], cfg, perms)
+
+
+def bands_of_normalized(
+    normalized: list[str], cfg: DedupConfig, perms: tuple[Any, Any] | None = None
+) -> Any:
+    """``compute_bands`` of texts already passed through ``normalize_for_dedup``."""
     bands, rows = lsh_params(cfg.threshold, cfg.num_perm)
-    normalized = [normalize_for_dedup(t) for t in texts]
     if cfg.minhash == "fast":
         flat, docs = batch_shingle_hashes(normalized, cfg.ngram)
-        sigs = one_permutation_signatures(flat, docs, len(texts), cfg.num_perm, cfg.seed, cfg.bits)
-        has_shingles = np.bincount(docs, minlength=len(texts)) > 0
+        sigs = one_permutation_signatures(flat, docs, len(normalized), cfg.num_perm, cfg.seed, cfg.bits)
+        has_shingles = np.bincount(docs, minlength=len(normalized)) > 0
     else:
         params = MinHashParams(num_perm=cfg.num_perm, seed=cfg.seed, bits=cfg.bits)
         shingles = [shingle_hashes(word_hashes(t), cfg.ngram) for t in normalized]
@@ -173,26 +180,53 @@ def salt_of(node: Node, salts: int) -> int:
     return zlib.crc32(node[-1].encode("utf-8")) % salts
 
 
-class _ExactKeysFn(beam.DoFn):
-    """Keys each document by the exact hash of its normalized text, with its survivor node."""
+class _KeysFn(beam.DoFn):
+    """Keys batches of documents by exact hash and computes their LSH bands, once per text.
+
+    The main output ``(exact hash, (node, (stub, bands, signature)))`` carries no text:
+    the exact groups, the bucket links and the clustering move only ids and hashes.
+    The documents themselves go out on ``bodies``, keyed by node, and meet their
+    decision in ``DocJoin``: the one shuffle of document bodies in dedup.  Exact
+    copies are signed too; it saves a second normalization of every winner.
+    """
 
     def __init__(
-        self, priorities: Mapping[str, int], survivor: SurvivorConfig, progress_dir: str | None = None
+        self,
+        cfg: DedupConfig,
+        priorities: Mapping[str, int],
+        progress_dir: str | None = None,
     ) -> None:
+        self._cfg = cfg
         self._priorities = dict(priorities)
-        self._survivor = survivor
         self._progress = ProgressTicker(progress_dir, "dedup") if progress_dir else None
+        self._perms: tuple[Any, Any] | None = None
+
+    def setup(self) -> None:
+        cfg = self._cfg
+        self._perms = MinHashParams(num_perm=cfg.num_perm, seed=cfg.seed, bits=cfg.bits).permutations()
 
     def finish_bundle(self) -> None:
         if self._progress:
             self._progress.flush()
 
-    def process(self, doc: Document) -> Iterator[tuple[int, Any]]:
-        Metrics.counter(NAMESPACE, "docs").inc()
+    def process(self, batch: list[Document]) -> Iterator[Any]:
+        Metrics.counter(NAMESPACE, "docs").inc(len(batch))
+        Metrics.counter(NAMESPACE, "signed").inc(len(batch))
         if self._progress:
-            self._progress.tick()
-        node = doc_node(doc, self._priorities[doc["source"]], self._survivor)
-        yield exact_hash(normalize_for_dedup(doc["text"])), (node, doc)
+            self._progress.tick(len(batch))
+        normalized = [normalize_for_dedup(doc["text"]) for doc in batch]
+        sigs, buckets, has_shingles = bands_of_normalized(normalized, self._cfg, self._perms)
+        verify = self._cfg.verify_threshold is not None
+        for i, doc in enumerate(batch):
+            node = doc_node(doc, self._priorities[doc["source"]], self._cfg.survivor)
+            # A text without a word has no shingles: it can only be an exact duplicate,
+            # otherwise all such documents would share every bucket.
+            bands = buckets[i].tolist() if has_shingles[i] else []
+            stub = {"id": doc["id"], "source": doc["source"], "narrative": doc.get("narrative", "none")}
+            sig = sigs[i].tobytes() if verify and bands else None
+            exact = exact_hash(normalized[i])
+            yield exact, (node, (stub, bands, sig))
+            yield beam.pvalue.TaggedOutput("bodies", (node, (exact, doc)))
 
 
 class _MinCountFn(beam.CombineFn):
@@ -281,17 +315,16 @@ class SaltedGroupMin(beam.PTransform):
         return {"members": members, "summary": fanned.summary}
 
 
-def _split_exact(member: tuple[int, Node, Document, Node, int]) -> Iterator[Any]:
-    exact, node, doc, low, _ = member
+def _split_exact(member: tuple[int, Node, Any, Node, int]) -> Iterator[Any]:
+    exact, node, (stub, bands, sig), low, _ = member
     if node == low:
-        yield node, exact, doc
+        yield beam.pvalue.TaggedOutput("keys", (node, (exact, bands)))
+        for band, bucket in enumerate(bands):
+            yield (band, bucket), node
+        if sig is not None:
+            yield beam.pvalue.TaggedOutput("sigs", (node, sig))
     else:
         Metrics.counter(NAMESPACE, "exact_copies").inc()
-        stub: dict[str, Any] = {
-            "id": doc["id"],
-            "source": doc["source"],
-            "narrative": doc.get("narrative", "none"),
-        }
         yield beam.pvalue.TaggedOutput("losers", (low, stub))
 
 
@@ -300,33 +333,6 @@ def _exact_weight(summary: tuple[int, Node, int]) -> Iterator[tuple[Node, int]]:
     # Groups holding only an earlier survivor decide nothing in this run.
     if low[0] == CURRENT or count > 1:
         yield low, count
-
-
-class _SignFn(beam.DoFn):
-    """Signs batches of exact-group winners and emits their LSH band members."""
-
-    def __init__(self, cfg: DedupConfig) -> None:
-        self._cfg = cfg
-        self._perms: tuple[Any, Any] | None = None
-
-    def setup(self) -> None:
-        cfg = self._cfg
-        self._perms = MinHashParams(num_perm=cfg.num_perm, seed=cfg.seed, bits=cfg.bits).permutations()
-
-    def process(self, batch: list[tuple[Node, int, Document]]) -> Iterator[Any]:
-        sigs, buckets, has_shingles = compute_bands(
-            [doc["text"] for _, _, doc in batch], self._cfg, self._perms
-        )
-        Metrics.counter(NAMESPACE, "signed").inc(len(batch))
-        for i, (node, exact, doc) in enumerate(batch):
-            # A text without a word has no shingles: it can only be an exact duplicate,
-            # otherwise all such documents would share every bucket.
-            bands = buckets[i].tolist() if has_shingles[i] else []
-            yield beam.pvalue.TaggedOutput("docs", (node, (doc, exact, bands)))
-            for band, bucket in enumerate(bands):
-                yield (band, bucket), node
-            if self._cfg.verify_threshold is not None and bands:
-                yield beam.pvalue.TaggedOutput("sigs", (node, sigs[i].tobytes()))
 
 
 def _link_to_min(item: tuple[Any, dict[str, Any]]) -> Iterator[tuple[Node, Node]]:
@@ -507,16 +513,27 @@ def _decide(item: tuple[Node, dict[str, Any]]) -> Iterator[tuple[Node, Decision]
 
 def _apply(item: tuple[Node, dict[str, Any]]) -> Iterator[Any]:
     _, grouped = item
-    decision: Decision = grouped["decision"][0]
+    # Bodies of exact copies have no bands here: their ledger rows come from their stubs,
+    # joined under the group's winner.  (An id repeated inside a source can put a copy's
+    # body under a winner's node; the exact hash tells them apart.)
+    winners = dict(grouped["keys"])
+    decisions = grouped["decision"]
+    if not decisions:
+        Metrics.counter(NAMESPACE, "exact_copy_bodies").inc(len(grouped["doc"]))
+        return
+    decision: Decision = decisions[0]
     cluster: dict[str, Any] = {"cluster_id": decision.cluster_id, "cluster_size": decision.cluster_size}
     detail = f"duplicate_of={decision.cluster_id}"
-    for doc, exact, bands in grouped["doc"]:
+    for exact, doc in grouped["doc"]:
+        if exact not in winners:
+            Metrics.counter(NAMESPACE, "exact_copy_bodies").inc()
+            continue
         out = {**doc, **cluster}
         if decision.kept:
             Metrics.counter(NAMESPACE, "kept").inc()
             yield out
             yield beam.pvalue.TaggedOutput("index", {"id": doc["id"], "band": EXACT_BAND, "bucket": exact})
-            for band, bucket in enumerate(bands):
+            for band, bucket in enumerate(winners[exact]):
                 yield beam.pvalue.TaggedOutput("index", {"id": doc["id"], "band": band, "bucket": bucket})
         else:
             reason = "earlier_run_duplicate" if decision.earlier else "near_duplicate"
@@ -630,9 +647,15 @@ class DedupDocuments(beam.PTransform):
 
     def expand(self, docs: beam.PCollection) -> dict[str, beam.PCollection]:
         cfg = self._cfg
-        exact_items = [
-            docs | "ExactKeys" >> beam.ParDo(_ExactKeysFn(self._priorities, cfg.survivor, self._progress_dir))
-        ]
+        keyed = (
+            docs
+            | "BatchDocs" >> beam.BatchElements(min_batch_size=16, max_batch_size=512)
+            | "Keys"
+            >> beam.ParDo(_KeysFn(cfg, self._priorities, self._progress_dir)).with_outputs(
+                "bodies", main="exact"
+            )
+        )
+        exact_items = [keyed.exact]
         band_members = []
         if cfg.previous_index:
             check_index(cfg.previous_index, cfg)
@@ -653,15 +676,10 @@ class DedupDocuments(beam.PTransform):
             | "ExactGroups" >> SaltedGroupMin(cfg.bucket_salts)
         )
         exact = grouped["members"] | "ExactSplit" >> beam.FlatMap(_split_exact).with_outputs(
-            "losers", main="winners"
+            "keys", "sigs", "losers", main="bands"
         )
         weights = grouped["summary"] | "ExactWeights" >> beam.FlatMap(_exact_weight)
-        signed = (
-            exact.winners
-            | "BatchWinners" >> beam.BatchElements(min_batch_size=16, max_batch_size=512)
-            | "Sign" >> beam.ParDo(_SignFn(cfg)).with_outputs("docs", "sigs", main="bands")
-        )
-        band_members.append(signed.bands)
+        band_members.append(exact.bands)
         edges = (
             band_members
             | "AllBandMembers" >> beam.Flatten()
@@ -669,7 +687,7 @@ class DedupDocuments(beam.PTransform):
             | "DistinctEdges" >> beam.Distinct()
         )
         if cfg.verify_threshold is not None:
-            edges = edges | "VerifyEdges" >> VerifyEdges(signed.sigs, cfg.verify_threshold, cfg.bits)
+            edges = edges | "VerifyEdges" >> VerifyEdges(exact.sigs, cfg.verify_threshold, cfg.bits)
         cc = edges | "ConnectedComponents" >> ConnectedComponents(cfg.max_rounds)
         members = (
             {"label": cc["labels"], "weight": weights}
@@ -692,7 +710,7 @@ class DedupDocuments(beam.PTransform):
         )
         decisions = (clustered, members.singles) | "AllDecisions" >> beam.Flatten()
         applied = (
-            {"doc": signed.docs, "losers": exact.losers, "decision": decisions}
+            {"doc": keyed.bodies, "keys": exact.keys, "losers": exact.losers, "decision": decisions}
             | "DocJoin" >> beam.CoGroupByKey()
             | "ApplyDecisions" >> beam.FlatMap(_apply).with_outputs("dropped", "index", main="kept")
         )
