@@ -157,9 +157,7 @@ def compute_bands(texts: Sequence[str], cfg: DedupConfig, perms: tuple[Any, Any]
     return bands_of_normalized([normalize_for_dedup(t) for t in texts], cfg, perms)
 
 
-def bands_of_normalized(
-    normalized: list[str], cfg: DedupConfig, perms: tuple[Any, Any] | None = None
-) -> Any:
+def bands_of_normalized(normalized: list[str], cfg: DedupConfig, perms: tuple[Any, Any] | None = None) -> Any:
     """``compute_bands`` of texts already passed through ``normalize_for_dedup``."""
     bands, rows = lsh_params(cfg.threshold, cfg.num_perm)
     if cfg.minhash == "fast":
