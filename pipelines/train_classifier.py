@@ -176,6 +176,25 @@ def split_records(
     return train, valid
 
 
+def _ranked_candidates(
+    scores: Sequence[float], positive: Sequence[bool]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """Scores and labels sorted by descending score, true positives at each rank, and the
+    ranks a threshold can sit at; None without positives or without a positive score."""
+    s = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(positive, dtype=bool)
+    if not y.any():
+        return None
+    order = np.argsort(-s, kind="stable")
+    s, y = s[order], y[order]
+    # A threshold equal to s[i] fires every record scoring >= s[i]: use the last index of ties.
+    last_of_tie = np.r_[s[1:] != s[:-1], True]
+    candidates = np.flatnonzero(last_of_tie & (s > 0))
+    if not len(candidates):
+        return None
+    return s, y, np.cumsum(y), candidates
+
+
 def select_threshold(
     scores: Sequence[float], positive: Sequence[bool], target_precision: float, fallback: float
 ) -> tuple[float, bool]:
@@ -193,19 +212,11 @@ def select_threshold(
     Returns:
       ``(threshold, target_met)``.
     """
-    s = np.asarray(scores, dtype=np.float64)
-    y = np.asarray(positive, dtype=bool)
-    if not y.any():
+    ranked = _ranked_candidates(scores, positive)
+    if ranked is None:
         return fallback, False
-    order = np.argsort(-s, kind="stable")
-    s, y = s[order], y[order]
-    tp = np.cumsum(y)
+    s, _, tp, candidates = ranked
     precision = tp / np.arange(1, len(s) + 1)
-    # A threshold equal to s[i] fires every record scoring >= s[i]: use the last index of ties.
-    last_of_tie = np.r_[s[1:] != s[:-1], True]
-    candidates = np.flatnonzero(last_of_tie & (s > 0))
-    if not len(candidates):
-        return fallback, False
     ok = candidates[precision[candidates] >= target_precision]
     if len(ok):
         return round(float(s[ok[-1]]), 6), True
@@ -227,18 +238,11 @@ def select_threshold_f1(
     Returns:
       ``(threshold, True)``, or ``(fallback, False)`` without positives.
     """
-    s = np.asarray(scores, dtype=np.float64)
-    y = np.asarray(positive, dtype=bool)
-    if not y.any():
+    ranked = _ranked_candidates(scores, positive)
+    if ranked is None:
         return fallback, False
-    order = np.argsort(-s, kind="stable")
-    s, y = s[order], y[order]
-    tp = np.cumsum(y)
+    s, y, tp, candidates = ranked
     f1 = 2 * tp / (np.arange(1, len(s) + 1) + y.sum())
-    last_of_tie = np.r_[s[1:] != s[:-1], True]
-    candidates = np.flatnonzero(last_of_tie & (s > 0))
-    if not len(candidates):
-        return fallback, False
     best = candidates[np.flatnonzero(f1[candidates] == f1[candidates].max())[0]]
     return round(float(s[best]), 6), True
 
