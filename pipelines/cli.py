@@ -171,7 +171,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from pipelines.train_classifier import evaluate, page_ids, page_of, pr_curves, read_labeled
+    from pipelines.train_classifier import evaluate, on_unseen_pages, pr_curves, read_labeled
     from schemas.config import ClassifierConfig
     from transforms.classify import (
         effective_thresholds,
@@ -188,8 +188,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     model = load_fasttext(args.model)
     records = read_labeled(args.data)
     if args.skip_pages_of:
-        seen = page_ids(read_labeled(args.skip_pages_of))
-        records = [r for r in records if page_of(r["id"]) not in seen]
+        records = on_unseen_pages(records, read_labeled(args.skip_pages_of))
     scores = score_documents(model, [r["text"] for r in records], cfg.chunk_chars, cfg.aggregate)
     result = evaluate(model, records, thresholds, taxonomy, scores)
     if args.pr_curves:

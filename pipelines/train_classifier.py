@@ -157,6 +157,14 @@ def page_ids(records: Iterable[dict[str, Any]]) -> set[str]:
     return {p for p in (page_of(str(r["id"])) for r in records) if p is not None}
 
 
+def on_unseen_pages(
+    records: Sequence[dict[str, Any]], training: Iterable[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The records whose page no ``training`` record comes from."""
+    seen = page_ids(training)
+    return [r for r in records if page_of(str(r["id"])) not in seen]
+
+
 def split_records(
     records: Sequence[dict[str, Any]], fraction: float, seed: int, eligible: Sequence[bool] | None = None
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -383,8 +391,7 @@ def train(
         card["evaluation"]["dev"]["files"] = [os.path.basename(p) for p in eval_data]
         # The dev records whose page no training record comes from: text of pages the
         # model never saw (the headline numbers when the dev set is not page-disjoint).
-        seen = page_ids(records)
-        disjoint = [r for r in dev if page_of(str(r["id"])) not in seen]
+        disjoint = on_unseen_pages(dev, records)
         if len(disjoint) < len(dev):
             card["evaluation"]["dev_page_disjoint"] = evaluate(model, disjoint, thresholds, taxonomy)
             card["evaluation"]["dev_page_disjoint"]["files"] = card["evaluation"]["dev"]["files"]
