@@ -44,6 +44,7 @@ from apache_beam.metrics import Metrics
 from schemas.config import DedupConfig, SurvivorConfig
 from schemas.records import DEDUP_INDEX_SCHEMA, Document
 from transforms.accounting import ledger_drop
+from transforms.join import CoGroup
 from transforms.minhash import (
     MinHashParams,
     band_hashes,
@@ -299,7 +300,7 @@ class SaltedGroupMin(beam.PTransform):
         )
         fanned = (
             {"salts": sub | "SaltOf" >> beam.MapTuple(lambda key, _: key), "total": total}
-            | "FanJoin" >> beam.CoGroupByKey()
+            | "FanJoin" >> CoGroup()
             | "FanOut" >> beam.FlatMap(_fan_out_total).with_outputs("summary", main="totals")
         )
         members = (
@@ -307,7 +308,7 @@ class SaltedGroupMin(beam.PTransform):
                 "members": salted | "WithPayload" >> beam.Filter(lambda kv: kv[1][1] is not None),
                 "total": fanned.totals,
             }
-            | "MemberJoin" >> beam.CoGroupByKey()
+            | "MemberJoin" >> CoGroup()
             | "WithTotal" >> beam.FlatMap(_with_total)
         )
         return {"members": members, "summary": fanned.summary}
@@ -363,14 +364,14 @@ class LinkBuckets(beam.PTransform):
         group_min = salted | "GroupMin" >> beam.CombinePerKey(min)
         member_edges = (
             {"members": salted, "low": group_min}
-            | "GroupJoin" >> beam.CoGroupByKey()
+            | "GroupJoin" >> CoGroup()
             | "MemberEdges" >> beam.FlatMap(_link_to_min)
         )
         group_mins = group_min | "Unsalt" >> beam.Map(lambda kv: ((kv[0][0], kv[0][1]), kv[1]))
         bucket_min = group_mins | "BucketMin" >> beam.CombinePerKey(min)
         group_edges = (
             {"members": group_mins, "low": bucket_min}
-            | "BucketJoin" >> beam.CoGroupByKey()
+            | "BucketJoin" >> CoGroup()
             | "GroupEdges" >> beam.FlatMap(_link_to_min)
         )
         return (member_edges, group_edges) | "Edges" >> beam.Flatten()
@@ -420,12 +421,12 @@ class VerifyEdges(beam.PTransform):
     def expand(self, edges: beam.PCollection) -> beam.PCollection:
         pending = (
             {"edges": edges, "sig": self._sigs}
-            | "FirstSig" >> beam.CoGroupByKey()
+            | "FirstSig" >> CoGroup()
             | "AttachFirst" >> beam.FlatMap(_attach_first_sig)
         )
         return (
             {"pending": pending, "sig": self._sigs}
-            | "SecondSig" >> beam.CoGroupByKey()
+            | "SecondSig" >> CoGroup()
             | "Compare" >> beam.FlatMap(_verify, self._threshold, self._dtype)
         )
 
@@ -471,14 +472,14 @@ class ConnectedComponents(beam.PTransform):
             previous = labels
             labels = (
                 {"label": labels, "neighbours": adjacency}
-                | f"Join{r}" >> beam.CoGroupByKey()
+                | f"Join{r}" >> CoGroup()
                 | f"Send{r}" >> beam.FlatMap(_propagate)
                 | f"Min{r}" >> beam.CombinePerKey(min)
             )
         # ``labels`` is one round past ``previous``: any difference means not converged.
         unconverged = (
             {"before": previous, "after": labels}
-            | "CompareLastRound" >> beam.CoGroupByKey()
+            | "CompareLastRound" >> CoGroup()
             | "Changed" >> beam.FlatMap(_changed)
             | "CountChanged" >> beam.CombineGlobally(sum)
         )
@@ -689,7 +690,7 @@ class DedupDocuments(beam.PTransform):
         cc = edges | "ConnectedComponents" >> ConnectedComponents(cfg.max_rounds)
         members = (
             {"label": cc["labels"], "weight": weights}
-            | "NodeJoin" >> beam.CoGroupByKey()
+            | "NodeJoin" >> CoGroup()
             | "ClusterMembers" >> beam.FlatMap(_cluster_member).with_outputs("singles", main="clustered")
         )
         sizes = (
@@ -703,13 +704,13 @@ class DedupDocuments(beam.PTransform):
                 | "MemberNode" >> beam.MapTuple(lambda label, nw: (label, nw[0])),
                 "size": sizes,
             }
-            | "ClusterJoin" >> beam.CoGroupByKey()
+            | "ClusterJoin" >> CoGroup()
             | "Decide" >> beam.FlatMap(_decide)
         )
         decisions = (clustered, members.singles) | "AllDecisions" >> beam.Flatten()
         applied = (
             {"doc": keyed.bodies, "keys": exact.keys, "losers": exact.losers, "decision": decisions}
-            | "DocJoin" >> beam.CoGroupByKey()
+            | "DocJoin" >> CoGroup(opaque=("doc",))
             | "ApplyDecisions" >> beam.FlatMap(_apply).with_outputs("dropped", "index", main="kept")
         )
         return {
