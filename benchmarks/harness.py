@@ -31,6 +31,8 @@ class Measurement:
       cpu_s: user + system CPU seconds of the whole process tree.
       peak_rss_mb: sampled peak resident MB per process, keyed ``pid:command``.
       peak_total_rss_mb: sampled peak of the tree's summed resident MB.
+      cpu_by_process_s: last sampled CPU seconds per process, keyed like ``peak_rss_mb``
+        (a process's final ~``interval`` of CPU is missed).
       returncode: the command's exit status.
       stdout: its standard output.
     """
@@ -39,6 +41,7 @@ class Measurement:
     cpu_s: float
     peak_rss_mb: dict[str, float] = field(default_factory=dict)
     peak_total_rss_mb: float = 0.0
+    cpu_by_process_s: dict[str, float] = field(default_factory=dict)
     returncode: int = 0
     stdout: str = ""
 
@@ -113,6 +116,7 @@ def measure(
     )
     peaks: dict[str, float] = {}
     cpu_seen: dict[int, float] = {}
+    cpu_by_key: dict[str, float] = {}
     total = [0.0]
     done = threading.Event()
 
@@ -126,6 +130,7 @@ def measure(
                 key = f"{pid}:{got[0]}"
                 peaks[key] = max(peaks.get(key, 0.0), got[1])
                 cpu_seen[pid] = got[2]
+                cpu_by_key[key] = got[2]
                 now += got[1]
             total[0] = max(total[0], now)
             done.wait(interval)
@@ -145,6 +150,7 @@ def measure(
         cpu_s=cpu,
         peak_rss_mb=peaks,
         peak_total_rss_mb=total[0],
+        cpu_by_process_s=cpu_by_key,
         returncode=proc.returncode,
         stdout=out,
     )

@@ -73,6 +73,21 @@ STAGES: dict[str, str] = {
 }
 
 
+def cpu_split(m: Measurement) -> dict[str, float]:
+    """CPU seconds of the runner's driver process and of its SDK worker processes.
+
+    Args:
+      m: a measured ``pipelines.build_mix`` run.
+    """
+    split = {"driver": 0.0, "SDK workers": 0.0}
+    for key, cpu in m.cpu_by_process_s.items():
+        if "sdk_worker_main" in key:
+            split["SDK workers"] += cpu
+        elif "pipelines.build_mix" in key:
+            split["driver"] += cpu
+    return split
+
+
 def _cpu_ms_per_doc(fn: Callable[[], Any], docs: int) -> float:
     start = time.process_time()
     fn()
@@ -287,6 +302,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         print(
             "|  | kernels: " + ", ".join(f"{k} {v:.3f}" for k, v in kernels.items()) + " ms/doc |||||",
+            flush=True,
+        )
+        split = cpu_split(m)
+        print(
+            "|  | CPU ms/doc by process: "
+            + ", ".join(f"{k} {1000 * v / docs:.2f}" for k, v in split.items())
+            + " |||||",
             flush=True,
         )
     return 0
