@@ -25,9 +25,12 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import pyarrow.parquet as pq
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -186,6 +189,48 @@ def run_tropemix(corpus: Path, work: Path, model: Path, args: argparse.Namespace
     return m
 
 
+def removed_by_kind(corpus: Path, work: Path) -> dict[str, Counter[str]]:
+    """Documents each system removed in its last run, counted by the corpus's ``kind``.
+
+    ``kind`` is ``base`` for a recombined page and ``exact`` / ``edit`` / ``boilerplate`` /
+    ``reorder`` for a planted near duplicate (``benchmarks/corpus.py``), so the two
+    systems' removals can be compared planted copy by planted copy.
+
+    Args:
+      corpus: the benchmark corpus.
+      work: the ``--work`` directory of the runs.
+    """
+    kind: dict[str, str] = {}
+    for path in sorted(corpus.glob("*.jsonl.gz")):
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            for line in f:
+                doc = json.loads(line)
+                kind[doc["id"]] = doc.get("kind", "base")
+    kept: set[str] = set()
+    for path in (work / "datatrove" / "output").rglob("*.jsonl.gz"):
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            kept.update(json.loads(line)["id"] for line in f)
+    ledger = pq.read_table(work / "tropemix" / "out" / "ledger", columns=["id", "stage", "fate"]).to_pylist()
+    # Ledger ids are "<source>/<id>".
+    dropped = {r["id"].split("/", 1)[-1] for r in ledger if r["stage"] == "dedup" and r["fate"] == "dropped"}
+    planted = {i for i, k in kind.items() if k != "base"}
+    return {
+        "datatrove removed": Counter(kind[i] for i in kind if i not in kept),
+        "tropemix removed": Counter(kind[i] for i in dropped),
+        "planted, missed by datatrove": Counter(kind[i] for i in planted if i in kept),
+        "planted, missed by tropemix": Counter(kind[i] for i in planted - dropped),
+    }
+
+
+def _print_breakdown(breakdown: dict[str, Counter[str]]) -> None:
+    kinds = sorted({k for c in breakdown.values() for k in c})
+    print("\nlast run, documents by corpus kind:\n")
+    print("| | " + " | ".join(kinds) + " | total |")
+    print("|---|" + "---|" * (len(kinds) + 1))
+    for name, counts in breakdown.items():
+        print(f"| {name} | " + " | ".join(str(counts[k]) for k in kinds) + f" | {sum(counts.values())} |")
+
+
 def _row(name: str, runs: list[Measurement], docs: int) -> dict[str, float]:
     wall = median([r.wall_s for r in runs])
     return {
@@ -214,8 +259,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--venv", type=Path, default=DEFAULT_VENV, help="datatrove's own virtualenv")
     parser.add_argument("--work", type=Path, default=None, help="scratch directory (default: a temp dir)")
     parser.add_argument("--json", type=Path, default=None, help="also write every run's figures here")
+    parser.add_argument(
+        "--breakdown-only", action="store_true", help="only compare the removals of the runs kept in --work"
+    )
     args = parser.parse_args(argv)
     args.docs = json.loads((args.corpus / "corpus.json").read_text())["docs"]
+    if args.breakdown_only:
+        if not args.work:
+            parser.error("--breakdown-only needs --work")
+        _print_breakdown(removed_by_kind(args.corpus, args.work))
+        return 0
     python = ensure_datatrove(args.venv)
     work = args.work or Path(tempfile.mkdtemp(prefix="tropemix-vs-datatrove-"))
     bands, rows = lsh_params(args.threshold, args.num_perm)
@@ -254,6 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{dt['cpu_s'] / tm['cpu_s']:.2f}x less CPU; removed {tm['removed']:.0f} vs {dt['removed']:.0f} "
         f"({100 * (tm['removed'] - dt['removed']) / max(dt['removed'], 1):+.1f}%)"
     )
+    _print_breakdown(removed_by_kind(args.corpus, work))
     if args.json:
         args.json.write_text(
             json.dumps({name: [m.__dict__ for m in ms] for name, ms in runs.items()}, indent=1, default=str)
