@@ -12,10 +12,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from transforms.join import CoGroup, collect
 
-DOCS = [
-    (("cur", 1, "a"), {"id": "a", "text": "é" * 50, "scores": {"x": 0.5}}),
-    (("cur", 2, "b"), {"id": "b"}),
-]
+DOCS = [(("cur", 1, "a"), {"id": "a", "text": "é" * 50, "scores": {"x": 0.5}}), (("cur", 2, "b"), {"id": "b"})]
 DECISIONS = [(("cur", 1, "a"), True), (("cur", 3, "c"), False)]
 
 
@@ -65,9 +62,7 @@ def _pcollection_names(join: beam.PTransform) -> list[str]:
     result = p.run()
     result.wait_until_finish()
     return [
-        names.get(
-            info.labels[monitoring_infos.PCOLLECTION_LABEL], info.labels[monitoring_infos.PCOLLECTION_LABEL]
-        )
+        names.get(info.labels[monitoring_infos.PCOLLECTION_LABEL], info.labels[monitoring_infos.PCOLLECTION_LABEL])
         for info in result.monitoring_infos()
         if info.urn == monitoring_infos.ELEMENT_COUNT_URN
     ]
