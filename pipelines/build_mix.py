@@ -243,10 +243,10 @@ def build(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None) -> 
         to_row=to_row,
         describe=describe_shard,
     )
-    counts.append(shards | "ShardCounts" >> beam.FlatMap(shard_counts).with_output_types(tuple[str, int]))
+    counts.append(shards | "ShardCounts" >> beam.FlatMap(shard_counts))
 
     ledger = [*upstream["dropped"], blend["ledger"]] | "Ledger" >> beam.Flatten()
-    counts.append(ledger | "CountLedger" >> beam.FlatMap(ledger_counts).with_output_types(tuple[str, int]))
+    counts.append(ledger | "CountLedger" >> beam.FlatMap(ledger_counts))
     # Every document that went through dedup has exactly one dedup or blend ledger row
     # carrying its cluster size: k such rows of size k are one cluster.
     counts.append(
@@ -290,7 +290,7 @@ def build(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None) -> 
         cfg.run_name,
         cfg.model_dump(mode="json"),
         [s.name for s in cfg.sources],
-        counts | "AllCounts" >> beam.Flatten().with_output_types(tuple[str, int]),
+        counts | "AllCounts" >> beam.Flatten(),
         shard_stats,
         upstream["unconverged"],
     )

@@ -91,8 +91,7 @@ class CountBy(beam.PTransform):
         self._key = key
 
     def expand(self, pcoll: beam.PCollection) -> beam.PCollection:
-        # One declared type for every count PCollection: their Flatten needs no transcoding.
-        return pcoll | "Count" >> beam.ParDo(_CountInBundleFn(self._key)).with_output_types(tuple[str, int])
+        return pcoll | "Count" >> beam.ParDo(_CountInBundleFn(self._key))
 
 
 def shard_counts(stats: Mapping[str, Any]) -> Iterator[tuple[str, int]]:

@@ -21,7 +21,6 @@ from apache_beam.metrics import Metrics
 from schemas.config import BlendConfig
 from schemas.records import Document, LedgerRow
 from schemas.taxonomy import DEFAULT_COUNTERS
-from transforms.join import CoGroup
 from transforms.text import stable_hash
 from transforms.units import MeasureUnits
 
@@ -681,7 +680,7 @@ class BlendSources(beam.PTransform):
                 "copies": assigned | "CopyByKey" >> beam.Map(lambda sd: (sd[1][_BODY_KEY], sd)),
                 "body": bodies,
             }
-            | "BodyJoin" >> CoGroup(opaque=("body",))
+            | "BodyJoin" >> beam.CoGroupByKey()
             | "WithBodies" >> beam.FlatMap(_rejoin_bodies)
         )
         return {"assigned": written, "ledger": selected.ledger, "plan": planned["plan"]}

@@ -44,7 +44,6 @@ from apache_beam.metrics import Metrics
 from schemas.config import DedupConfig, SurvivorConfig
 from schemas.records import DEDUP_INDEX_SCHEMA, Document
 from transforms.accounting import ledger_drop
-from transforms.join import CoGroup
 from transforms.minhash import (
     MinHashParams,
     band_hashes,
@@ -300,7 +299,7 @@ class SaltedGroupMin(beam.PTransform):
         )
         fanned = (
             {"salts": sub | "SaltOf" >> beam.MapTuple(lambda key, _: key), "total": total}
-            | "FanJoin" >> CoGroup()
+            | "FanJoin" >> beam.CoGroupByKey()
             | "FanOut" >> beam.FlatMap(_fan_out_total).with_outputs("summary", main="totals")
         )
         members = (
@@ -308,7 +307,7 @@ class SaltedGroupMin(beam.PTransform):
                 "members": salted | "WithPayload" >> beam.Filter(lambda kv: kv[1][1] is not None),
                 "total": fanned.totals,
             }
-            | "MemberJoin" >> CoGroup()
+            | "MemberJoin" >> beam.CoGroupByKey()
             | "WithTotal" >> beam.FlatMap(_with_total)
         )
         return {"members": members, "summary": fanned.summary}
@@ -364,14 +363,14 @@ class LinkBuckets(beam.PTransform):
         group_min = salted | "GroupMin" >> beam.CombinePerKey(min)
         member_edges = (
             {"members": salted, "low": group_min}
-            | "GroupJoin" >> CoGroup()
+            | "GroupJoin" >> beam.CoGroupByKey()
             | "MemberEdges" >> beam.FlatMap(_link_to_min)
         )
         group_mins = group_min | "Unsalt" >> beam.Map(lambda kv: ((kv[0][0], kv[0][1]), kv[1]))
         bucket_min = group_mins | "BucketMin" >> beam.CombinePerKey(min)
         group_edges = (
             {"members": group_mins, "low": bucket_min}
-            | "BucketJoin" >> CoGroup()
+            | "BucketJoin" >> beam.CoGroupByKey()
             | "GroupEdges" >> beam.FlatMap(_link_to_min)
         )
         return (member_edges, group_edges) | "Edges" >> beam.Flatten()
@@ -421,12 +420,12 @@ class VerifyEdges(beam.PTransform):
     def expand(self, edges: beam.PCollection) -> beam.PCollection:
         pending = (
             {"edges": edges, "sig": self._sigs}
-            | "FirstSig" >> CoGroup()
+            | "FirstSig" >> beam.CoGroupByKey()
             | "AttachFirst" >> beam.FlatMap(_attach_first_sig)
         )
         return (
             {"pending": pending, "sig": self._sigs}
-            | "SecondSig" >> CoGroup()
+            | "SecondSig" >> beam.CoGroupByKey()
             | "Compare" >> beam.FlatMap(_verify, self._threshold, self._dtype)
         )
 
@@ -472,14 +471,14 @@ class ConnectedComponents(beam.PTransform):
             previous = labels
             labels = (
                 {"label": labels, "neighbours": adjacency}
-                | f"Join{r}" >> CoGroup()
+                | f"Join{r}" >> beam.CoGroupByKey()
                 | f"Send{r}" >> beam.FlatMap(_propagate)
                 | f"Min{r}" >> beam.CombinePerKey(min)
             )
         # ``labels`` is one round past ``previous``: any difference means not converged.
         unconverged = (
             {"before": previous, "after": labels}
-            | "CompareLastRound" >> CoGroup()
+            | "CompareLastRound" >> beam.CoGroupByKey()
             | "Changed" >> beam.FlatMap(_changed)
             | "CountChanged" >> beam.CombineGlobally(sum)
         )
@@ -690,7 +689,7 @@ class DedupDocuments(beam.PTransform):
         cc = edges | "ConnectedComponents" >> ConnectedComponents(cfg.max_rounds)
         members = (
             {"label": cc["labels"], "weight": weights}
-            | "NodeJoin" >> CoGroup()
+            | "NodeJoin" >> beam.CoGroupByKey()
             | "ClusterMembers" >> beam.FlatMap(_cluster_member).with_outputs("singles", main="clustered")
         )
         sizes = (
@@ -704,13 +703,13 @@ class DedupDocuments(beam.PTransform):
                 | "MemberNode" >> beam.MapTuple(lambda label, nw: (label, nw[0])),
                 "size": sizes,
             }
-            | "ClusterJoin" >> CoGroup()
+            | "ClusterJoin" >> beam.CoGroupByKey()
             | "Decide" >> beam.FlatMap(_decide)
         )
         decisions = (clustered, members.singles) | "AllDecisions" >> beam.Flatten()
         applied = (
             {"doc": keyed.bodies, "keys": exact.keys, "losers": exact.losers, "decision": decisions}
-            | "DocJoin" >> CoGroup(opaque=("doc",))
+            | "DocJoin" >> beam.CoGroupByKey()
             | "ApplyDecisions" >> beam.FlatMap(_apply).with_outputs("dropped", "index", main="kept")
         )
         return {

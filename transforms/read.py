@@ -43,7 +43,6 @@ from apache_beam.metrics import Metrics
 from schemas.config import ReadConfig, SourceConfig
 from schemas.records import RAW_LIMIT_BYTES, DeadLetter, Document
 from transforms.accounting import count_key
-from transforms.join import CoGroup
 from transforms.logs import stage_logger
 from transforms.progress import ProgressTicker
 
@@ -661,8 +660,7 @@ class ReadSource(beam.PTransform):
         }
         counts = (
             per_file
-            | "JoinPerFile" >> CoGroup()
-            | "FileBalance"
-            >> beam.FlatMap(lambda kv: file_balance(name, kv[0], kv[1])).with_output_types(tuple[str, int])
+            | "JoinPerFile" >> beam.CoGroupByKey()
+            | "FileBalance" >> beam.FlatMap(lambda kv: file_balance(name, kv[0], kv[1]))
         )
         return ReadResult(docs, dead, counts)

@@ -24,7 +24,6 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from schemas.records import LEDGER_SCHEMA, SHARD_SCHEMA
-from transforms.join import CoGroup
 from transforms.logs import stage_logger
 
 NAMESPACE = "tropemix.write"
@@ -172,8 +171,7 @@ class WriteSortedFiles(beam.PTransform):
 
     Every index in ``range(count)`` gets a file, empty or not, so a reader can rely
     on ``-of-NNNNN`` naming.  Outputs one stats dict per file (path, rows, bytes,
-    sha256 plus whatever ``describe`` adds).  Elements cross the shuffle pickled
-    (``CoGroup(opaque=...)``): a file's rows are often whole documents.
+    sha256 plus whatever ``describe`` adds).
 
     Args:
       directory: output directory (local or ``gs://``).
@@ -207,13 +205,13 @@ class WriteSortedFiles(beam.PTransform):
             indices = keyed.pipeline | "Indices" >> beam.Create([(i, None) for i in range(self._count)])
             return (
                 {"rows": keyed, "index": indices}
-                | "GroupByFile" >> CoGroup(opaque=("rows",))
+                | "GroupByFile" >> beam.CoGroupByKey()
                 | "WriteFile" >> beam.ParDo(self._fn)
             )
         indices = self._count | "Indices" >> beam.FlatMap(lambda n: [(i, None) for i in range(n)])
         return (
             {"rows": keyed, "index": indices}
-            | "GroupByFile" >> CoGroup(opaque=("rows",))
+            | "GroupByFile" >> beam.CoGroupByKey()
             | "WriteFile" >> beam.ParDo(self._fn, count=beam.pvalue.AsSingleton(self._count))
         )
 
