@@ -284,3 +284,38 @@ def test_train_candidates_skip_dev_excerpts_but_not_the_robot_list(tmp_path: Pat
     )
     problems = check(str(labeled), found)
     assert len(problems) == 1 and "not a candidate" in problems[0]
+
+
+PLOT_STYLE = REPO / "data" / "seed" / "tropes_plot_style.jsonl"
+
+
+def _shingles(text: str, n: int = 8) -> set[tuple[str, ...]]:
+    words = fasttext_text(text).split()
+    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
+
+
+def test_plot_style_seed_set_is_disjoint_from_dev_and_covers_the_taxonomy() -> None:
+    from collections import Counter
+
+    from schemas.taxonomy import DEFAULT_TAXONOMY
+
+    seed = read_labeled([str(PLOT_STYLE)])
+    assert len(seed) >= 500
+    assert len({r["id"] for r in seed}) == len(seed) and all(":" not in r["id"] for r in seed)
+    # No dev text, and no 8-word run shared with a dev text or a real-text training excerpt.
+    for other in (DEV, TRAIN):
+        texts = read_labeled([str(other)])
+        held = {fasttext_text(r["text"]) for r in texts}
+        shingles = set().union(*(_shingles(r["text"]) for r in texts))
+        for r in seed:
+            assert fasttext_text(r["text"]) not in held, r["id"]
+            assert not _shingles(r["text"]) & shingles, (r["id"], other.name)
+    counts: Counter[str] = Counter()
+    for r in seed:
+        assert set(r["labels"]) <= set(DEFAULT_TAXONOMY.all_labels), r["id"]
+        counts.update(r["labels"] or ["none"])
+        if r.get("hard_negative"):
+            assert r["labels"] == [], r["id"]
+    for label in DEFAULT_TAXONOMY.scored_labels:
+        assert counts[label] >= 30, (label, counts[label])
+    assert counts["none"] >= 100 and sum(bool(r.get("hard_negative")) for r in seed) >= 80
