@@ -21,6 +21,7 @@ from apache_beam.metrics import Metrics
 from schemas.config import BlendConfig
 from schemas.records import Document, LedgerRow
 from schemas.taxonomy import DEFAULT_COUNTERS
+from transforms.packing import pack, unpack
 from transforms.text import stable_hash
 from transforms.units import MeasureUnits
 
@@ -583,8 +584,10 @@ def _assign_shard(
 
 
 # Fields that only the written shard needs.  They leave the documents before the two
-# ranking shuffles and come back in one join just before the shards are written.
+# ranking shuffles, packed, come back in one join, and stay packed (under ``BODY``)
+# through the writer's shuffle until ``with_body`` opens them for the file.
 BODY_FIELDS = ("text", "meta")
+BODY = "_body"
 _BODY_KEY = "_body_key"
 
 
@@ -593,20 +596,32 @@ def body_key(doc: Mapping[str, Any]) -> tuple[str, str, str, int]:
     return doc["source"], doc["id"], doc.get("src_path", ""), int(doc.get("src_offset", 0))
 
 
-def split_body(doc: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(lean document with its body key, body fields)`` of a document."""
+def split_body(doc: Mapping[str, Any]) -> tuple[dict[str, Any], bytes]:
+    """``(lean document with its body key, packed body fields)`` of a document."""
     lean = {k: v for k, v in doc.items() if k not in BODY_FIELDS}
     lean[_BODY_KEY] = body_key(doc)
-    return lean, {k: doc[k] for k in BODY_FIELDS if k in doc}
+    return lean, pack({k: doc[k] for k in BODY_FIELDS if k in doc})
+
+
+def with_body(doc: Mapping[str, Any]) -> Document:
+    """A copy from ``BlendSources``'s ``assigned`` output with its body fields unpacked.
+
+    Args:
+      doc: a document copy whose ``BODY`` holds packed ``BODY_FIELDS``.
+    """
+    out = {k: v for k, v in doc.items() if k != BODY}
+    if BODY in doc:
+        out.update(unpack(doc[BODY]))
+    return cast(Document, out)
 
 
 def _rejoin_bodies(item: tuple[Any, dict[str, Any]]) -> Iterator[tuple[int, Document]]:
     _, grouped = item
     bodies = grouped["body"]
-    body = bodies[0] if bodies else {}
     for shard, lean in grouped["copies"]:
         copy = {k: v for k, v in lean.items() if k != _BODY_KEY}
-        copy.update(body)
+        if bodies:
+            copy[BODY] = bodies[0]
         yield shard, cast(Document, copy)
 
 
@@ -617,8 +632,9 @@ class BlendSources(beam.PTransform):
     ranking shuffles move light records, and one join (``BodyJoin``) puts the
     bodies back on the written copies.
 
-    Returns a dict: ``assigned`` ``(shard, document copy)`` pairs, ``ledger`` rows
-    (written or sampled out, one per input document), and ``plan`` (one dict).
+    Returns a dict: ``assigned`` ``(shard, document copy)`` pairs (text and metadata
+    still packed under ``BODY``; ``with_body`` opens them), ``ledger`` rows (written
+    or sampled out, one per input document), and ``plan`` (one dict).
 
     Args:
       cfg: blend config.

@@ -55,6 +55,7 @@ from transforms.minhash import (
     signatures,
     word_hashes,
 )
+from transforms.packing import pack, unpack
 from transforms.progress import ProgressTicker
 from transforms.text import normalize_for_dedup, stable_hash
 from transforms.write import WriteSortedFiles, parquet_encoder
@@ -183,8 +184,9 @@ class _KeysFn(beam.DoFn):
 
     The main output ``(exact hash, (node, (stub, bands, signature)))`` carries no text:
     the exact groups, the bucket links and the clustering move only ids and hashes.
-    The documents themselves go out on ``bodies``, keyed by node, and meet their
-    decision in ``DocJoin``: the one shuffle of document bodies in dedup.  Exact
+    The documents themselves go out on ``bodies``, keyed by node and packed
+    (``transforms/packing.py``), and meet their decision in ``DocJoin``: the one
+    shuffle of document bodies in dedup; only kept and near-duplicate bodies are unpacked.  Exact
     copies are signed too; it saves a second normalization of every winner.
     """
 
@@ -224,7 +226,7 @@ class _KeysFn(beam.DoFn):
             sig = sigs[i].tobytes() if verify and bands else None
             exact = exact_hash(normalized[i])
             yield exact, (node, (stub, bands, sig))
-            yield beam.pvalue.TaggedOutput("bodies", (node, (exact, doc)))
+            yield beam.pvalue.TaggedOutput("bodies", (node, (exact, pack(doc))))
 
 
 class _MinCountFn(beam.CombineFn):
@@ -522,10 +524,11 @@ def _apply(item: tuple[Node, dict[str, Any]]) -> Iterator[Any]:
     decision: Decision = decisions[0]
     cluster: dict[str, Any] = {"cluster_id": decision.cluster_id, "cluster_size": decision.cluster_size}
     detail = f"duplicate_of={decision.cluster_id}"
-    for exact, doc in grouped["doc"]:
+    for exact, packed in grouped["doc"]:
         if exact not in winners:
             Metrics.counter(NAMESPACE, "exact_copy_bodies").inc()
             continue
+        doc = unpack(packed)
         out = {**doc, **cluster}
         if decision.kept:
             Metrics.counter(NAMESPACE, "kept").inc()
