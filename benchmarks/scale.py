@@ -202,7 +202,15 @@ def profile(corpus: Path, work: Path, args: argparse.Namespace) -> dict[str, Any
         stdout=subprocess.DEVNULL,
         stderr=open(work / "py-spy.log", "w"),  # noqa: SIM115 - lives as long as the run
     )
-    return analyze(raw, time.perf_counter() - start)
+    result = analyze(raw, time.perf_counter() - start)
+    # py-spy does not pass the run's exit status on: read the run's own verdict.
+    report = work / "out" / "report.json"
+    verdict = "no report written"
+    if report.exists():
+        conservation = json.loads(report.read_text())["conservation"]
+        verdict = "OK" if conservation["ok"] else conservation["summary"]
+    result["conservation"] = verdict
+    return result
 
 
 def analyze(raw: Path, wall: float) -> dict[str, Any]:
@@ -234,7 +242,8 @@ def _print_profile(p: dict[str, Any], top: int) -> None:
     print(
         f"\nprofile: {p['samples']} samples over {p['wall_s']:.1f} s wall (all processes), {idle} idle waits"
     )
-    print(f"kernels: {100 * kernels / total:.1f}% of busy samples\n")
+    print(f"kernels: {100 * kernels / total:.1f}% of busy samples")
+    print(f"profiled run's conservation check: {p.get('conservation', 'not recorded')}\n")
     print("| kernel | share of busy samples |")
     print("|---|---|")
     for kernel, n in p["by_kernel"].most_common():
