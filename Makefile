@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 CODE := pipelines transforms schemas
 
-.PHONY: install demo test lint format typecheck model shared-mix bench clean
+.PHONY: install demo test lint format typecheck model shared-mix bench clean prism
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +20,18 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/tropemix run examples/demo.yaml
 
+## Beam's Prism runner (Go), built from source at the pinned Beam version into the
+## virtualenv. `make test` builds it when Go is installed, and the suite then checks
+## that Prism writes the same bytes as the in-process runner; without it that test skips.
+BEAM_VERSION := 2.77.0
+PRISM := $(VENV)/bin/prism
+$(PRISM): | $(STAMP)
+	-GOBIN=$(abspath $(VENV)/bin) go install github.com/apache/beam/sdks/v2/go/cmd/prism@v$(BEAM_VERSION)
+
+prism: $(PRISM)
+
 ## Lint, format check, type check, then the whole test suite.
-test: lint
+test: lint $(if $(shell command -v go),$(PRISM))
 	$(PY) -m pytest -n 2 --dist loadfile tests
 
 lint: $(STAMP)

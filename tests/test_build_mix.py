@@ -5,6 +5,9 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
+import os
+import shutil
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -108,6 +111,35 @@ def test_byte_identical_across_worker_counts(
     assert (tmp_path / "ledger" / "ledger-00000-of-00001.parquet").read_bytes() == (
         first / "ledger" / "ledger-00000-of-00001.parquet"
     ).read_bytes()
+
+
+def _output_hashes(out: Path) -> dict[str, str]:
+    return {
+        str(Path(p).relative_to(out)): hashlib.sha256(Path(p).read_bytes()).hexdigest()
+        for folder in ("shards", "ledger", "dead_letter")
+        for p in sorted(glob.glob(f"{out}/{folder}/*"))
+    }
+
+
+def _prism() -> str | None:
+    """A Prism runner binary: ``$TROPEMIX_PRISM``, the one ``make prism`` builds, or one on PATH."""
+    candidates = [
+        os.environ.get("TROPEMIX_PRISM"),
+        str(Path(sys.executable).parent / "prism"),
+        shutil.which("prism"),
+    ]
+    return next((c for c in candidates if c and Path(c).is_file()), None)
+
+
+@pytest.mark.skipif(_prism() is None, reason="no Prism binary; `make prism` builds one (needs Go)")
+def test_byte_identical_on_the_prism_runner(
+    demo_run: tuple[MixConfig, Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    _, first, _ = demo_run
+    report = run(_config(tmp_path), ["--runner=PrismRunner", f"--prism_location={_prism()}"])
+    assert report is not None and report["conservation"]["ok"]
+    hashes = _output_hashes(tmp_path)
+    assert hashes and hashes == _output_hashes(first)
 
 
 def test_a_stage_that_loses_documents_fails_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
