@@ -29,19 +29,14 @@ def test_blend_copies_carry_packed_bodies_until_the_writer_opens_them() -> None:
     assert with_body(copy) == {**doc, "epoch": 0}
 
 
-def test_local_runs_cap_malloc_arenas_unless_the_environment_sets_them() -> None:
+def _arena_cap(env: dict[str, str]) -> str:
     code = "import os; from pipelines.build_mix import limit_malloc_arenas; limit_malloc_arenas(); print(os.environ['MALLOC_ARENA_MAX'])"
+    return subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def test_local_runs_cap_malloc_arenas_unless_the_environment_sets_them() -> None:
     env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
-    assert (
-        subprocess.run(
-            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        == "2"
-    )
-    env["MALLOC_ARENA_MAX"] = "4"
-    assert (
-        subprocess.run(
-            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        == "4"
-    )
+    assert _arena_cap(env) == "2"
+    assert _arena_cap({**env, "MALLOC_ARENA_MAX": "4"}) == "4"
