@@ -12,15 +12,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.config import BlendConfig, BlendSource, NarrativeBalance
+from transforms.accounting import JoinIntegrityError
 from transforms.blend import (
     BlendSources,
     ExactRank,
     PlanError,
+    _rejoin_bodies,
     allocate,
     allocate_capped,
     compute_plan,
     copies_of,
     shard_quotas,
+    split_body,
+    with_body,
 )
 from transforms.text import stable_hash
 
@@ -452,3 +456,13 @@ def test_blend_with_balance_samples_each_stratum_exactly() -> None:
     out = p | beam.Create(docs) | BlendSources(cfg, ROLES)
     assert_that(out["assigned"], check)
     p.run()
+
+
+def test_body_join_restores_bodies_and_fails_on_a_lost_one() -> None:
+    doc = {"id": "web/a", "source": "web", "text": "t", "meta": {"k": 1}, "units": 1}
+    lean, body = split_body(doc)
+    [(shard, copy)] = list(_rejoin_bodies(("key", {"copies": [(2, lean)], "body": [body]})))
+    assert shard == 2 and with_body(copy) == doc
+    assert list(_rejoin_bodies(("key", {"copies": [], "body": [body]}))) == []  # sampled out
+    with pytest.raises(JoinIntegrityError, match="no body"):
+        list(_rejoin_bodies(("key", {"copies": [(0, lean)], "body": []})))

@@ -12,16 +12,20 @@ from typing import Any
 
 import apache_beam as beam
 import numpy as np
+import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
 from schemas.config import DedupConfig, SurvivorConfig
+from transforms.accounting import JoinIntegrityError
 from transforms.dedup import (
     CURRENT,
     EARLIER,
     ConnectedComponents,
+    Decision,
     DedupDocuments,
     LinkBuckets,
     SaltedGroupMin,
+    _apply,
     _MinCountFn,
     compute_bands,
     doc_node,
@@ -29,6 +33,7 @@ from transforms.dedup import (
     exact_hash,
     score_of,
 )
+from transforms.packing import pack
 from transforms.text import normalize_for_dedup
 
 from .conftest import make_pipeline
@@ -271,3 +276,21 @@ def test_dedup_documents_end_to_end() -> None:
         vf["kept"] | "VfKept" >> beam.Map(lambda d: d["id"]), equal_to(["v/a", "v/c"]), label="Verified"
     )
     p.run()
+
+
+def test_doc_join_fails_loudly_when_one_side_is_missing() -> None:
+    doc = {"id": "web/a", "source": "web", "text": "some words here"}
+    node = (CURRENT, 3, 0, "web/a")
+    keys = [(7, [1, 2])]
+    kept = Decision(True, "web/a", 1, False)
+    whole = {"doc": [(7, pack(doc))], "keys": keys, "losers": [], "decision": [kept]}
+    assert [d["id"] for d in _apply((node, whole)) if isinstance(d, dict)] == ["web/a"]
+    # An exact copy's body arrives alone under its own node: discarded, counted, no error.
+    assert list(_apply((node, {**whole, "keys": [], "decision": []}))) == []
+    # A winner whose decision was lost, a decision whose body or keys were lost.
+    for broken in ({"decision": []}, {"doc": []}, {"keys": []}):
+        with pytest.raises(JoinIntegrityError, match="web/a"):
+            list(_apply((node, {**whole, **broken})))
+    # An earlier run's survivor has a decision and no body: nothing to apply, no error.
+    earlier = earlier_node("old/x")
+    assert list(_apply((earlier, {"doc": [], "keys": [], "losers": [], "decision": [kept]}))) == []

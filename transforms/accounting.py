@@ -26,6 +26,14 @@ class ConservationError(RuntimeError):
     """Documents were lost or invented between reading and writing."""
 
 
+class JoinIntegrityError(ConservationError):
+    """A join met one side of a document without the other: a shuffle lost records.
+
+    Raised where the loss is seen, so the run stops at the stage instead of at the
+    end-of-run check.
+    """
+
+
 def ledger_drop(doc: Document, stage: str, reason: str, detail: str = "") -> LedgerRow:
     """The ledger row of a document dropped at ``stage`` for ``reason``.
 

@@ -21,6 +21,7 @@ from apache_beam.metrics import Metrics
 from schemas.config import BlendConfig
 from schemas.records import Document, LedgerRow
 from schemas.taxonomy import DEFAULT_COUNTERS
+from transforms.accounting import JoinIntegrityError
 from transforms.packing import pack, unpack
 from transforms.text import stable_hash
 from transforms.units import MeasureUnits
@@ -616,12 +617,18 @@ def with_body(doc: Mapping[str, Any]) -> Document:
 
 
 def _rejoin_bodies(item: tuple[Any, dict[str, Any]]) -> Iterator[tuple[int, Document]]:
-    _, grouped = item
+    key, grouped = item
     bodies = grouped["body"]
-    for shard, lean in grouped["copies"]:
+    copies = grouped["copies"]
+    if copies and not bodies:
+        # Every document left its body at SplitBodies, so a copy without one was lost
+        # in a shuffle; writing it would make a row without text.
+        raise JoinIntegrityError(
+            f"BodyJoin: {len(copies)} copies of {key!r} met no body; a shuffle lost records"
+        )
+    for shard, lean in copies:
         copy = {k: v for k, v in lean.items() if k != _BODY_KEY}
-        if bodies:
-            copy[BODY] = bodies[0]
+        copy[BODY] = bodies[0]
         yield shard, cast(Document, copy)
 
 

@@ -43,7 +43,7 @@ from apache_beam.metrics import Metrics
 
 from schemas.config import DedupConfig, SurvivorConfig
 from schemas.records import DEDUP_INDEX_SCHEMA, Document
-from transforms.accounting import ledger_drop
+from transforms.accounting import JoinIntegrityError, ledger_drop
 from transforms.minhash import (
     MinHashParams,
     band_hashes,
@@ -512,22 +512,29 @@ def _decide(item: tuple[Node, dict[str, Any]]) -> Iterator[tuple[Node, Decision]
 
 
 def _apply(item: tuple[Node, dict[str, Any]]) -> Iterator[Any]:
-    _, grouped = item
+    node, grouped = item
     # Bodies of exact copies have no bands here: their ledger rows come from their stubs,
     # joined under the group's winner.  (An id repeated inside a source can put a copy's
     # body under a winner's node; the exact hash tells them apart.)
     winners = dict(grouped["keys"])
     decisions = grouped["decision"]
     if not decisions:
+        if winners or grouped["losers"]:
+            raise JoinIntegrityError(
+                f"DocJoin: {node[-1]} has its exact group's keys or copies but no dedup decision; "
+                "a shuffle lost records"
+            )
         Metrics.counter(NAMESPACE, "exact_copy_bodies").inc(len(grouped["doc"]))
         return
     decision: Decision = decisions[0]
     cluster: dict[str, Any] = {"cluster_id": decision.cluster_id, "cluster_size": decision.cluster_size}
     detail = f"duplicate_of={decision.cluster_id}"
+    applied = 0
     for exact, packed in grouped["doc"]:
         if exact not in winners:
             Metrics.counter(NAMESPACE, "exact_copy_bodies").inc()
             continue
+        applied += 1
         doc = unpack(packed)
         out = {**doc, **cluster}
         if decision.kept:
@@ -540,6 +547,13 @@ def _apply(item: tuple[Node, dict[str, Any]]) -> Iterator[Any]:
             reason = "earlier_run_duplicate" if decision.earlier else "near_duplicate"
             Metrics.counter(NAMESPACE, f"dropped.{reason}").inc()
             yield beam.pvalue.TaggedOutput("dropped", ledger_drop(out, "dedup", reason, detail))  # type: ignore[arg-type]
+    # Every node of this run that got a decision is an exact group's winner, so its
+    # body and keys must be here; earlier runs' nodes have neither.
+    if node[0] == CURRENT and not applied:
+        raise JoinIntegrityError(
+            f"DocJoin: the dedup decision for {node[-1]} met no document body or no exact-group keys; "
+            "a shuffle lost records"
+        )
     reason = "earlier_run_duplicate" if decision.earlier else "exact_duplicate"
     for stub in grouped["losers"]:
         Metrics.counter(NAMESPACE, f"dropped.{reason}").inc()
