@@ -54,8 +54,10 @@ from schemas.config import MixConfig, load_config
 from schemas.records import LEDGER_SCHEMA
 from schemas.taxonomy import DEFAULT_TAXONOMY, narrative_of
 from transforms.accounting import (
+    JOIN_LOSS,
     ConservationError,
     CountBy,
+    JoinIntegrityError,
     WriteRunRecords,
     count_key,
     ledger_counts,
@@ -384,6 +386,16 @@ def raise_plan_error(err: BaseException) -> None:
             raise PlanError(message.split(" [while running")[0].strip()) from err
 
 
+def raise_join_error(err: BaseException) -> None:
+    """Re-raises a runner's wrapped ``JoinIntegrityError`` as a plain one with its message."""
+    text = str(err)
+    end = text.find(JOIN_LOSS)
+    if end < 0:
+        return
+    start = max(text.rfind(join, 0, end) for join in ("DocJoin:", "BodyJoin:"))
+    raise JoinIntegrityError(text[max(start, 0) : end + len(JOIN_LOSS)]) from err
+
+
 def format_plan(plan: dict[str, Any]) -> list[str]:
     """The plan as printed by ``tropemix plan``: per source, then narrative balance and tropes."""
     unit = plan["unit"]
@@ -511,6 +523,7 @@ def run(cfg: MixConfig, beam_args: Sequence[str] = ()) -> dict[str, Any] | None:
                 result.wait_until_finish()
         except Exception as err:
             raise_plan_error(err)
+            raise_join_error(err)
             report_path = f"{out}/report.json"
             if not FileSystems.exists(report_path) or read_report(out)["conservation"]["ok"]:
                 raise

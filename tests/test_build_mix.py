@@ -17,9 +17,10 @@ import pyarrow.parquet as pq
 import pytest
 
 import transforms.dedup
-from pipelines.build_mix import run
+from pipelines.build_mix import raise_join_error, run
 from pipelines.cli import main as cli_main
 from schemas.config import MixConfig, load_config
+from transforms.accounting import JOIN_LOSS, JoinIntegrityError
 
 from .conftest import DEMO_CONFIG, FN_API_RUNNER, write_demo_config
 
@@ -159,3 +160,17 @@ def test_cli_run_prints_summary(tmp_path: Path, capsys: pytest.CaptureFixture[st
     printed = capsys.readouterr().out
     assert "conservation OK" in printed
     assert f"{tmp_path}/out/shards/" in printed
+
+
+def test_a_runner_wrapped_join_error_surfaces_as_itself() -> None:
+    wrapped = RuntimeError(
+        "Pipeline job failed: Traceback ...\ntransforms.accounting.JoinIntegrityError: DocJoin: web/a has its "
+        f"exact group's keys or copies but no dedup decision; {JOIN_LOSS} [while running 'Dedup/ApplyDecisions']"
+    )
+    with pytest.raises(JoinIntegrityError) as caught:
+        raise_join_error(wrapped)
+    assert (
+        str(caught.value)
+        == f"DocJoin: web/a has its exact group's keys or copies but no dedup decision; {JOIN_LOSS}"
+    )
+    raise_join_error(RuntimeError("some other failure"))  # not a join loss: left to the caller

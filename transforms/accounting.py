@@ -26,6 +26,10 @@ class ConservationError(RuntimeError):
     """Documents were lost or invented between reading and writing."""
 
 
+# Ends every JoinIntegrityError message; the driver finds the message in a runner's wrapped error by it.
+JOIN_LOSS = "a shuffle lost records"
+
+
 class JoinIntegrityError(ConservationError):
     """A join met one side of a document without the other: a shuffle lost records.
 

@@ -21,7 +21,7 @@ from apache_beam.metrics import Metrics
 from schemas.config import BlendConfig
 from schemas.records import Document, LedgerRow
 from schemas.taxonomy import DEFAULT_COUNTERS
-from transforms.accounting import JoinIntegrityError
+from transforms.accounting import JOIN_LOSS, JoinIntegrityError
 from transforms.packing import pack, unpack
 from transforms.text import stable_hash
 from transforms.units import MeasureUnits
@@ -623,9 +623,7 @@ def _rejoin_bodies(item: tuple[Any, dict[str, Any]]) -> Iterator[tuple[int, Docu
     if copies and not bodies:
         # Every document left its body at SplitBodies, so a copy without one was lost
         # in a shuffle; writing it would make a row without text.
-        raise JoinIntegrityError(
-            f"BodyJoin: {len(copies)} copies of {key!r} met no body; a shuffle lost records"
-        )
+        raise JoinIntegrityError(f"BodyJoin: {len(copies)} copies of {key!r} met no body; {JOIN_LOSS}")
     for shard, lean in copies:
         copy = {k: v for k, v in lean.items() if k != _BODY_KEY}
         copy[BODY] = bodies[0]

@@ -43,7 +43,7 @@ from apache_beam.metrics import Metrics
 
 from schemas.config import DedupConfig, SurvivorConfig
 from schemas.records import DEDUP_INDEX_SCHEMA, Document
-from transforms.accounting import JoinIntegrityError, ledger_drop
+from transforms.accounting import JOIN_LOSS, JoinIntegrityError, ledger_drop
 from transforms.minhash import (
     MinHashParams,
     band_hashes,
@@ -521,8 +521,7 @@ def _apply(item: tuple[Node, dict[str, Any]]) -> Iterator[Any]:
     if not decisions:
         if winners or grouped["losers"]:
             raise JoinIntegrityError(
-                f"DocJoin: {node[-1]} has its exact group's keys or copies but no dedup decision; "
-                "a shuffle lost records"
+                f"DocJoin: {node[-1]} has its exact group's keys or copies but no dedup decision; {JOIN_LOSS}"
             )
         Metrics.counter(NAMESPACE, "exact_copy_bodies").inc(len(grouped["doc"]))
         return
@@ -551,8 +550,7 @@ def _apply(item: tuple[Node, dict[str, Any]]) -> Iterator[Any]:
     # body and keys must be here; earlier runs' nodes have neither.
     if node[0] == CURRENT and not applied:
         raise JoinIntegrityError(
-            f"DocJoin: the dedup decision for {node[-1]} met no document body or no exact-group keys; "
-            "a shuffle lost records"
+            f"DocJoin: the dedup decision for {node[-1]} met no document body or no exact-group keys; {JOIN_LOSS}"
         )
     reason = "earlier_run_duplicate" if decision.earlier else "exact_duplicate"
     for stub in grouped["losers"]:
