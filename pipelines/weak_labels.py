@@ -69,7 +69,8 @@ CRIME = re.compile(
 BEHAVIOURS: dict[str, re.Pattern[str]] = {
     "violence": re.compile(
         r"\b(kill(s|ed|ing)?|murder(s|ed|ing)?|slaughter\w*|massacre\w*|assassinat\w*|stab(s|bed|bing)|"
-        r"shoots|shot (him|her|them|dead)|strangl\w*|exterminat\w*|beat(s|en)? (him|her|them) to death)\b",
+        r"shoots|shot (him|her|them|dead)|strangl\w*|exterminat\w*|beat(s|en)? (him|her|them) to death|"
+        r"(?-i:killers?(?! whales?)|assassins?|murderers?))\b",
         re.IGNORECASE,
     ),
     "deception": re.compile(
@@ -111,10 +112,12 @@ BEHAVIOURS: dict[str, re.Pattern[str]] = {
 # ``--audit-behaviour`` samples of the mined no-AI chunks (BENCHMARKS.md).
 # Deception and coercion were narrowed after their sample was read (BENCHMARKS.md lists
 # the misses); their figures count the sampled chunks the narrowed lexicon still matches.
+# Violence: 20 verb matches read, then 15 matches of the nouns (killer, assassin,
+# murderer) of which the 9 lower-case ones the lexicon keeps.
 # self_preservation, protective and honest matched too few no-AI chunks or were not
 # read in time: they stay unaudited, so they are not applied.
 BEHAVIOUR_AUDIT: dict[str, tuple[int, int]] = {
-    "violence": (20, 16),
+    "violence": (29, 25),
     "deception": (13, 12),
     "coercion": (18, 16),
     "takeover": (20, 19),
@@ -364,9 +367,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     hits = mine(args.input, args.exclude, args.seed, args.labeled)
     if args.audit or args.audit_behaviour:
-        sample = (
-            hits[args.audit] if args.audit else behaviour_sample(hits, args.audit_behaviour, args.seed)
-        )
+        sample = hits[args.audit] if args.audit else behaviour_sample(hits, args.audit_behaviour, args.seed)
         for r in sample[: args.audit_size]:
             print(f"## {r['id']} {r['labels']} {r.get('behaviours', '')}\n{r['text']}\n")
         return 0
