@@ -560,6 +560,7 @@ def evaluate(
     thresholds: dict[str, float],
     taxonomy: Taxonomy = DEFAULT_TAXONOMY,
     scores: Sequence[dict[str, float]] | None = None,
+    label_scores: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Per-label and per-narrative precision, recall and F1, plus the hard-negative FP rate.
 
@@ -574,9 +575,10 @@ def evaluate(
       thresholds: label -> threshold.
       taxonomy: label groups.
       scores: precomputed document scores (else computed like the pipeline does).
+      label_scores: the model card's ``label_scores``, used when ``scores`` is None.
     """
     if scores is None:
-        scores = _scores(model, records)
+        scores = _scores(model, records, label_scores)
     labels = taxonomy.scored_labels
     counts = {label: [0, 0, 0] for label in labels}
     ncounts = {n: [0, 0, 0] for n in NARRATIVES}

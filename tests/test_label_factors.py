@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import apache_beam as beam
@@ -62,14 +63,28 @@ def test_card_naming_labels_the_model_lacks_is_an_error() -> None:
         combine_label_scores(NAMES, MATRIX, RULE | {"behaviours": {"takeover": "act_takeover"}})
 
 
-def test_shipped_card_has_no_rule_and_scores_are_unchanged(model_path: str) -> None:
-    card = read_model_card(model_path)
-    assert "label_scores" not in card
-    model = load_fasttext(model_path)
+def test_card_without_the_field_scores_labels_as_predicted(model_path: str, tmp_path: Path) -> None:
+    # A user's own model whose card predates label_scores: every label scored as predicted.
+    own = tmp_path / "own.ftz"
+    shutil.copy(model_path, own)
+    card = {k: v for k, v in read_model_card(model_path).items() if k != "label_scores"}
+    (tmp_path / "own.card.json").write_text(json.dumps(card), encoding="utf-8")
+    model = load_fasttext(str(own))
     text = "The robot killed the guards. " * 40
-    assert score_documents(model, [text], 400, "max", card.get("label_scores")) == score_documents(
-        model, [text], 400, "max"
-    )
+    raw = score_documents(model, [text], 400, "max")[0]
+    assert "ai_actor" in raw  # the factor is just another label here
+
+    p = make_pipeline()
+    docs = [{"id": "d/1", "source": "d", "text": text}]
+    out = p | beam.Create(docs) | ClassifyDocuments(ClassifierConfig(model=str(own)))
+
+    def check(rows: list[dict[str, object]]) -> None:
+        scores = rows[0]["trope_scores"]
+        assert isinstance(scores, dict)
+        assert scores == {k: round(v, 6) for k, v in raw.items() if k != "none"}
+
+    assert_that(out, check)
+    p.run()
 
 
 def test_factor_labels_of_records() -> None:

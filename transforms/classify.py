@@ -195,7 +195,9 @@ def combine_label_scores(
     if missing:
         raise ValueError(f"the model card's label_scores names labels {missing} the model lacks")
     actor = matrix[:, column[label_scores["actor"]]]
-    out = matrix.copy()
+    keep = [j for j, name in enumerate(names) if name not in factors]
+    out = matrix[:, keep]
+    position = {names[j]: i for i, j in enumerate(keep)}
     for label, factor in behaviours.items():
         behaviour = matrix[:, column[factor]]
         if label_scores["combine"] == "min":
@@ -206,9 +208,8 @@ def combine_label_scores(
             combined = actor * behaviour
         if label_scores.get("keep_direct"):
             combined = np.maximum(combined, matrix[:, column[label]])
-        out[:, column[label]] = combined
-    keep = [j for j, name in enumerate(names) if name not in factors]
-    return [names[j] for j in keep], out[:, keep]
+        out[:, position[label]] = combined
+    return [names[j] for j in keep], out
 
 
 def _as_dicts(names: list[str], matrix: np.ndarray) -> list[dict[str, float]]:
