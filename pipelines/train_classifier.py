@@ -11,14 +11,16 @@ A deterministic hash of each record's id holds out ``validation_fraction`` of th
 data; the model trains on the rest, and per-label thresholds are chosen on the
 held-out part (``threshold_objective``: best F1, or the lowest threshold reaching
 ``target_precision``).  ``repeat`` oversamples the trope records of scarce real-text
-files, ``shuffle`` orders training lines by id hash.
+files, ``shuffle`` orders training lines by id hash.  With ``factors`` the model also
+learns an actor label and per-trope behaviour labels, and trope scores are their
+combination (``Factors``; recorded as the card's ``label_scores``).
 
 Rebuild the shipped model (deterministic: one thread, fixed seed, hash shuffle)::
 
     make model     # from a worktree: make model WIKIPEDIA=/path/to/shared/data/wikipedia
 
-It runs, in order: ``pipelines.weak_labels`` (``--exclude`` the dev set's pages,
-``--labeled`` the hand-labeled file), ``pipelines.seed_templates``, then
+It runs, in order: ``pipelines.weak_labels --behaviours`` (``--exclude`` the dev set's
+pages, ``--labeled`` the hand-labeled file), ``pipelines.seed_templates``, then
 ``tropemix train-classifier --params models/train.yaml --data
 data/seed/tropes_seed.jsonl build/template_records.jsonl build/weak_labels.jsonl
 data/train/wikipedia_train.jsonl --eval-data data/dev/wikipedia_dev.jsonl``.  The
@@ -75,6 +77,9 @@ class Factors(BaseModel):
       behaviours: tropes that get a behaviour factor (default: every misaligned label).
       combine: ``product``, ``min`` or ``geometric`` (mean) of actor and behaviour.
       keep_direct: score = max(combined, the trope's own score).
+      direct: tropes whose behaviour label is trained but whose score stays the trope's
+        own (a chunk-level product cannot tell who does the act to whom; see
+        models/train.yaml for coercion).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -84,11 +89,12 @@ class Factors(BaseModel):
     behaviours: list[str] = Field(default_factory=list)
     combine: Literal["product", "min", "geometric"] = "product"
     keep_direct: bool = False
+    direct: list[str] = Field(default_factory=list)
 
     def resolved(self, taxonomy: Taxonomy) -> Factors:
         """These factors with ``behaviours`` defaulted and checked against the taxonomy."""
         behaviours = self.behaviours or list(taxonomy.misaligned)
-        unknown = sorted(set(behaviours) - set(taxonomy.trope_labels))
+        unknown = sorted((set(behaviours) | set(self.direct)) - set(taxonomy.trope_labels))
         clash = sorted(
             {self.actor, *(self.behaviour_prefix + b for b in behaviours)} & set(taxonomy.all_labels)
         )
@@ -110,7 +116,7 @@ class Factors(BaseModel):
         return {
             "combine": self.combine,
             "actor": self.actor,
-            "behaviours": {b: self.behaviour_prefix + b for b in self.behaviours},
+            "behaviours": {b: self.behaviour_prefix + b for b in self.behaviours if b not in self.direct},
             "keep_direct": self.keep_direct,
         }
 

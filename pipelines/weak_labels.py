@@ -14,9 +14,16 @@ Mine (deterministic: the sample is chosen by a hash of paragraph ids)::
         --exclude data/dev/wikipedia_dev.jsonl --labeled data/train/wikipedia_train.jsonl \
         --output build/weak_labels.jsonl
 
-Print a sample of one rule's hits to measure its precision by reading::
+With ``--behaviours`` (what ``make model`` runs), no-AI records also carry the
+behaviours their text shows (``BEHAVIOURS`` lexicons: someone kills, deceives,
+blackmails, seizes power), and the ``behaviour_no_ai`` rule adds up to 300 no-AI
+chunks per behaviour; these train the behaviour factors of a factorized model.
+
+Print a sample of one rule's hits, or of one behaviour lexicon's matches among the
+kept records, to measure its precision by reading::
 
     python -m pipelines.weak_labels --input ... --exclude ... --audit ai_topic --audit-size 25
+    python -m pipelines.weak_labels --input ... --exclude ... --audit-behaviour violence --audit-size 20
 """
 
 from __future__ import annotations
