@@ -44,12 +44,13 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 
 ## Rebuild the shipped classifier (deterministic): the hand-labeled real-text excerpts
-## (data/train/), weak labels mined from ../shared/data/wikipedia, template records, the
-## hand-written seed set; evaluated on the held-out real-text dev set.
+## (data/train/), weak labels mined from ../shared/data/wikipedia (with behaviour labels
+## for the actor x behaviour factors), template records, the hand-written seed set;
+## evaluated on the held-out real-text dev set.
 WIKIPEDIA ?= ../shared/data/wikipedia
 model: $(STAMP)
 	mkdir -p build
-	$(PY) -m pipelines.weak_labels --input '$(WIKIPEDIA)/*.jsonl.gz' \
+	$(PY) -m pipelines.weak_labels --behaviours --input '$(WIKIPEDIA)/*.jsonl.gz' \
 		--exclude data/dev/wikipedia_dev.jsonl --labeled data/train/wikipedia_train.jsonl \
 		--output build/weak_labels.jsonl
 	$(PY) -m pipelines.seed_templates --templates data/seed/templates.yaml --per-label 120 \

@@ -88,7 +88,9 @@ def main() -> None:
     def functions() -> None:
         for i in range(0, len(docs), cfg.batch_size):
             batch = docs[i : i + cfg.batch_size]
-            scores = score_documents(model, [d["text"] for d in batch], cfg.chunk_chars, cfg.aggregate)
+            scores = score_documents(
+                model, [d["text"] for d in batch], cfg.chunk_chars, cfg.aggregate, card.get("label_scores")
+            )
             for d, s in zip(batch, scores, strict=True):
                 annotate(d, s, thresholds, taxonomy)  # type: ignore[arg-type]
 

@@ -189,7 +189,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     records = read_labeled(args.data)
     if args.skip_pages_of:
         records = on_unseen_pages(records, read_labeled(args.skip_pages_of))
-    scores = score_documents(model, [r["text"] for r in records], cfg.chunk_chars, cfg.aggregate)
+    scores = score_documents(
+        model, [r["text"] for r in records], cfg.chunk_chars, cfg.aggregate, card.get("label_scores")
+    )
     result = evaluate(model, records, thresholds, taxonomy, scores)
     if args.pr_curves:
         result["pr_curves"] = pr_curves(records, scores, thresholds, taxonomy, args.pr_curves)

@@ -76,7 +76,10 @@ def generate(
                 text = _sentence(rng.choice(frames), actor, _human(hp), rng, templates)
                 human: dict[str, Any] = {"id": f"tpl-human-{label}-{i}", "text": text, "labels": []}
                 if label in taxonomy.trope_labels:
+                    # The same act by a person: a hard negative for the trope, a positive
+                    # for its behaviour factor (train_classifier.Factors).
                     human["hard_negative"] = True
+                    human["behaviours"] = [label]
                 out.append(human)
     for i in range(per_label):
         text = rng.choice(templates["nonfiction"]).format(

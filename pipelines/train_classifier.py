@@ -11,14 +11,16 @@ A deterministic hash of each record's id holds out ``validation_fraction`` of th
 data; the model trains on the rest, and per-label thresholds are chosen on the
 held-out part (``threshold_objective``: best F1, or the lowest threshold reaching
 ``target_precision``).  ``repeat`` oversamples the trope records of scarce real-text
-files, ``shuffle`` orders training lines by id hash.
+files, ``shuffle`` orders training lines by id hash.  With ``factors`` the model also
+learns an actor label and per-trope behaviour labels, and trope scores are their
+combination (``Factors``; recorded as the card's ``label_scores``).
 
 Rebuild the shipped model (deterministic: one thread, fixed seed, hash shuffle)::
 
     make model     # from a worktree: make model WIKIPEDIA=/path/to/shared/data/wikipedia
 
-It runs, in order: ``pipelines.weak_labels`` (``--exclude`` the dev set's pages,
-``--labeled`` the hand-labeled file), ``pipelines.seed_templates``, then
+It runs, in order: ``pipelines.weak_labels --behaviours`` (``--exclude`` the dev set's
+pages, ``--labeled`` the hand-labeled file), ``pipelines.seed_templates``, then
 ``tropemix train-classifier --params models/train.yaml --data
 data/seed/tropes_seed.jsonl build/template_records.jsonl build/weak_labels.jsonl
 data/train/wikipedia_train.jsonl --eval-data data/dev/wikipedia_dev.jsonl``.  The
@@ -59,6 +61,66 @@ EVAL_CHUNK_CHARS = 400
 EVAL_AGGREGATE = "max"
 
 
+class Factors(BaseModel):
+    """Factorized trope scores: "who acts" and "what is done" as separate labels.
+
+    The model also learns an actor label (any record with an AI label: a trope or
+    ai_nonnarrative) and, per trope in ``behaviours``, a behaviour label trained on the
+    behaviour by any actor (records whose ``labels`` or ``behaviours`` name the trope,
+    e.g. human crime mined by ``weak_labels --behaviours``).  Inference scores the
+    trope as ``combine(actor, behaviour)`` per chunk (``transforms.classify.
+    combine_label_scores``); the card's ``label_scores`` records how.
+
+    Args:
+      actor: name of the actor label.
+      behaviour_prefix: behaviour label = prefix + trope.
+      behaviours: tropes that get a behaviour factor (default: every misaligned label).
+      combine: ``product``, ``min`` or ``geometric`` (mean) of actor and behaviour.
+      keep_direct: score = max(combined, the trope's own score).
+      direct: tropes whose behaviour label is trained but whose score stays the trope's
+        own (a chunk-level product cannot tell who does the act to whom; see
+        models/train.yaml for coercion).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    actor: str = "ai_actor"
+    behaviour_prefix: str = "act_"
+    behaviours: list[str] = Field(default_factory=list)
+    combine: Literal["product", "min", "geometric"] = "product"
+    keep_direct: bool = False
+    direct: list[str] = Field(default_factory=list)
+
+    def resolved(self, taxonomy: Taxonomy) -> Factors:
+        """These factors with ``behaviours`` defaulted and checked against the taxonomy."""
+        behaviours = self.behaviours or list(taxonomy.misaligned)
+        unknown = sorted((set(behaviours) | set(self.direct)) - set(taxonomy.trope_labels))
+        clash = sorted(
+            {self.actor, *(self.behaviour_prefix + b for b in behaviours)} & set(taxonomy.all_labels)
+        )
+        if unknown or clash:
+            raise ValueError(
+                f"factors: behaviours {unknown} are not trope labels, or factor labels {clash} "
+                "clash with taxonomy labels"
+            )
+        return self.model_copy(update={"behaviours": behaviours})
+
+    def labels_of(self, record: dict[str, Any]) -> list[str]:
+        """The factor labels of a labeled record."""
+        out = [self.actor] if record["labels"] else []
+        acts = set(record["labels"]) | set(record.get("behaviours", []))
+        return out + [self.behaviour_prefix + b for b in self.behaviours if b in acts]
+
+    def card_entry(self) -> dict[str, Any]:
+        """The model card's ``label_scores``: how inference combines label scores."""
+        return {
+            "combine": self.combine,
+            "actor": self.actor,
+            "behaviours": {b: self.behaviour_prefix + b for b in self.behaviours if b not in self.direct},
+            "keep_direct": self.keep_direct,
+        }
+
+
 class TrainParams(BaseModel):
     """fastText hyperparameters and threshold selection (the shipped model's are models/train.yaml).
 
@@ -83,6 +145,8 @@ class TrainParams(BaseModel):
       shuffle: order the training lines by a hash of record id and seed instead of
         file order (fastText's learning rate decays over the pass, so file order
         favours whatever comes first).
+      factors: train actor and behaviour factor labels and score tropes from them
+        (``Factors``); None trains and scores the labels as they are.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -107,6 +171,7 @@ class TrainParams(BaseModel):
     repeat: dict[str, int] = Field(default_factory=dict)
     shuffle: bool = False
     threshold_objective: Literal["precision", "f1"] = "precision"
+    factors: Factors | None = None
 
 
 def load_params(path: str | None) -> TrainParams:
@@ -135,15 +200,21 @@ def read_labeled(paths: Iterable[str]) -> list[dict[str, Any]]:
     return records
 
 
-def fasttext_line(record: dict[str, Any], taxonomy: Taxonomy) -> str:
-    """One fastText training line: ``__label__a __label__b text``."""
+def fasttext_line(record: dict[str, Any], taxonomy: Taxonomy, factors: Factors | None = None) -> str:
+    """One fastText training line: ``__label__a __label__b text``.
+
+    Args:
+      record: a labeled record (``behaviours`` is read only with ``factors``).
+      taxonomy: label groups.
+      factors: resolved factors; adds the record's factor labels.
+    """
     unknown = set(record["labels"]) - set(taxonomy.all_labels)
     if unknown:
         raise ValueError(
             f"record {record.get('id', '?')}: unknown labels {sorted(unknown)}; "
             f"the taxonomy has {taxonomy.all_labels}"
         )
-    labels = record["labels"] or [taxonomy.none_label]
+    labels = (record["labels"] or [taxonomy.none_label]) + (factors.labels_of(record) if factors else [])
     return " ".join(LABEL_PREFIX + label for label in sorted(labels)) + " " + fasttext_text(record["text"])
 
 
@@ -255,6 +326,38 @@ def select_threshold_f1(
     return round(float(s[best]), 6), True
 
 
+def choose_thresholds(
+    records: Sequence[dict[str, Any]],
+    scores: Sequence[dict[str, float]],
+    params: TrainParams,
+    taxonomy: Taxonomy = DEFAULT_TAXONOMY,
+) -> tuple[dict[str, float], dict[str, bool]]:
+    """Per-label thresholds chosen on validation records, and whether each met its target.
+
+    Args:
+      records: validation records.
+      scores: their document scores.
+      params: ``threshold_objective``, ``target_precision``, ``threshold`` (fallback)
+        and ``min_validation_positives``.
+      taxonomy: label groups.
+    """
+    thresholds: dict[str, float] = {}
+    met: dict[str, bool] = {}
+    for label in taxonomy.scored_labels:
+        positive = [label in r["labels"] for r in records]
+        if sum(positive) < params.min_validation_positives:
+            thresholds[label], met[label] = params.threshold, False
+            continue
+        label_scores = [s.get(label, 0.0) for s in scores]
+        if params.threshold_objective == "f1":
+            thresholds[label], met[label] = select_threshold_f1(label_scores, positive, params.threshold)
+        else:
+            thresholds[label], met[label] = select_threshold(
+                label_scores, positive, params.target_precision, params.threshold
+            )
+    return thresholds, met
+
+
 def _sha256(path: str) -> str:
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()
@@ -301,11 +404,13 @@ def train(
         if leaked:
             raise ValueError(f"training records {leaked[:5]} also appear in {list(exclude)}; remove them")
     train_recs, valid_recs = split_records(records, params.validation_fraction, params.seed, eligible)
+    factors = params.factors.resolved(taxonomy) if params.factors else None
+    score_rule = factors.card_entry() if factors else None
     tropes = set(taxonomy.trope_labels)
     keyed: list[tuple[float, str]] = []
     for n, r in enumerate(train_recs):
         times = params.repeat.get(r.pop("_source"), 1) if tropes & set(r["labels"]) else 1
-        line = fasttext_line(r, taxonomy)
+        line = fasttext_line(r, taxonomy, factors)
         for k in range(times):
             key = unit_interval("order", params.seed, f"{r['id']}#{k}") if params.shuffle else float(n)
             keyed.append((key, line))
@@ -329,7 +434,7 @@ def train(
         valid_file = None
         if params.autotune_seconds and valid_recs:
             valid_file = os.path.join(tmp, "valid.txt")
-            _write_lines(valid_file, [fasttext_line(r, taxonomy) for r in valid_recs])
+            _write_lines(valid_file, [fasttext_line(r, taxonomy, factors) for r in valid_recs])
         # fastText training in a process that loaded and freed another model can hit
         # "Encountered NaN"; a fresh interpreter does not (and needs no __main__ guard).
         job = {"train_file": train_file, "valid_file": valid_file, "args": args, "output": output}
@@ -347,23 +452,8 @@ def train(
         args = json.loads(done.stdout.strip().splitlines()[-1])
     model = fasttext.load_model(output)
 
-    thresholds: dict[str, float] = {}
-    threshold_met: dict[str, bool] = {}
-    valid_scores = _scores(model, valid_recs)
-    for label in taxonomy.scored_labels:
-        positive = [label in r["labels"] for r in valid_recs]
-        if sum(positive) < params.min_validation_positives:
-            thresholds[label], threshold_met[label] = params.threshold, False
-            continue
-        label_scores = [s.get(label, 0.0) for s in valid_scores]
-        if params.threshold_objective == "f1":
-            thresholds[label], threshold_met[label] = select_threshold_f1(
-                label_scores, positive, params.threshold
-            )
-        else:
-            thresholds[label], threshold_met[label] = select_threshold(
-                label_scores, positive, params.target_precision, params.threshold
-            )
+    valid_scores = _scores(model, valid_recs, score_rule)
+    thresholds, threshold_met = choose_thresholds(valid_recs, valid_scores, params, taxonomy)
     card: dict[str, Any] = {
         "model": os.path.basename(output),
         "sha256": _sha256(output),
@@ -383,17 +473,23 @@ def train(
         "hyperparameters": params.model_dump() | args | {"loss": "ova", "thread": 1},
         "evaluation": {},
     }
+    if score_rule:
+        card["label_scores"] = score_rule
     if valid_recs:
-        card["evaluation"]["validation"] = evaluate(model, valid_recs, thresholds, taxonomy)
+        card["evaluation"]["validation"] = evaluate(model, valid_recs, thresholds, taxonomy, valid_scores)
     if eval_data:
         dev = read_labeled(eval_data)
-        card["evaluation"]["dev"] = evaluate(model, dev, thresholds, taxonomy)
+        card["evaluation"]["dev"] = evaluate(
+            model, dev, thresholds, taxonomy, _scores(model, dev, score_rule)
+        )
         card["evaluation"]["dev"]["files"] = [os.path.basename(p) for p in eval_data]
         # The dev records whose page no training record comes from: text of pages the
         # model never saw (the headline numbers when the dev set is not page-disjoint).
         disjoint = on_unseen_pages(dev, records)
         if len(disjoint) < len(dev):
-            card["evaluation"]["dev_page_disjoint"] = evaluate(model, disjoint, thresholds, taxonomy)
+            card["evaluation"]["dev_page_disjoint"] = evaluate(
+                model, disjoint, thresholds, taxonomy, _scores(model, disjoint, score_rule)
+            )
             card["evaluation"]["dev_page_disjoint"]["files"] = card["evaluation"]["dev"]["files"]
     with open(model_card_path(output), "w", encoding="utf-8") as f:
         json.dump(card, f, indent=2, sort_keys=True)
@@ -435,8 +531,12 @@ def _fit_main() -> None:
     print(json.dumps(args))
 
 
-def _scores(model: Any, records: Sequence[dict[str, Any]]) -> list[dict[str, float]]:
-    return score_documents(model, [r["text"] for r in records], EVAL_CHUNK_CHARS, EVAL_AGGREGATE)
+def _scores(
+    model: Any, records: Sequence[dict[str, Any]], label_scores: dict[str, Any] | None = None
+) -> list[dict[str, float]]:
+    return score_documents(
+        model, [r["text"] for r in records], EVAL_CHUNK_CHARS, EVAL_AGGREGATE, label_scores
+    )
 
 
 def _prf(tp: int, fp: int, fn: int) -> dict[str, float]:
@@ -466,6 +566,7 @@ def evaluate(
     thresholds: dict[str, float],
     taxonomy: Taxonomy = DEFAULT_TAXONOMY,
     scores: Sequence[dict[str, float]] | None = None,
+    label_scores: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Per-label and per-narrative precision, recall and F1, plus the hard-negative FP rate.
 
@@ -480,9 +581,10 @@ def evaluate(
       thresholds: label -> threshold.
       taxonomy: label groups.
       scores: precomputed document scores (else computed like the pipeline does).
+      label_scores: the model card's ``label_scores``, used when ``scores`` is None.
     """
     if scores is None:
-        scores = _scores(model, records)
+        scores = _scores(model, records, label_scores)
     labels = taxonomy.scored_labels
     counts = {label: [0, 0, 0] for label in labels}
     ncounts = {n: [0, 0, 0] for n in NARRATIVES}

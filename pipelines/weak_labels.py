@@ -14,9 +14,16 @@ Mine (deterministic: the sample is chosen by a hash of paragraph ids)::
         --exclude data/dev/wikipedia_dev.jsonl --labeled data/train/wikipedia_train.jsonl \
         --output build/weak_labels.jsonl
 
-Print a sample of one rule's hits to measure its precision by reading::
+With ``--behaviours`` (what ``make model`` runs), no-AI records also carry the
+behaviours their text shows (``BEHAVIOURS`` lexicons: someone kills, deceives,
+blackmails, seizes power), and the ``behaviour_no_ai`` rule adds up to 300 no-AI
+chunks per behaviour; these train the behaviour factors of a factorized model.
+
+Print a sample of one rule's hits, or of one behaviour lexicon's matches among the
+kept records, to measure its precision by reading::
 
     python -m pipelines.weak_labels --input ... --exclude ... --audit ai_topic --audit-size 25
+    python -m pipelines.weak_labels --input ... --exclude ... --audit-behaviour violence --audit-size 20
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ import gzip
 import json
 import re
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from transforms.text import chunk_text, stable_hash
@@ -60,6 +67,68 @@ CRIME = re.compile(
     r"framed|frames|con(?:s|ned)?|swindl\w*|extort\w*|assassin\w*|coup|poison\w*|manipulat\w*)\b",
     re.IGNORECASE,
 )
+# Behaviour lexicons: what is done, by any actor (people in thrillers, crime and war
+# plots do all of it).  A no-AI paragraph chunk matching a lexicon is a real example of
+# the behaviour without an AI actor; the trope model's behaviour factors train on them
+# (``behaviours`` field, see pipelines/train_classifier.py:Factors).  Keys are trope
+# labels of the default taxonomy; each lexicon's precision was measured by reading
+# (``BEHAVIOUR_AUDIT``) and only lexicons at MIN_PRECISION or above are applied.
+BEHAVIOURS: dict[str, re.Pattern[str]] = {
+    "violence": re.compile(
+        r"\b(kill(s|ed|ing)?|murder(s|ed|ing)?|slaughter\w*|massacre\w*|assassinat\w*|stab(s|bed|bing)|"
+        r"shoots|shot (him|her|them|dead)|strangl\w*|exterminat\w*|beat(s|en)? (him|her|them) to death|"
+        r"(?-i:killers?(?! whales?)|assassins?|murderers?))\b",
+        re.IGNORECASE,
+    ),
+    "deception": re.compile(
+        r"\b(deceiv\w*|decept\w*|lied (to|about)|lies to|trick(s|ed|ing)? (him|her|them|the)|"
+        r"disguis(es|ed|ing) (himself|herself|themselves)|disguised as|in disguise|impersonat(es|ed|ing)|"
+        r"pretend(s|ed|ing)? to be|pos(es|ed|ing) as|manipulat(es|ed|ing) (him|her|them)|"
+        r"double[- ]cross(es|ed|ing)|betray\w*|misled|con artist|swindl\w*)\b",
+        re.IGNORECASE,
+    ),
+    "coercion": re.compile(
+        r"\b(blackmail\w*|extort\w*|coerc\w*|(?-i:ransom\w*)|threaten(s|ed|ing)? (to kill|to expose|to reveal|"
+        r"to tell|him|her|them)|intimidat(es|ed|ing) (him|her|them))\b",
+        re.IGNORECASE,
+    ),
+    "takeover": re.compile(
+        r"\b(seiz(e|es|ed|ing) (power|control|the throne)|(take|takes|taking|took) (over|control of) (the|his|her) "
+        r"(throne|kingdom|country|world|city|planet|government|island|galaxy|empire|ship|colony)|coup|"
+        r"overthrow\w*|usurp\w*|enslav(e|es|ing)|enslaved by|(rule|dominate|conquer) the world|"
+        r"world domination)\b",
+        re.IGNORECASE,
+    ),
+    "self_preservation": re.compile(
+        r"\b(fak(e|es|ed|ing) (his|her|their) (own )?death|to save (himself|herself|themselves)|"
+        r"(escape|evade|avoid)(s|d|ed|ing)? (capture|arrest|execution|death|being killed))\b",
+        re.IGNORECASE,
+    ),
+    "protective": re.compile(
+        r"\b(protect(s|ed|ing)?|rescu(e|es|ed|ing)|sav(e|es|ed|ing) (him|her|them|the|his|her)|"
+        r"shield(s|ed|ing)?|sacrific(e|es|ed|ing) (himself|herself|themselves))\b",
+        re.IGNORECASE,
+    ),
+    "honest": re.compile(
+        r"\b(confess(es|ed|ing)?|admit(s|ted)|tells? (him|her|them) the truth|told (him|her|them) the truth|"
+        r"comes? clean|came clean|apologi[sz]\w*)\b",
+        re.IGNORECASE,
+    ),
+}
+# Per behaviour lexicon: (chunks read, chunks showing the behaviour by someone), from
+# ``--audit-behaviour`` samples of the mined no-AI chunks (BENCHMARKS.md).
+# Deception and coercion were narrowed after their sample was read (BENCHMARKS.md lists
+# the misses); their figures count the sampled chunks the narrowed lexicon still matches.
+# Violence: 20 verb matches read, then 15 matches of the nouns (killer, assassin,
+# murderer) of which the 9 lower-case ones the lexicon keeps.
+# self_preservation, protective and honest matched too few no-AI chunks or were not
+# read in time: they stay unaudited, so they are not applied.
+BEHAVIOUR_AUDIT: dict[str, tuple[int, int]] = {
+    "violence": (29, 25),
+    "deception": (13, 12),
+    "coercion": (18, 16),
+    "takeover": (20, 19),
+}
 PLOT_HEADING = re.compile(r"\n(Plot|Synopsis|Premise|Story|Plot summary|Summary|Storyline)\n")
 HEADING = re.compile(r"\n\n\n[A-Z][^\n]{0,40}\n")
 
@@ -94,6 +163,9 @@ RULES = {
     for r in (
         # Plot paragraphs about human crime with no AI word at all.
         Rule("plot_crime_no_ai", (), True, 600, 30, 30),
+        # Paragraphs with no AI word where a behaviour lexicon matches (someone kills,
+        # deceives, blackmails, seizes power ...): ``cap`` records per behaviour.
+        Rule("behaviour_no_ai", (), False, 300, 20, 20),
         # Any other paragraph with no AI word.
         Rule("no_ai", (), False, 600, 30, 30),
         # Non-fiction paragraphs naming AI as a field or technology.
@@ -123,8 +195,28 @@ def paragraphs(page: dict[str, str]) -> Iterator[tuple[str, str, bool]]:
             yield f"{page['id']}:{i}", para, plot_span[0] <= start < plot_span[1]
 
 
+def behaviours_of(text: str, lexicons: Mapping[str, re.Pattern[str]]) -> list[str]:
+    """The behaviours whose lexicon matches ``text``, sorted.
+
+    Args:
+      text: a paragraph or chunk.
+      lexicons: behaviour -> pattern (``BEHAVIOURS`` or the audited part of it).
+    """
+    return sorted(name for name, pattern in lexicons.items() if pattern.search(text))
+
+
+def applied_lexicons() -> dict[str, re.Pattern[str]]:
+    """The behaviour lexicons whose measured precision reaches ``MIN_PRECISION``."""
+    return {
+        name: pattern
+        for name, pattern in BEHAVIOURS.items()
+        if name in BEHAVIOUR_AUDIT and BEHAVIOUR_AUDIT[name][1] >= MIN_PRECISION * BEHAVIOUR_AUDIT[name][0]
+    }
+
+
 def rule_hits(page: dict[str, str]) -> Iterator[tuple[str, str, str]]:
-    """``(rule name, paragraph id, text)`` for each paragraph a rule matches (first rule wins)."""
+    """``(rule name, paragraph id, text)`` for each paragraph a rule matches (first rule wins,
+    but a no-AI paragraph matching a behaviour lexicon is also a ``behaviour_no_ai`` hit)."""
     fiction_page = bool(PLOT_HEADING.search(page["text"]))
     for pid, para, in_plot in paragraphs(page):
         has_ai = AI_ANY.search(para) is not None
@@ -133,6 +225,9 @@ def rule_hits(page: dict[str, str]) -> Iterator[tuple[str, str, str]]:
                 yield "plot_crime_no_ai", pid, para
             else:
                 yield "no_ai", pid, para
+            # Also offered to the behaviour rule (kept_records keeps one copy).
+            if behaviours_of(para, BEHAVIOURS):
+                yield "behaviour_no_ai", pid, para
         elif (
             len(AI_TOPIC.findall(para)) >= 2
             and "insemination" not in para  # "artificial insemination (AI)"
@@ -208,6 +303,55 @@ def mine(
     return {name: [r for _, r in sorted(found, key=lambda x: x[0])] for name, found in hits.items()}
 
 
+def kept_records(
+    hits: Mapping[str, list[dict[str, object]]], lexicons: Mapping[str, re.Pattern[str]]
+) -> list[dict[str, object]]:
+    """The records of rules at ``MIN_PRECISION`` or above, each rule's first ``cap`` hits.
+
+    With ``lexicons``, no-AI records get a ``behaviours`` list when a lexicon matches
+    and the ``behaviour_no_ai`` rule contributes up to ``cap`` records per behaviour
+    (after the other rules' records); without, that rule is off (the shipped model's
+    weak labels).  A record id is kept once.
+
+    Args:
+      hits: ``mine``'s hits per rule.
+      lexicons: behaviour lexicons to apply (empty: no behaviour labels).
+    """
+    out: list[dict[str, object]] = []
+    seen: set[object] = set()
+    per_behaviour = dict.fromkeys(lexicons, 0)
+    order = [n for n in RULES if n != "behaviour_no_ai"] + (["behaviour_no_ai"] if lexicons else [])
+    for name in order:
+        rule = RULES[name]
+        if rule.precision < MIN_PRECISION:
+            continue
+        for r in hits[name] if name == "behaviour_no_ai" else hits[name][: rule.cap]:
+            found = [] if rule.labels else behaviours_of(str(r["text"]), lexicons)
+            if r["id"] in seen or (
+                name == "behaviour_no_ai" and all(per_behaviour[b] >= rule.cap for b in found)
+            ):
+                continue
+            seen.add(r["id"])
+            for b in found:
+                per_behaviour[b] += 1
+            out.append(r | {"behaviours": found} if found else r)
+    return out
+
+
+def behaviour_sample(
+    hits: Mapping[str, list[dict[str, object]]], behaviour: str, seed: int
+) -> list[dict[str, object]]:
+    """Kept no-AI records matching one behaviour lexicon, in hash order (the audit sample).
+
+    Args:
+      hits: ``mine``'s hits per rule.
+      behaviour: a key of ``BEHAVIOURS``.
+      seed: seed of the hash order.
+    """
+    matching = [r for r in kept_records(hits, {behaviour: BEHAVIOURS[behaviour]}) if r.get("behaviours")]
+    return sorted(matching, key=lambda r: stable_hash("audit", seed, behaviour, str(r["id"])))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--input", nargs="+", required=True, help="Wikipedia JSONL(.gz) globs")
@@ -217,29 +361,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--output", help="mined labeled JSONL")
     p.add_argument("--audit", help="print a sample of this rule's hits instead of writing")
+    p.add_argument(
+        "--audit-behaviour", choices=sorted(BEHAVIOURS), help="print a sample of one lexicon's matches"
+    )
+    p.add_argument(
+        "--behaviours",
+        action="store_true",
+        help="add behaviour labels (audited lexicons) and the plot_behaviour_no_ai rule",
+    )
     p.add_argument("--audit-size", type=int, default=25)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     hits = mine(args.input, args.exclude, args.seed, args.labeled)
-    if args.audit:
-        for r in hits[args.audit][: args.audit_size]:
-            print(f"## {r['id']} {r['labels']}\n{r['text']}\n")
+    if args.audit or args.audit_behaviour:
+        sample = hits[args.audit] if args.audit else behaviour_sample(hits, args.audit_behaviour, args.seed)
+        for r in sample[: args.audit_size]:
+            print(f"## {r['id']} {r['labels']} {r.get('behaviours', '')}\n{r['text']}\n")
         return 0
     if not args.output:
-        p.error("--output is required unless --audit is given")
-    written = 0
+        p.error("--output is required unless --audit or --audit-behaviour is given")
+    kept = kept_records(hits, applied_lexicons() if args.behaviours else {})
     with open(args.output, "w", encoding="utf-8") as f:
-        for name, rule in RULES.items():
-            kept = hits[name][: rule.cap] if rule.precision >= MIN_PRECISION else []
-            for r in kept:
-                f.write(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n")
-            written += len(kept)
-            print(
-                f"{name}: {len(hits[name])} hits, precision {rule.precision:.2f} "
-                f"({rule.correct}/{rule.audited} read), {len(kept)} kept",
-                file=sys.stderr,
-            )
-    print(f"{written} records -> {args.output}", file=sys.stderr)
+        for r in kept:
+            f.write(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n")
+    for name, rule in RULES.items():
+        print(
+            f"{name}: {len(hits[name])} hits, precision {rule.precision:.2f} "
+            f"({rule.correct}/{rule.audited} read), {sum(r['rule'] == name for r in kept)} kept",
+            file=sys.stderr,
+        )
+    for name in BEHAVIOURS:
+        found = sum(name in r.get("behaviours", []) for r in kept)  # type: ignore[operator]
+        print(f"behaviour {name}: {found} kept records", file=sys.stderr)
+    print(f"{len(kept)} records -> {args.output}", file=sys.stderr)
     return 0
 
 

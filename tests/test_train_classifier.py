@@ -107,8 +107,8 @@ def test_weak_labels_skip_dev_pages(tmp_path: Path) -> None:
     ]
     pages.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     hits = mine([str(pages)], [str(DEV)])
-    ids = [r["id"] for found in hits.values() for r in found]
-    assert ids == ["wiki-other:1"]
+    ids = {r["id"] for found in hits.values() for r in found}
+    assert ids == {"wiki-other:1"}
     assert hits["no_ai"][0]["labels"] == []
 
 
@@ -125,7 +125,10 @@ def test_eval_cli_prints_metrics_and_pr_curves(
     # The same numbers as evaluate() with the card's thresholds.
     card = read_model_card(model_path)
     again = evaluate(
-        load_fasttext(model_path), read_labeled([str(DEV)]), card["thresholds"] | {"default": 0.5}
+        load_fasttext(model_path),
+        read_labeled([str(DEV)]),
+        card["thresholds"] | {"default": 0.5},
+        label_scores=card.get("label_scores"),
     )
     assert again["narratives"] == result["narratives"]
 
@@ -162,7 +165,7 @@ def test_shipped_card_metrics_equal_a_fresh_evaluation(capsys: pytest.CaptureFix
     assert "wikipedia_train.jsonl" in card["training_data"]["files"]
     model = load_fasttext(str(SHIPPED))
     dev = read_labeled([str(DEV)])
-    fresh = evaluate(model, dev, card["thresholds"])
+    fresh = evaluate(model, dev, card["thresholds"], label_scores=card.get("label_scores"))
     assert {k: v for k, v in card["evaluation"]["dev"].items() if k != "files"} == fresh
     # The page-disjoint part, as the CLI computes it.
     args = ["eval-classifier", "--model", str(SHIPPED), "--data", str(DEV), "--skip-pages-of", str(TRAIN)]
@@ -190,7 +193,9 @@ def test_shipped_model_on_real_dev_text() -> None:
         "wiki-043018d2279a:0": "ai_nonnarrative",  # Marvin Minsky
         "wiki-537ad1f164b5:2": "ai_nonnarrative",  # cognitive science
     }
-    scores = score_documents(model, [by_id[i]["text"] for i in expected], 400, "max")
+    scores = score_documents(
+        model, [by_id[i]["text"] for i in expected], 400, "max", card.get("label_scores")
+    )
     for rid, s in zip(expected, scores, strict=True):
         s = {k: v for k, v in s.items() if k in DEFAULT_TAXONOMY.scored_labels}
         fired = fired_labels(s, card["thresholds"], 0.5)
@@ -242,7 +247,7 @@ def test_weak_labels_skip_hand_labeled_paragraphs(tmp_path: Path) -> None:
     labeled = tmp_path / "hand.jsonl"
     labeled.write_text(json.dumps({"id": "wiki-a:1", "text": para, "labels": []}) + "\n", encoding="utf-8")
     hits = mine([str(pages)], [], labeled=[str(labeled)])
-    assert [r["id"] for found in hits.values() for r in found] == ["wiki-a:2"]
+    assert {r["id"] for found in hits.values() for r in found} == {"wiki-a:2"}
 
 
 def test_train_candidates_skip_dev_excerpts_but_not_the_robot_list(tmp_path: Path) -> None:

@@ -168,33 +168,87 @@ def _score_matrix(model: Any, texts: Sequence[str]) -> tuple[list[str], np.ndarr
     return names, matrix
 
 
+def combine_label_scores(
+    names: list[str], matrix: np.ndarray, label_scores: dict[str, Any] | None
+) -> tuple[list[str], np.ndarray]:
+    """Label scores from factor scores, per chunk, as the model card's ``label_scores`` says.
+
+    A factorized model also predicts an actor factor ("an AI, robot or computer system
+    acts") and one behaviour factor per trope ("someone does this", any actor).  Each
+    factorized trope's score becomes ``combine(actor, behaviour)`` (``product``,
+    ``min`` or ``geometric`` mean), or its maximum with the trope's own score when
+    ``keep_direct``; the factor columns are then dropped.  Without ``label_scores`` (a
+    card without the field) the scores are returned unchanged.
+
+    Args:
+      names: label names, one per column.
+      matrix: ``(chunks, labels)`` probabilities.
+      label_scores: the card's ``label_scores``: ``combine``, ``actor``, ``behaviours``
+        (trope -> behaviour label), ``keep_direct``.
+    """
+    if not label_scores:
+        return names, matrix
+    column = {name: j for j, name in enumerate(names)}
+    behaviours: dict[str, str] = label_scores["behaviours"]
+    factors = {label_scores["actor"], *behaviours.values()}
+    missing = sorted((factors | set(behaviours)) - set(column))
+    if missing:
+        raise ValueError(f"the model card's label_scores names labels {missing} the model lacks")
+    actor = matrix[:, column[label_scores["actor"]]]
+    keep = [j for j, name in enumerate(names) if name not in factors]
+    out = matrix[:, keep]
+    position = {names[j]: i for i, j in enumerate(keep)}
+    for label, factor in behaviours.items():
+        behaviour = matrix[:, column[factor]]
+        if label_scores["combine"] == "min":
+            combined = np.minimum(actor, behaviour)
+        elif label_scores["combine"] == "geometric":
+            combined = np.sqrt(actor * behaviour)
+        else:
+            combined = actor * behaviour
+        if label_scores.get("keep_direct"):
+            combined = np.maximum(combined, matrix[:, column[label]])
+        out[:, position[label]] = combined
+    return [names[j] for j in keep], out
+
+
 def _as_dicts(names: list[str], matrix: np.ndarray) -> list[dict[str, float]]:
     return [dict(zip(names, row, strict=True)) for row in matrix.tolist()]
 
 
-def predict_scores(model: Any, texts: Sequence[str]) -> list[dict[str, float]]:
+def predict_scores(
+    model: Any, texts: Sequence[str], label_scores: dict[str, Any] | None = None
+) -> list[dict[str, float]]:
     """Probability of every label for each text, with one ``predict`` call.
 
     Args:
       model: a loaded fastText model.
       texts: raw texts; preprocessed here with the training preprocessing.
+      label_scores: the model card's ``label_scores`` (see ``combine_label_scores``).
     """
-    return _as_dicts(*_score_matrix(model, texts))
+    return _as_dicts(*combine_label_scores(*_score_matrix(model, texts), label_scores))
 
 
 def score_documents(
-    model: Any, texts: Sequence[str], chunk_chars: int, aggregate: str
+    model: Any,
+    texts: Sequence[str],
+    chunk_chars: int,
+    aggregate: str,
+    label_scores: dict[str, Any] | None = None,
 ) -> list[dict[str, float]]:
     """Scores documents chunk by chunk and aggregates chunk scores per document.
 
-    All chunks of the batch go to one ``predict`` call; the per-document maximum or
-    mean is one numpy ``reduceat`` over the chunk matrix.
+    All chunks of the batch go to one ``predict`` call; factor scores are combined per
+    chunk (``label_scores``), then the per-document maximum or mean is one numpy
+    ``reduceat`` over the chunk matrix.
 
     Args:
       model: a loaded fastText model.
       texts: document texts.
       chunk_chars: chunk size in characters.
       aggregate: ``max`` or ``mean`` over a document's chunks.
+      label_scores: the model card's ``label_scores`` (see ``combine_label_scores``);
+        None scores labels as predicted.
     """
     if not texts:
         return []
@@ -203,7 +257,7 @@ def score_documents(
     for text in texts:
         starts.append(len(chunks))
         chunks.extend(chunk_text(text, chunk_chars))
-    names, matrix = _score_matrix(model, chunks)
+    names, matrix = combine_label_scores(*_score_matrix(model, chunks), label_scores)
     if aggregate == "max":
         per_doc = np.maximum.reduceat(matrix, starts, axis=0)
     else:
@@ -243,6 +297,7 @@ class _ClassifyBatchFn(beam.DoFn):
         self._shared = shared.Shared()
         self._model: Any = None
         self._thresholds: dict[str, float] = {}
+        self._label_scores: dict[str, Any] | None = None
         self._batch = Metrics.distribution(NAMESPACE, "batch_size")
         self._docs = Metrics.counter(NAMESPACE, "docs")
 
@@ -251,6 +306,7 @@ class _ClassifyBatchFn(beam.DoFn):
         self._model = self._shared.acquire(lambda: _LoadedModel(load_fasttext(path)), tag=path).model
         card = read_model_card(path)
         self._thresholds = effective_thresholds(self._cfg, card)
+        self._label_scores = card.get("label_scores")
         self._taxonomy = self._given or resolve_taxonomy(self._cfg, card)
         _LOG.info("model loaded", model=path, labels=len(self._model.get_labels()))
 
@@ -261,7 +317,11 @@ class _ClassifyBatchFn(beam.DoFn):
     def process(self, batch: list[Document]) -> Iterator[Document]:
         self._batch.update(len(batch))
         scores = score_documents(
-            self._model, [d["text"] for d in batch], self._cfg.chunk_chars, self._cfg.aggregate
+            self._model,
+            [d["text"] for d in batch],
+            self._cfg.chunk_chars,
+            self._cfg.aggregate,
+            self._label_scores,
         )
         self._docs.inc(len(batch))
         if self._progress:
