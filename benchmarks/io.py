@@ -136,14 +136,18 @@ def main() -> None:
         report("write jsonl.zst", seconds, n, text_bytes, f"  ({size / MB:.1f} MB written)")
 
         if os.path.exists(args.model):
-            from transforms.classify import load_fasttext, score_documents
+            from transforms.classify import load_fasttext, read_model_card, score_documents
 
             model = load_fasttext(args.model)
+            rule = read_model_card(args.model).get("label_scores")
             cfg = ClassifierConfig(model=args.model)
             sample = docs[:2000]
             sample_bytes = sum(len(d["text"].encode("utf-8")) for d in sample)
             seconds, _ = best_of(
-                1, lambda: score_documents(model, [d["text"] for d in sample], cfg.chunk_chars, cfg.aggregate)
+                1,
+                lambda: score_documents(
+                    model, [d["text"] for d in sample], cfg.chunk_chars, cfg.aggregate, rule
+                ),
             )
             report("classify (reference, 2k docs)", seconds, len(sample), sample_bytes)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
