@@ -119,6 +119,23 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
         return
 
 
+def untime_runner_flushes() -> None:
+    """Stops the in-process runner's timed flush of bundle inputs, which loses data in Beam 2.77.
+
+    The FnApiRunner streams every bundle input to an SDK worker through a
+    ``TimeBasedBufferingClosableOutputStream`` with a 1 s periodic flush
+    (``worker_handlers.DATA_BUFFER_TIME_LIMIT_MS``).  The flush reads the buffer, sends it
+    and clears it while the runner's thread keeps writing, so chunks written in between
+    are dropped: whole ~10 MB runs of records, silently.  At 100k documents it lost up to
+    82% of a run (BENCHMARKS.md; ``benchmarks/flush_race.py`` reproduces it with Beam's
+    own classes).  A batch runner gains nothing from the timer: each input stream is
+    closed, and so sent, as soon as it is written.
+    """
+    from apache_beam.runners.portability.fn_api_runner import worker_handlers
+
+    worker_handlers.DATA_BUFFER_TIME_LIMIT_MS = 0
+
+
 def _unclassified(doc: dict[str, Any], narrative: str, tropes_field: str | None) -> dict[str, Any]:
     """Labels a document that is not classified: the source's narrative, or its metadata trope tags."""
     if tropes_field is None:
@@ -509,6 +526,7 @@ def run(cfg: MixConfig, beam_args: Sequence[str] = ()) -> dict[str, Any] | None:
         _remove_previous_report(out)
     if _is_local(options):
         limit_malloc_arenas()
+        untime_runner_flushes()
     with tempfile.TemporaryDirectory(prefix="tropemix-progress-") as progress_dir:
         printer = ProgressPrinter(progress_dir, sys.stdout, local=runs and _is_local(options))
         p = beam.Pipeline(options=options)

@@ -15,9 +15,11 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+from apache_beam.runners.portability.fn_api_runner import worker_handlers
+from apache_beam.runners.worker import data_plane
 
 import transforms.dedup
-from pipelines.build_mix import raise_join_error, run
+from pipelines.build_mix import raise_join_error, run, untime_runner_flushes
 from pipelines.cli import main as cli_main
 from schemas.config import MixConfig, load_config
 from transforms.accounting import JOIN_LOSS, JoinIntegrityError
@@ -174,3 +176,16 @@ def test_a_runner_wrapped_join_error_surfaces_as_itself() -> None:
         == f"DocJoin: web/a has its exact group's keys or copies but no dedup decision; {JOIN_LOSS}"
     )
     raise_join_error(RuntimeError("some other failure"))  # not a join loss: left to the caller
+
+
+def test_local_runs_stop_the_runners_timed_flush(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(
+        worker_handlers, "DATA_BUFFER_TIME_LIMIT_MS", worker_handlers.DATA_BUFFER_TIME_LIMIT_MS
+    )
+    assert worker_handlers.DATA_BUFFER_TIME_LIMIT_MS > 0  # Beam's default: inputs flush on a timer
+    untime_runner_flushes()
+    # The runner builds its data servicer from the constant; with 0 a bundle input is
+    # sent when its stream closes, and no timer thread races the runner's writes.
+    servicer = data_plane.BeamFnDataServicer(worker_handlers.DATA_BUFFER_TIME_LIMIT_MS)
+    stream = servicer.get_conn_by_worker_id("worker").output_stream("bundle", "input")
+    assert not isinstance(stream, data_plane.TimeBasedBufferingClosableOutputStream)
