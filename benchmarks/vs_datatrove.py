@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import hashlib
 import json
 import os
 import shutil
@@ -139,10 +140,16 @@ def run_datatrove(
     work.mkdir(parents=True)
     script = work.parent / "datatrove_pipeline.py"
     script.write_text(DATATROVE_SCRIPT)
+    # datatrove caches a model by its path and never checks the content again: name the
+    # copy it sees by the model's hash, so a rebuilt model is not served stale.
+    digest = hashlib.sha256(model.read_bytes()).hexdigest()[:16]
+    seen_model = work.parent / f"model-{digest}{model.suffix}"
+    if not seen_model.exists():
+        shutil.copyfile(model, seen_model)
     bands, rows = lsh_params(args.threshold, args.num_perm)
     spec = {
         "input": str(corpus),
-        "model": str(model),
+        "model": str(seen_model),
         "work": str(work),
         "workers": args.workers,
         "tasks": len(list(corpus.glob("*.jsonl.gz"))),
