@@ -85,11 +85,18 @@ _LOG = stage_logger("run")
 
 
 def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
-    """Beam options from the command line, defaulting to the in-process FnApiRunner."""
+    """Beam options from the command line, defaulting to the in-process FnApiRunner.
+
+    Every tropemix pipeline takes its options from here, so a local runner is also
+    prepared here: capped malloc arenas and no timed runner flushes (both below).
+    """
     options = PipelineOptions(list(beam_args))
     standard = options.view_as(StandardOptions)
     if not standard.runner:
         standard.runner = DEFAULT_RUNNER
+    if _is_local(options):
+        limit_malloc_arenas()
+        untime_runner_flushes()
     return options
 
 
@@ -524,9 +531,6 @@ def run(cfg: MixConfig, beam_args: Sequence[str] = ()) -> dict[str, Any] | None:
     runs = waits_for_result(options)
     if runs:
         _remove_previous_report(out)
-    if _is_local(options):
-        limit_malloc_arenas()
-        untime_runner_flushes()
     with tempfile.TemporaryDirectory(prefix="tropemix-progress-") as progress_dir:
         printer = ProgressPrinter(progress_dir, sys.stdout, local=runs and _is_local(options))
         p = beam.Pipeline(options=options)

@@ -19,7 +19,7 @@ from apache_beam.runners.portability.fn_api_runner import worker_handlers
 from apache_beam.runners.worker import data_plane
 
 import transforms.dedup
-from pipelines.build_mix import raise_join_error, run, untime_runner_flushes
+from pipelines.build_mix import pipeline_options, raise_join_error, run
 from pipelines.cli import main as cli_main
 from schemas.config import MixConfig, load_config
 from transforms.accounting import JOIN_LOSS, JoinIntegrityError
@@ -181,7 +181,7 @@ def test_a_runner_wrapped_join_error_surfaces_as_itself() -> None:
 def test_local_runs_stop_the_runners_timed_flush(monkeypatch: pytest.MonkeyPatch) -> None:
     # Beam's default; any earlier local run in this process has already set it to 0.
     monkeypatch.setattr(worker_handlers, "DATA_BUFFER_TIME_LIMIT_MS", 1000)
-    untime_runner_flushes()
+    pipeline_options([])  # the options every tropemix pipeline runs with; local by default
     # The runner builds its data servicer from the constant; with 0 a bundle input is
     # sent when its stream closes, and no timer thread races the runner's writes.
     servicer = data_plane.BeamFnDataServicer(worker_handlers.DATA_BUFFER_TIME_LIMIT_MS)
