@@ -54,7 +54,6 @@ from schemas.config import MixConfig, load_config
 from schemas.records import LEDGER_SCHEMA
 from schemas.taxonomy import DEFAULT_TAXONOMY, narrative_of
 from transforms.accounting import (
-    JOIN_LOSS,
     ConservationError,
     CountBy,
     JoinIntegrityError,
@@ -400,24 +399,24 @@ def run_plan(cfg: MixConfig, beam_args: Sequence[str] = ()) -> dict[str, Any]:
         return plan
 
 
-def raise_plan_error(err: BaseException) -> None:
-    """Re-raises a runner's wrapped ``PlanError`` as a plain ``PlanError`` with its message."""
+def _reraise_unwrapped(err: BaseException, markers: Sequence[str], error: type[Exception]) -> None:
+    """Re-raises the message a runner wrapped in ``err`` as ``error``, when one of ``markers`` starts it."""
     text = str(err)
-    for marker in ("blend plan cannot be met", "narrative balance cannot be met"):
+    for marker in markers:
         if marker in text:
             message = text[text.index(marker) :]
             # Runners append their own traceback context after the message.
-            raise PlanError(message.split(" [while running")[0].strip()) from err
+            raise error(message.split(" [while running")[0].strip()) from err
+
+
+def raise_plan_error(err: BaseException) -> None:
+    """Re-raises a runner's wrapped ``PlanError`` as a plain ``PlanError`` with its message."""
+    _reraise_unwrapped(err, ("blend plan cannot be met", "narrative balance cannot be met"), PlanError)
 
 
 def raise_join_error(err: BaseException) -> None:
     """Re-raises a runner's wrapped ``JoinIntegrityError`` as a plain one with its message."""
-    text = str(err)
-    end = text.find(JOIN_LOSS)
-    if end < 0:
-        return
-    start = max(text.rfind(join, 0, end) for join in ("DocJoin:", "BodyJoin:"))
-    raise JoinIntegrityError(text[max(start, 0) : end + len(JOIN_LOSS)]) from err
+    _reraise_unwrapped(err, ("DocJoin: ", "BodyJoin: "), JoinIntegrityError)
 
 
 def format_plan(plan: dict[str, Any]) -> list[str]:

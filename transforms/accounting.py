@@ -26,7 +26,7 @@ class ConservationError(RuntimeError):
     """Documents were lost or invented between reading and writing."""
 
 
-# Ends every JoinIntegrityError message; the driver finds the message in a runner's wrapped error by it.
+# The common ending of every JoinIntegrityError message.
 JOIN_LOSS = "a shuffle lost records"
 
 
