@@ -367,7 +367,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--behaviours",
         action="store_true",
-        help="add behaviour labels (audited lexicons) and the plot_behaviour_no_ai rule",
+        help="add behaviour labels (audited lexicons) and the behaviour_no_ai rule",
     )
     p.add_argument("--audit-size", type=int, default=25)
     p.add_argument("--seed", type=int, default=0)
