@@ -18,7 +18,6 @@ Run::
 from __future__ import annotations
 
 import argparse
-import os
 from typing import Any
 
 from pipelines.train_classifier import (
@@ -27,7 +26,7 @@ from pipelines.train_classifier import (
     choose_thresholds,
     evaluate,
     load_params,
-    read_labeled,
+    read_training,
     split_records,
 )
 from schemas.taxonomy import DEFAULT_TAXONOMY
@@ -50,11 +49,7 @@ def main() -> None:
     p.add_argument("--real", nargs="+", default=["wikipedia_train.jsonl"])
     args = p.parse_args()
     params = load_params(args.params)
-    records: list[dict[str, Any]] = []
-    for path in args.data:
-        for r in read_labeled([path]):
-            records.append(r | {"_source": os.path.basename(path)})
-    eligible = [not params.validation_files or r["_source"] in params.validation_files for r in records]
+    records, eligible = read_training(args.data, params)
     _, valid = split_records(records, params.validation_fraction, params.seed, eligible)
     real = [i for i, r in enumerate(valid) if r["_source"] in args.real]
     model = load_fasttext(args.model)

@@ -368,6 +368,26 @@ def _write_lines(path: str, lines: Sequence[str]) -> None:
         f.write("\n".join(lines) + "\n")
 
 
+def read_training(data: Sequence[str], params: TrainParams) -> tuple[list[dict[str, Any]], list[bool]]:
+    """The labeled records of ``data``, each tagged with its file name as ``_source``, and
+    per record whether it may be held out for validation (``params.validation_files``).
+
+    Args:
+      data: labeled JSONL files.
+      params: training parameters.
+    """
+    records: list[dict[str, Any]] = []
+    eligible: list[bool] = []
+    for path in data:
+        part = read_labeled([path])
+        records += part
+        ok = not params.validation_files or os.path.basename(path) in params.validation_files
+        eligible += [ok] * len(part)
+        for r in part:
+            r["_source"] = os.path.basename(path)
+    return records, eligible
+
+
 def train(
     data: Sequence[str],
     output: str,
@@ -389,15 +409,7 @@ def train(
     """
     import fasttext
 
-    records: list[dict[str, Any]] = []
-    eligible: list[bool] = []
-    for path in data:
-        part = read_labeled([path])
-        records += part
-        ok = not params.validation_files or os.path.basename(path) in params.validation_files
-        eligible += [ok] * len(part)
-        for r in part:
-            r["_source"] = os.path.basename(path)
+    records, eligible = read_training(data, params)
     if exclude:
         held = {fasttext_text(r["text"]) for r in read_labeled(exclude)}
         leaked = sorted(r["id"] for r in records if fasttext_text(r["text"]) in held)
