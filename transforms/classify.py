@@ -170,8 +170,10 @@ def _score_matrix(model: Any, texts: Sequence[str]) -> tuple[list[str], np.ndarr
     matrix = np.zeros((len(texts), len(names)), dtype=np.float64)
     if texts:
         labels, probs = model.predict([fasttext_text(t) for t in texts], k=-1, threshold=PREDICT_FLOOR)
-        for i, (ls, ps) in enumerate(zip(labels, probs, strict=True)):
-            matrix[i, [column[label] for label in ls]] = ps
+        # One scatter for the batch: per chunk, numpy's fancy indexing cost more than predict's output.
+        rows = np.repeat(np.arange(len(texts)), [len(ls) for ls in labels])
+        cols = [column[label] for ls in labels for label in ls]
+        matrix[rows, cols] = np.concatenate(probs)
     return names, matrix
 
 
@@ -307,6 +309,7 @@ class _ClassifyBatchFn(beam.DoFn):
         self._label_scores: dict[str, Any] | None = None
         self._batch = Metrics.distribution(NAMESPACE, "batch_size")
         self._docs = Metrics.counter(NAMESPACE, "docs")
+        self._counters: dict[str, Any] = {}
 
     def setup(self) -> None:
         path = self._cfg.model
@@ -335,10 +338,16 @@ class _ClassifyBatchFn(beam.DoFn):
             self._progress.tick(len(batch))
         for doc, s in zip(batch, scores, strict=True):
             out = annotate(doc, s, self._thresholds, self._taxonomy)
-            Metrics.counter(NAMESPACE, f"narrative.{out['narrative']}").inc()
+            self._counter(f"narrative.{out['narrative']}").inc()
             for label in out["tropes"]:
-                Metrics.counter(NAMESPACE, f"label.{label}").inc()
+                self._counter(f"label.{label}").inc()
             yield out
+
+    def _counter(self, name: str) -> Any:
+        # Metrics.counter builds a new metric name on every call; one per document adds up.
+        if name not in self._counters:
+            self._counters[name] = Metrics.counter(NAMESPACE, name)
+        return self._counters[name]
 
 
 class ClassifyDocuments(beam.PTransform):
