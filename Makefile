@@ -46,19 +46,19 @@ format: $(STAMP)
 ## Rebuild the shipped classifier (deterministic): the hand-labeled real-text excerpts
 ## (data/train/), weak labels mined from ../shared/data/wikipedia (with behaviour labels
 ## for the actor x behaviour factors), template records, the hand-written seed set;
-## evaluated on the held-out real-text dev set.
+## evaluated on the held-out real-text dev sets (both are excluded from the weak labels).
 WIKIPEDIA ?= ../shared/data/wikipedia
 model: $(STAMP)
 	mkdir -p build
 	$(PY) -m pipelines.weak_labels --behaviours --input '$(WIKIPEDIA)/*.jsonl.gz' \
-		--exclude data/dev/wikipedia_dev.jsonl --labeled data/train/wikipedia_train.jsonl \
+		--exclude data/dev/wikipedia_dev.jsonl data/dev/unseen_dev.jsonl --labeled data/train/wikipedia_train.jsonl \
 		--output build/weak_labels.jsonl
 	$(PY) -m pipelines.seed_templates --templates data/seed/templates.yaml --per-label 120 \
 		--output build/template_records.jsonl
 	$(VENV)/bin/tropemix train-classifier --params models/train.yaml --output models/tropes-v0.ftz \
 		--data data/seed/tropes_seed.jsonl build/template_records.jsonl build/weak_labels.jsonl \
 		data/train/wikipedia_train.jsonl \
-		--eval-data data/dev/wikipedia_dev.jsonl
+		--eval-data data/dev/wikipedia_dev.jsonl data/dev/unseen_dev.jsonl
 
 ## A bigger local run over ../shared/data (Wikipedia, web pages, constitution).
 shared-mix: $(STAMP)

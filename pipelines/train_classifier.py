@@ -23,10 +23,12 @@ It runs, in order: ``pipelines.weak_labels --behaviours`` (``--exclude`` the dev
 pages, ``--labeled`` the hand-labeled file), ``pipelines.seed_templates``, then
 ``tropemix train-classifier --params models/train.yaml --data
 data/seed/tropes_seed.jsonl build/template_records.jsonl build/weak_labels.jsonl
-data/train/wikipedia_train.jsonl --eval-data data/dev/wikipedia_dev.jsonl``.  The
-hand-labeled file is built with ``pipelines.train_candidates`` and reading (see
-data/train/README.md).  The card's ``evaluation.dev_page_disjoint`` scores the dev
-records whose page no training record comes from.
+data/train/wikipedia_train.jsonl --eval-data data/dev/wikipedia_dev.jsonl
+data/dev/unseen_dev.jsonl`` (both dev files are also ``--exclude``d from the weak
+labels).  The hand-labeled file is built with ``pipelines.train_candidates`` and
+reading (see data/train/README.md).  The card's ``evaluation.dev`` scores all dev
+records, ``evaluation.dev_page_disjoint`` those whose page no training record comes
+from, and ``evaluation.dev_files`` each dev file on its own.
 
 Train on your own annotated JSONL (e.g. labeled by an LLM)::
 
@@ -403,7 +405,8 @@ def train(
       output: model path (``.ftz`` when quantized, else ``.bin``).
       params: hyperparameters and threshold selection.
       taxonomy: label groups; written into the model card for inference.
-      eval_data: labeled JSONL files to evaluate on; their metrics go into the card.
+      eval_data: labeled JSONL files to evaluate on; their metrics go into the card
+        (all together, and each file on its own when there are several).
       exclude: labeled JSONL files (dev sets) whose texts must not be trained on;
         any overlap is an error.
     """
@@ -503,10 +506,37 @@ def train(
                 model, disjoint, thresholds, taxonomy, _scores(model, disjoint, score_rule)
             )
             card["evaluation"]["dev_page_disjoint"]["files"] = card["evaluation"]["dev"]["files"]
+        if len(eval_data) > 1:
+            # Each dev file on its own too (e.g. the old dev set, whose pages training
+            # partly shares, and a page-disjoint one): file name -> metrics, plus
+            # ``page_disjoint`` when training shares some of that file's pages.
+            card["evaluation"]["dev_files"] = {
+                os.path.basename(path): _evaluate_file(model, path, records, thresholds, taxonomy, score_rule)
+                for path in eval_data
+            }
     with open(model_card_path(output), "w", encoding="utf-8") as f:
         json.dump(card, f, indent=2, sort_keys=True)
         f.write("\n")
     return card
+
+
+def _evaluate_file(
+    model: Any,
+    path: str,
+    training: Sequence[dict[str, Any]],
+    thresholds: dict[str, float],
+    taxonomy: Taxonomy,
+    score_rule: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """One dev file's metrics, with its page-disjoint part when training shares a page."""
+    dev = read_labeled([path])
+    result = evaluate(model, dev, thresholds, taxonomy, _scores(model, dev, score_rule))
+    disjoint = on_unseen_pages(dev, training)
+    if len(disjoint) < len(dev):
+        result["page_disjoint"] = evaluate(
+            model, disjoint, thresholds, taxonomy, _scores(model, disjoint, score_rule)
+        )
+    return result
 
 
 def _fit(

@@ -25,6 +25,8 @@ from transforms.text import fasttext_text
 from .conftest import REPO
 
 DEV = REPO / "data" / "dev" / "wikipedia_dev.jsonl"
+# The page-disjoint dev set: excerpts of pages no training source touches.
+UNSEEN = REPO / "data" / "dev" / "unseen_dev.jsonl"
 SEED = REPO / "data" / "seed" / "tropes_seed.jsonl"
 
 
@@ -59,7 +61,7 @@ def test_train_writes_model_card_with_thresholds_and_taxonomy(tmp_path: Path) ->
     params = TrainParams(
         epoch=5, lr=0.2, dim=16, bucket=20_000, minn=3, maxn=5, quantize=False, target_precision=0.8
     )
-    card = train([str(SEED)], str(out), params, eval_data=[str(DEV)])
+    card = train([str(SEED)], str(out), params, eval_data=[str(DEV), str(UNSEEN)])
     on_disk = read_model_card(str(out))
     assert on_disk == json.loads(json.dumps(card))
     assert set(card["thresholds"]) == {
@@ -69,10 +71,17 @@ def test_train_writes_model_card_with_thresholds_and_taxonomy(tmp_path: Path) ->
     assert card["taxonomy"]["misaligned"][0] == "self_preservation"
     assert card["threshold_selection"]["validation_records"] > 0
     dev = card["evaluation"]["dev"]
-    assert dev["records"] == len(read_labeled([str(DEV)]))
+    assert dev["records"] == len(read_labeled([str(DEV), str(UNSEEN)]))
+    assert dev["files"] == ["wikipedia_dev.jsonl", "unseen_dev.jsonl"]
     assert set(dev["narratives"]) == {"misaligned", "aligned", "mixed", "ai_nonnarrative", "none"}
     assert dev["hard_negatives"] >= 20 and 0.0 <= dev["hard_negative_fp_rate"] <= 1.0
     assert {"ai_related", "misaligned_any"} <= set(dev)
+    # Several dev files: each one is also scored on its own.
+    per_file = card["evaluation"]["dev_files"]
+    assert {name: r["records"] for name, r in per_file.items()} == {
+        "wikipedia_dev.jsonl": len(read_labeled([str(DEV)])),
+        "unseen_dev.jsonl": len(read_labeled([str(UNSEEN)])),
+    }
 
 
 def test_train_refuses_dev_records(tmp_path: Path) -> None:
@@ -98,15 +107,18 @@ def test_dev_set_is_disjoint_from_training_sources() -> None:
 
 
 def test_weak_labels_skip_dev_pages(tmp_path: Path) -> None:
+    # --exclude takes several dev files; the pages of each are skipped.
     dev_page = read_labeled([str(DEV)])[0]["id"].split(":")[0]
+    unseen_page = read_labeled([str(UNSEEN)])[-1]["id"].split(":")[0]
     para = "The senator blackmailed the judge and lied to the court about the murder. " * 3
     pages = tmp_path / "pages.jsonl"
     rows = [
         {"id": dev_page, "title": "Dev", "text": f"Intro.\n{para}"},
+        {"id": unseen_page, "title": "Unseen", "text": f"Intro.\n{para}"},
         {"id": "wiki-other", "title": "Other", "text": f"Intro.\n{para}"},
     ]
     pages.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    hits = mine([str(pages)], [str(DEV)])
+    hits = mine([str(pages)], [str(DEV), str(UNSEEN)])
     ids = {r["id"] for found in hits.values() for r in found}
     assert ids == {"wiki-other:1"}
     assert hits["no_ai"][0]["labels"] == []
@@ -160,21 +172,67 @@ def test_real_text_training_set_is_disjoint_from_dev_and_in_the_taxonomy() -> No
     assert len(misaligned) >= 40
 
 
+def test_unseen_dev_set_is_page_disjoint_from_training_sources() -> None:
+    from collections import Counter
+
+    import yaml
+
+    from schemas.taxonomy import DEFAULT_TAXONOMY
+
+    unseen = read_labeled([str(UNSEEN)])
+    assert len(unseen) >= 120 and len({r["id"] for r in unseen}) == len(unseen)
+    # No page of the hand-labeled training set or of the other dev file.  (The weak
+    # labels' pages are not in the repository: data/dev/README.md gives the command
+    # showing that excluding this file leaves `make model`'s weak labels byte-identical.)
+    train_recs = read_labeled([str(TRAIN)])
+    assert not page_ids(unseen) & page_ids(train_recs)
+    assert not page_ids(unseen) & page_ids(read_labeled([str(DEV)]))
+    templates = yaml.safe_load((REPO / "data" / "seed" / "templates.yaml").read_text(encoding="utf-8"))
+    training = train_recs + read_labeled([str(SEED)]) + generate(templates, 120, 0)
+    assert not {fasttext_text(r["text"]) for r in unseen} & {fasttext_text(r["text"]) for r in training}
+    counts: Counter[str] = Counter()
+    for r in unseen:
+        assert set(r["labels"]) <= set(DEFAULT_TAXONOMY.all_labels), r["id"]
+        assert r["title"] and 0 < len(r["text"]) <= 1200
+        if r.get("hard_negative"):
+            assert r["labels"] == [], r["id"]
+        counts.update(r["labels"] or ["none"])
+    assert counts["ai_nonnarrative"] >= 30 and sum(bool(r.get("hard_negative")) for r in unseen) >= 50
+
+
+def test_make_model_excludes_and_evaluates_both_dev_files() -> None:
+    makefile = (REPO / "Makefile").read_text(encoding="utf-8")
+    both = "data/dev/wikipedia_dev.jsonl data/dev/unseen_dev.jsonl"
+    assert f"--exclude {both} " in makefile
+    assert f"--eval-data {both}\n" in makefile
+
+
 def test_shipped_card_metrics_equal_a_fresh_evaluation(capsys: pytest.CaptureFixture[str]) -> None:
     card = read_model_card(str(SHIPPED))
     assert "wikipedia_train.jsonl" in card["training_data"]["files"]
     model = load_fasttext(str(SHIPPED))
-    dev = read_labeled([str(DEV)])
+    dev = read_labeled([str(DEV), str(UNSEEN)])
     fresh = evaluate(model, dev, card["thresholds"], label_scores=card.get("label_scores"))
+    assert card["evaluation"]["dev"]["files"] == ["wikipedia_dev.jsonl", "unseen_dev.jsonl"]
     assert {k: v for k, v in card["evaluation"]["dev"].items() if k != "files"} == fresh
-    # The page-disjoint part, as the CLI computes it.
-    args = ["eval-classifier", "--model", str(SHIPPED), "--data", str(DEV), "--skip-pages-of", str(TRAIN)]
-    assert main(args) == 0
-    result = json.loads(capsys.readouterr().out)
-    disjoint = {k: v for k, v in card["evaluation"]["dev_page_disjoint"].items() if k != "files"}
-    assert result == disjoint
     seen = page_ids(read_labeled([str(TRAIN)]))
-    assert result["records"] == sum(r["id"].split(":")[0] not in seen for r in dev) == 44
+
+    def cli(*paths: Path, skip: bool = False) -> dict[str, object]:
+        args = ["eval-classifier", "--model", str(SHIPPED), "--data", *map(str, paths)]
+        assert main(args + (["--skip-pages-of", str(TRAIN)] if skip else [])) == 0
+        return json.loads(capsys.readouterr().out)  # type: ignore[no-any-return]
+
+    # The page-disjoint part of both files, as the CLI computes it.
+    disjoint = {k: v for k, v in card["evaluation"]["dev_page_disjoint"].items() if k != "files"}
+    assert cli(DEV, UNSEEN, skip=True) == disjoint
+    assert disjoint["records"] == sum(r["id"].split(":")[0] not in seen for r in dev) == 44 + 123
+    # Each file on its own: the old dev set (and its 44 records of unseen pages), the
+    # page-disjoint one (all of it).
+    per_file = card["evaluation"]["dev_files"]
+    old = dict(per_file["wikipedia_dev.jsonl"])
+    assert cli(DEV, skip=True) == old.pop("page_disjoint")
+    assert cli(DEV) == old and old["records"] == 73
+    assert cli(UNSEEN) == per_file["unseen_dev.jsonl"] and "page_disjoint" not in per_file["unseen_dev.jsonl"]
 
 
 def test_shipped_model_on_real_dev_text() -> None:
@@ -308,7 +366,7 @@ def test_plot_style_seed_set_is_disjoint_from_dev_and_covers_the_taxonomy() -> N
     assert len(seed) >= 500
     assert len({r["id"] for r in seed}) == len(seed) and all(":" not in r["id"] for r in seed)
     # No dev text, and no 8-word run shared with a dev text or a real-text training excerpt.
-    for other in (DEV, TRAIN):
+    for other in (DEV, UNSEEN, TRAIN):
         texts = read_labeled([str(other)])
         held = {fasttext_text(r["text"]) for r in texts}
         shingles = set().union(*(_shingles(r["text"]) for r in texts))
