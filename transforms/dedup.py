@@ -211,7 +211,6 @@ class _KeysFn(beam.DoFn):
 
     def process(self, batch: list[Document]) -> Iterator[Any]:
         Metrics.counter(NAMESPACE, "docs").inc(len(batch))
-        Metrics.counter(NAMESPACE, "signed").inc(len(batch))
         if self._progress:
             self._progress.tick(len(batch))
         normalized = [normalize_for_dedup(doc["text"]) for doc in batch]
