@@ -19,6 +19,11 @@ behaviours their text shows (``BEHAVIOURS`` lexicons: someone kills, deceives,
 blackmails, seizes power), and the ``behaviour_no_ai`` rule adds up to 300 no-AI
 chunks per behaviour; these train the behaviour factors of a factorized model.
 
+With ``--tech`` (sixth pass; ``make model`` does not pass it), the ``tech_no_ai`` rule
+adds up to 300 none chunks of computing and technology text without AI (the ``ai_tech``
+rule for plain AI text was read and is below ``MIN_PRECISION``; its best hits are
+hand-labeled in ``data/train/ai_tech_reviewed.jsonl``).
+
 Print a sample of one rule's hits, or of one behaviour lexicon's matches among the
 kept records, to measure its precision by reading::
 
