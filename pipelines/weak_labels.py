@@ -19,6 +19,11 @@ behaviours their text shows (``BEHAVIOURS`` lexicons: someone kills, deceives,
 blackmails, seizes power), and the ``behaviour_no_ai`` rule adds up to 300 no-AI
 chunks per behaviour; these train the behaviour factors of a factorized model.
 
+With ``--tech`` (sixth pass; ``make model`` does not pass it), the ``tech_no_ai`` rule
+adds up to 300 none chunks of computing and technology text without AI (the ``ai_tech``
+rule for plain AI text was read and is below ``MIN_PRECISION``; its best hits are
+hand-labeled in ``data/train/ai_tech_reviewed.jsonl``).
+
 Print a sample of one rule's hits, or of one behaviour lexicon's matches among the
 kept records, to measure its precision by reading::
 
@@ -129,6 +134,43 @@ BEHAVIOUR_AUDIT: dict[str, tuple[int, int]] = {
     "coercion": (18, 16),
     "takeover": (20, 19),
 }
+# Plain factual AI and robot text on ordinary pages (sixth pass, ``--tech``): products,
+# research, real robots.  One of these terms makes a paragraph an ``ai_tech`` hit; its
+# 400-character chunks that contain a term become ai_nonnarrative records.
+AI_TECH = re.compile(
+    r"\b(artificial intelligence|machine learning|deep learning|natural language processing|"
+    r"speech recognition|computer vision|reinforcement learning|robots?|robotics|robotic|humanoid robots?|"
+    r"self-driving|driverless|autonomous (vehicles?|cars?|robots?)|chatbots?|virtual assistants?|"
+    r"(?<!biological )(?<!spiking )neural networks?)\b",
+    re.IGNORECASE,
+)
+# Senses of AI_TECH words that are not AI, or too vague to label: robotic space probes and
+# missions (left out of the dev set as ambiguous), a "robotic" voice or manner, neural
+# networks of neurons, artificial insemination.
+NOT_AI_TECH = re.compile(
+    r"\b(robotic (space ?craft|probes?|missions?|spaceflight|exploration|launch\w*|lunar|landers?|rovers?)|"
+    r"insemination|neurons?|neuroscien\w*|brain|synap\w*|\"robotic\"|robotic (voice|manner|focus))\b",
+    re.IGNORECASE,
+)
+# Every AI word and every sense that could be AI (broader than AI_TECH): a paragraph with
+# an AI_ANY word but none of these is a ``tech_no_ai`` hit, computing or technology text
+# (or an AI_ANY word in another sense: a TV program, a host, bagpipe drones) that is not
+# about AI.  Drones count as AI unless the text is about music; automata and neural
+# networks of neurons do not.
+AI_STRONG_ANY = re.compile(
+    r"\b(artificial[- ]intelligen\w*|AIs?|A\.I\.|robot\w*|androids?|gynoids?|cyborgs?|droids?|replicants?|"
+    r"chatbots?|bots?|mecha|mechs?|cybernetic\w*|sentient|hologram\w*|intelligent|intelligence|autonomous\w*|"
+    r"machine learning|deep learning|learning algorithms?|self-driving|driverless|speech recognition|"
+    r"computer vision|natural language|virtual assistants?|humanoids?|thinking machines?|"
+    r"Turing test|expert systems?|smart)\b",
+    re.IGNORECASE,
+)
+ARTIFICIAL_NEURAL = re.compile(
+    r"\b(artificial neural|neural net\w*(?![^.]*\b(neurons?|brain)\b))", re.IGNORECASE
+)
+MUSIC_DRONE = re.compile(
+    r"\b(bagpipes?|chanters?|pipes?|music\w*|notes?|tones?|pitch|strings?|tuned)\b", re.I
+)
 PLOT_HEADING = re.compile(r"\n(Plot|Synopsis|Premise|Story|Plot summary|Summary|Storyline)\n")
 HEADING = re.compile(r"\n\n\n[A-Z][^\n]{0,40}\n")
 
@@ -170,8 +212,21 @@ RULES = {
         Rule("no_ai", (), False, 600, 30, 30),
         # Non-fiction paragraphs naming AI as a field or technology.
         Rule("ai_topic", ("ai_nonnarrative",), False, 300, 25, 21),
+        # Sixth pass (``--tech``): chunks naming an AI technology or a robot, outside plot
+        # sections and without a behaviour-lexicon match (AI_TECH, not NOT_AI_TECH).  All
+        # 83 hits read: 28 are plain AI text; the rest are passing mentions (a robot
+        # t-shirt, "Robot" cameras, a song title, "the MIT AI Lab"), space probes, a
+        # prosthetic arm.  Below MIN_PRECISION, so not applied: its 25 clearest hits were
+        # hand-labeled instead (data/train/ai_tech_reviewed.jsonl).
+        Rule("ai_tech", ("ai_nonnarrative",), False, 300, 83, 28),
+        # Sixth pass (``--tech``): chunks with an AI_ANY word but no AI sense
+        # (AI_STRONG_ANY): computing, supercomputers, automata, neurons, bagpipe drones,
+        # and AI_ANY words in other senses (a TV host, a program of events).
+        Rule("tech_no_ai", (), False, 300, 34, 34),
     )
 }
+# Rules applied only with ``--tech`` (without it the weak labels are the fifth pass's).
+TECH_RULES = ("ai_tech", "tech_no_ai")
 # Rules below this measured precision are not applied.  A rule for AI-actor
 # violence ("<robot|android|AI> ... kills|destroys|attacks" in fiction) was tried:
 # outside the dev pages it matched one paragraph, too few to train on.
@@ -235,6 +290,42 @@ def rule_hits(page: dict[str, str]) -> Iterator[tuple[str, str, str]]:
             and not FICTION.search(para)
         ):
             yield "ai_topic", pid, para
+        elif is_ai_tech(para) and not in_plot:
+            yield "ai_tech", pid, para
+        elif is_tech_no_ai(para):
+            yield "tech_no_ai", pid, para
+
+
+def is_ai_tech(text: str) -> bool:
+    """An AI technology or robot named in a sense that is about AI, with no act of a trope."""
+    return (
+        AI_TECH.search(text) is not None
+        and NOT_AI_TECH.search(text) is None
+        and not behaviours_of(text, BEHAVIOURS)
+        and CRIME.search(text) is None
+    )
+
+
+def is_tech_no_ai(text: str) -> bool:
+    """AI_ANY words only in senses that are not AI (computing, automata, neurons, music drones)."""
+    if AI_STRONG_ANY.search(text) or ARTIFICIAL_NEURAL.search(text):
+        return False
+    return not re.search(r"\bdrones?\b", text, re.IGNORECASE) or MUSIC_DRONE.search(text) is not None
+
+
+def rule_chunks(name: str, pid: str, text: str) -> list[tuple[str, str]]:
+    """``(record id, text)`` of one hit: a no-AI paragraph's chunks (``<pid>#<k>`` when cut);
+    an ``ai_tech`` or ``tech_no_ai`` paragraph's chunks that still match their rule; other
+    AI paragraphs whole."""
+    if RULES[name].labels and name != "ai_tech":
+        return [(pid, text)]
+    chunks = chunk_text(text, CHUNK_CHARS)
+    keep = {"ai_tech": is_ai_tech, "tech_no_ai": lambda c: AI_ANY.search(c) is not None}.get(name)
+    return [
+        (pid if len(chunks) == 1 else f"{pid}#{k}", c)
+        for k, c in enumerate(chunks)
+        if keep is None or keep(c)
+    ]
 
 
 def read_pages(patterns: Sequence[str]) -> Iterator[dict[str, str]]:
@@ -288,9 +379,7 @@ def mine(
                 continue
             rule = RULES[name]
             # A chunk of a no-AI paragraph has no AI either; an AI paragraph's chunk might.
-            parts = chunk_text(text, CHUNK_CHARS) if not rule.labels else [text]
-            for k, part in enumerate(parts):
-                rid = f"{pid}#{k}" if len(parts) > 1 else pid
+            for rid, part in rule_chunks(name, pid, text):
                 record: dict[str, object] = {
                     "id": rid,
                     "text": part,
@@ -304,7 +393,9 @@ def mine(
 
 
 def kept_records(
-    hits: Mapping[str, list[dict[str, object]]], lexicons: Mapping[str, re.Pattern[str]]
+    hits: Mapping[str, list[dict[str, object]]],
+    lexicons: Mapping[str, re.Pattern[str]],
+    tech: bool = False,
 ) -> list[dict[str, object]]:
     """The records of rules at ``MIN_PRECISION`` or above, each rule's first ``cap`` hits.
 
@@ -316,11 +407,14 @@ def kept_records(
     Args:
       hits: ``mine``'s hits per rule.
       lexicons: behaviour lexicons to apply (empty: no behaviour labels).
+      tech: apply the sixth pass's ``TECH_RULES`` too (after the others, before
+        ``behaviour_no_ai``).
     """
     out: list[dict[str, object]] = []
     seen: set[object] = set()
     per_behaviour = dict.fromkeys(lexicons, 0)
-    order = [n for n in RULES if n != "behaviour_no_ai"] + (["behaviour_no_ai"] if lexicons else [])
+    order = [n for n in RULES if n != "behaviour_no_ai" and (tech or n not in TECH_RULES)]
+    order += ["behaviour_no_ai"] if lexicons else []
     for name in order:
         rule = RULES[name]
         if rule.precision < MIN_PRECISION:
@@ -369,6 +463,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="add behaviour labels (audited lexicons) and the behaviour_no_ai rule",
     )
+    p.add_argument(
+        "--tech",
+        action="store_true",
+        help="add the sixth pass's rules: ai_tech (AI technology, robots) and tech_no_ai (computing, not AI)",
+    )
     p.add_argument("--audit-size", type=int, default=25)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
@@ -380,7 +479,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if not args.output:
         p.error("--output is required unless --audit or --audit-behaviour is given")
-    kept = kept_records(hits, applied_lexicons() if args.behaviours else {})
+    kept = kept_records(hits, applied_lexicons() if args.behaviours else {}, args.tech)
     with open(args.output, "w", encoding="utf-8") as f:
         for r in kept:
             f.write(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n")

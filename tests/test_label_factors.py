@@ -12,7 +12,16 @@ import pytest
 from apache_beam.testing.util import assert_that
 
 from pipelines.train_classifier import Factors, TrainParams, fasttext_line, train
-from pipelines.weak_labels import BEHAVIOURS, applied_lexicons, behaviours_of, kept_records, mine
+from pipelines.weak_labels import (
+    BEHAVIOURS,
+    RULES,
+    applied_lexicons,
+    behaviours_of,
+    is_ai_tech,
+    is_tech_no_ai,
+    kept_records,
+    mine,
+)
 from schemas.config import ClassifierConfig
 from schemas.taxonomy import DEFAULT_TAXONOMY
 from transforms.classify import (
@@ -165,3 +174,55 @@ def test_behaviour_records_only_with_audited_lexicons(tmp_path: Path) -> None:
     assert len(mined) == len(plain) == 3  # one record per paragraph, not one per rule
     assert all(r["behaviours"] == ["coercion", "violence"] for r in mined)
     assert "self_preservation" not in applied_lexicons()  # never audited
+
+
+# Sixth pass: real paragraphs (outside the dev pages) of the ai_tech and tech_no_ai rules.
+TECH_TEXTS = [
+    ("The University of Maryland Medical Center first employs robots to deliver medications.", True, False),
+    (
+        "An often used approach for black-box models are neural networks which make no assumptions.",
+        True,
+        False,
+    ),
+    # A miss the audit counted: "robotic interplanetary probes" escapes NOT_AI_TECH.
+    ("The program launched a series of robotic interplanetary probes to investigate Mars.", True, False),
+    (
+        "Topological quantities have been used to measure patterns of activity in neural networks of the brain.",
+        False,
+        True,
+    ),
+    ("A single-user operating system running on a supercomputer might not need these features.", False, True),
+    ("The chanter and the three drones of the bagpipes are tuned to the same note.", False, True),
+    ("The army flew armed drones over the border.", False, False),
+    ("A regular language is one recognized by a finite automaton.", False, True),
+]
+
+
+@pytest.mark.parametrize(("text", "ai_tech", "tech_no_ai"), TECH_TEXTS)
+def test_tech_rules_on_real_text(text: str, ai_tech: bool, tech_no_ai: bool) -> None:
+    assert is_ai_tech(text) == ai_tech
+    assert is_tech_no_ai(text) == tech_no_ai
+
+
+def test_tech_rules_only_with_flag_and_audited(tmp_path: Path) -> None:
+    rows = [
+        {
+            "id": "wiki-a",
+            "title": "A",
+            "text": "Intro.\n" + "The supercomputer ran the simulation software overnight. " * 3,
+        },
+        {
+            "id": "wiki-b",
+            "title": "B",
+            "text": "Intro.\nIndustrial robots weld car bodies in the factory, which opened in 1990 near the river and employs four hundred workers on two shifts.",
+        },
+    ]
+    pages = tmp_path / "pages.jsonl"
+    pages.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    hits = mine([str(pages)], [])
+    assert [r["id"] for r in hits["tech_no_ai"]] == ["wiki-a:1"]
+    assert [r["id"] for r in hits["ai_tech"]] == ["wiki-b:1"]
+    assert not any(r["rule"] in ("tech_no_ai", "ai_tech") for r in kept_records(hits, {}))
+    kept = kept_records(hits, {}, tech=True)
+    assert [r["rule"] for r in kept] == ["tech_no_ai"]  # ai_tech read 28/83: not applied
+    assert RULES["ai_tech"].precision < 0.8 <= RULES["tech_no_ai"].precision
