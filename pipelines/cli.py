@@ -136,6 +136,7 @@ def _cmd_classify(args: argparse.Namespace, beam_args: list[str]) -> int:
 
 
 def _cmd_dedup(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from pipelines.build_mix import exit_code
     from pipelines.stages import run_dedup
 
     cfg = DedupConfig(
@@ -145,9 +146,13 @@ def _cmd_dedup(args: argparse.Namespace, beam_args: list[str]) -> int:
         seed=args.seed,
         previous_index=args.previous_index or [],
     )
-    run_dedup(args.input, args.output, cfg, args.shards, beam_args, args.id_field, args.text_field)
-    print(f"kept documents and ledger written to {args.output}")
-    return 0
+
+    def job() -> int:
+        run_dedup(args.input, args.output, cfg, args.shards, beam_args, args.id_field, args.text_field)
+        print(f"kept documents and ledger written to {args.output}")
+        return 0
+
+    return exit_code(job)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import apache_beam as beam
 
-from pipelines.build_mix import pipeline_options
+from pipelines.build_mix import pipeline_options, raise_join_error
 from schemas.config import ClassifierConfig, DedupConfig, FieldMapping, ReadConfig, SourceConfig
 from schemas.records import CLASSIFY_SCHEMA, DEDUP_LEDGER_SCHEMA, SHARD_SCHEMA
 from transforms.classify import ClassifyDocuments
@@ -130,6 +130,16 @@ def run_dedup(
     """
     output = output.rstrip("/")
     source = input_source(pattern, id_field, text_field)
+    try:
+        _dedup_pipeline(output, cfg, shards, beam_args, source)
+    except Exception as err:
+        raise_join_error(err)  # a lost shuffle record: one line, not the runner's traceback
+        raise
+
+
+def _dedup_pipeline(
+    output: str, cfg: DedupConfig, shards: int, beam_args: Sequence[str], source: SourceConfig
+) -> None:
     with beam.Pipeline(options=pipeline_options(beam_args)) as p:
         read = p | "Read" >> ReadSource(source, ReadConfig())
         docs = read.docs | "Unclassified" >> beam.Map(
