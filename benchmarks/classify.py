@@ -44,6 +44,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from schemas.config import ClassifierConfig
+from schemas.taxonomy import label_scores_of
 from transforms.classify import (
     PREDICT_FLOOR,
     ClassifyDocuments,
@@ -110,7 +111,7 @@ def main() -> None:
         for i in range(0, len(docs), cfg.batch_size):
             batch = docs[i : i + cfg.batch_size]
             scores = score_documents(
-                model, [d["text"] for d in batch], cfg.chunk_chars, cfg.aggregate, card.get("label_scores")
+                model, [d["text"] for d in batch], cfg.chunk_chars, cfg.aggregate, label_scores_of(card)
             )
             for d, s in zip(batch, scores, strict=True):
                 annotate(d, s, thresholds, taxonomy)  # type: ignore[arg-type]

@@ -136,10 +136,11 @@ def main() -> None:
         report("write jsonl.zst", seconds, n, text_bytes, f"  ({size / MB:.1f} MB written)")
 
         if os.path.exists(args.model):
+            from schemas.taxonomy import label_scores_of
             from transforms.classify import load_fasttext, read_model_card, score_documents
 
             model = load_fasttext(args.model)
-            rule = read_model_card(args.model).get("label_scores")
+            rule = label_scores_of(read_model_card(args.model))
             cfg = ClassifierConfig(model=args.model)
             sample = docs[:2000]
             sample_bytes = sum(len(d["text"].encode("utf-8")) for d in sample)

@@ -29,7 +29,7 @@ from pipelines.train_classifier import (
     read_training,
     split_records,
 )
-from schemas.taxonomy import DEFAULT_TAXONOMY
+from schemas.taxonomy import DEFAULT_TAXONOMY, LabelScores, label_scores_of
 from transforms.classify import load_fasttext, read_model_card, score_documents
 
 
@@ -53,15 +53,14 @@ def main() -> None:
     _, valid = split_records(records, params.validation_fraction, params.seed, eligible)
     real = [i for i, r in enumerate(valid) if r["_source"] in args.real]
     model = load_fasttext(args.model)
-    rule = read_model_card(args.model).get("label_scores")
-    variants: dict[str, dict[str, Any] | None] = {"direct (no factors)": None}
+    rule = label_scores_of(read_model_card(args.model))
+    variants: dict[str, LabelScores | None] = {"direct (no factors)": None}
     if rule:
         for combine in ("product", "min", "geometric"):
             for keep in (False, True):
-                variants[f"{combine}{' + direct' if keep else ''}"] = rule | {
-                    "combine": combine,
-                    "keep_direct": keep,
-                }
+                variants[f"{combine}{' + direct' if keep else ''}"] = rule.model_copy(
+                    update={"combine": combine, "keep_direct": keep}
+                )
     texts = [r["text"] for r in valid]
     for name, variant in variants.items():
         scores = score_documents(model, texts, EVAL_CHUNK_CHARS, EVAL_AGGREGATE, variant)

@@ -43,6 +43,7 @@ from benchmarks.harness import Measurement, measure  # noqa: E402
 from benchmarks.vs_datatrove import tropemix_config  # noqa: E402
 from schemas.config import parse_config  # noqa: E402
 from schemas.records import SHARD_SCHEMA  # noqa: E402
+from schemas.taxonomy import label_scores_of  # noqa: E402
 from transforms.classify import load_fasttext, read_model_card, score_documents  # noqa: E402
 from transforms.dedup import bands_of_normalized, exact_hash  # noqa: E402
 from transforms.text import normalize_for_dedup  # noqa: E402
@@ -117,7 +118,7 @@ def kernel_costs(corpus: Path, cfg_dict: dict[str, Any], docs: int) -> dict[str,
     n = len(records)
     texts = [r["text"] for r in records]
     model = load_fasttext(cfg.classifier.model)
-    rule = read_model_card(cfg.classifier.model).get("label_scores")
+    rule = label_scores_of(read_model_card(cfg.classifier.model))
     batch = cfg.classifier.batch_size
     out["fastText predict"] = _cpu_ms_per_doc(
         lambda: [

@@ -178,6 +178,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from pipelines.train_classifier import evaluate, on_unseen_pages, pr_curves, read_labeled
     from schemas.config import ClassifierConfig
+    from schemas.taxonomy import label_scores_of
     from transforms.classify import (
         effective_thresholds,
         load_fasttext,
@@ -195,7 +196,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.skip_pages_of:
         records = on_unseen_pages(records, read_labeled(args.skip_pages_of))
     scores = score_documents(
-        model, [r["text"] for r in records], cfg.chunk_chars, cfg.aggregate, card.get("label_scores")
+        model, [r["text"] for r in records], cfg.chunk_chars, cfg.aggregate, label_scores_of(card)
     )
     result = evaluate(model, records, thresholds, taxonomy, scores)
     if args.pr_curves:

@@ -54,7 +54,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.config import NARRATIVES
-from schemas.taxonomy import DEFAULT_TAXONOMY, Taxonomy, fired_labels, narrative_of
+from schemas.taxonomy import DEFAULT_TAXONOMY, LabelScores, Taxonomy, fired_labels, narrative_of
 from transforms.classify import LABEL_PREFIX, model_card_path, score_documents
 from transforms.text import fasttext_text, unit_interval
 
@@ -113,14 +113,14 @@ class Factors(BaseModel):
         acts = set(record["labels"]) | set(record.get("behaviours", []))
         return out + [self.behaviour_prefix + b for b in self.behaviours if b in acts]
 
-    def card_entry(self) -> dict[str, Any]:
+    def card_entry(self) -> LabelScores:
         """The model card's ``label_scores``: how inference combines label scores."""
-        return {
-            "combine": self.combine,
-            "actor": self.actor,
-            "behaviours": {b: self.behaviour_prefix + b for b in self.behaviours if b not in self.direct},
-            "keep_direct": self.keep_direct,
-        }
+        return LabelScores(
+            combine=self.combine,
+            actor=self.actor,
+            behaviours={b: self.behaviour_prefix + b for b in self.behaviours if b not in self.direct},
+            keep_direct=self.keep_direct,
+        )
 
 
 class TrainParams(BaseModel):
@@ -489,7 +489,7 @@ def train(
         "evaluation": {},
     }
     if score_rule:
-        card["label_scores"] = score_rule
+        card["label_scores"] = score_rule.model_dump()
     if valid_recs:
         card["evaluation"]["validation"] = evaluate(model, valid_recs, thresholds, taxonomy, valid_scores)
     if eval_data:
@@ -526,7 +526,7 @@ def _evaluate_file(
     training: Sequence[dict[str, Any]],
     thresholds: dict[str, float],
     taxonomy: Taxonomy,
-    score_rule: dict[str, Any] | None,
+    score_rule: LabelScores | None,
 ) -> dict[str, Any]:
     """One dev file's metrics, with its page-disjoint part when training shares a page."""
     dev = read_labeled([path])
@@ -574,7 +574,7 @@ def _fit_main() -> None:
 
 
 def _scores(
-    model: Any, records: Sequence[dict[str, Any]], label_scores: dict[str, Any] | None = None
+    model: Any, records: Sequence[dict[str, Any]], label_scores: LabelScores | None = None
 ) -> list[dict[str, float]]:
     return score_documents(
         model, [r["text"] for r in records], EVAL_CHUNK_CHARS, EVAL_AGGREGATE, label_scores
@@ -608,7 +608,7 @@ def evaluate(
     thresholds: dict[str, float],
     taxonomy: Taxonomy = DEFAULT_TAXONOMY,
     scores: Sequence[dict[str, float]] | None = None,
-    label_scores: dict[str, Any] | None = None,
+    label_scores: LabelScores | None = None,
 ) -> dict[str, Any]:
     """Per-label and per-narrative precision, recall and F1, plus the hard-negative FP rate.
 

@@ -91,6 +91,46 @@ def parse_taxonomy(data: Any, origin: str = "taxonomy") -> Taxonomy:
         raise ValueError(f"invalid taxonomy {origin}:\n" + "\n".join(lines)) from None
 
 
+class LabelScores(BaseModel):
+    """How inference turns a factorized model's labels into trope scores (the card's ``label_scores``).
+
+    Per chunk, each trope in ``behaviours`` scores ``combine(actor, behaviour)``
+    (``transforms.classify.combine_label_scores``); the factor labels are then dropped.
+
+    Args:
+      combine: ``product``, ``min`` or ``geometric`` (mean) of the two factor scores.
+      actor: the label "an AI, robot or computer system acts".
+      behaviours: trope -> its behaviour label ("someone does this", any actor).
+      keep_direct: score = max(combined, the trope's own score).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    combine: Literal["product", "min", "geometric"] = "product"
+    actor: str
+    behaviours: dict[str, str]
+    keep_direct: bool = False
+
+
+def label_scores_of(card: Mapping[str, Any], origin: str = "model card") -> LabelScores | None:
+    """The card's ``label_scores``, validated; None for a card without the field.
+
+    Args:
+      card: a model card (``transforms.classify.read_model_card``).
+      origin: where the card came from, for error messages.
+    """
+    if card.get("label_scores") is None:
+        return None
+    try:
+        return LabelScores.model_validate(card["label_scores"])
+    except ValidationError as err:
+        lines = [f"  label_scores.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()]
+        raise ValueError(
+            f"invalid {origin}:\n" + "\n".join(lines) + "\n(rebuild the card with tropemix train-classifier, "
+            "or remove label_scores to score every label as predicted)"
+        ) from None
+
+
 def load_taxonomy(path: str | None = None) -> Taxonomy:
     """Loads a taxonomy YAML file; the shipped default when ``path`` is None.
 

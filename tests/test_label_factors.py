@@ -23,7 +23,7 @@ from pipelines.weak_labels import (
     mine,
 )
 from schemas.config import ClassifierConfig
-from schemas.taxonomy import DEFAULT_TAXONOMY
+from schemas.taxonomy import DEFAULT_TAXONOMY, LabelScores, label_scores_of
 from transforms.classify import (
     ClassifyDocuments,
     combine_label_scores,
@@ -35,12 +35,7 @@ from transforms.classify import (
 from .conftest import REPO, make_pipeline
 
 SEED = REPO / "data" / "seed" / "tropes_seed.jsonl"
-RULE = {
-    "combine": "product",
-    "actor": "ai_actor",
-    "behaviours": {"violence": "act_violence"},
-    "keep_direct": False,
-}
+RULE = LabelScores(combine="product", actor="ai_actor", behaviours={"violence": "act_violence"})
 NAMES = ["act_violence", "ai_actor", "none", "violence"]
 # Two chunks: an AI that kills (actor 0.9, behaviour 0.8) and a human murder (0.1, 0.9).
 MATRIX = np.array([[0.8, 0.9, 0.1, 0.3], [0.9, 0.1, 0.9, 0.4]])
@@ -56,10 +51,24 @@ MATRIX = np.array([[0.8, 0.9, 0.1, 0.3], [0.9, 0.1, 0.9, 0.4]])
     ],
 )
 def test_combination_rule(combine: str, keep_direct: bool, expected: list[float]) -> None:
-    names, out = combine_label_scores(NAMES, MATRIX, RULE | {"combine": combine, "keep_direct": keep_direct})
+    names, out = combine_label_scores(
+        NAMES, MATRIX, RULE.model_copy(update={"combine": combine, "keep_direct": keep_direct})
+    )
     assert names == ["none", "violence"]  # factor columns are dropped
     np.testing.assert_allclose(out[:, 1], expected)
     np.testing.assert_allclose(out[:, 0], MATRIX[:, 2])
+
+
+def test_card_label_scores_are_validated() -> None:
+    assert label_scores_of({"label_scores": RULE.model_dump()}) == RULE
+    assert label_scores_of({}) is None
+    bad = {"label_scores": {**RULE.model_dump(), "combine": "mean", "weights": [1]}}
+    with pytest.raises(ValueError) as err:
+        label_scores_of(bad, "own.card.json")
+    # Each error names the field; the message says how to fix the card.
+    assert "invalid own.card.json" in str(err.value)
+    assert "label_scores.combine" in str(err.value) and "label_scores.weights" in str(err.value)
+    assert "train-classifier" in str(err.value)
 
 
 def test_card_without_label_scores_scores_as_before() -> None:
@@ -69,7 +78,9 @@ def test_card_without_label_scores_scores_as_before() -> None:
 
 def test_card_naming_labels_the_model_lacks_is_an_error() -> None:
     with pytest.raises(ValueError, match="act_takeover"):
-        combine_label_scores(NAMES, MATRIX, RULE | {"behaviours": {"takeover": "act_takeover"}})
+        combine_label_scores(
+            NAMES, MATRIX, RULE.model_copy(update={"behaviours": {"takeover": "act_takeover"}})
+        )
 
 
 def test_card_without_the_field_scores_labels_as_predicted(model_path: str, tmp_path: Path) -> None:
@@ -107,7 +118,7 @@ def test_factor_labels_of_records() -> None:
     assert fasttext_line(human, DEFAULT_TAXONOMY) == "__label__none he blackmails the judge ."
     coercion_direct = Factors(direct=["coercion"]).resolved(DEFAULT_TAXONOMY)
     assert coercion_direct.labels_of(human) == ["act_coercion"]  # still trained
-    assert "coercion" not in coercion_direct.card_entry()["behaviours"]  # scored as predicted
+    assert "coercion" not in coercion_direct.card_entry().behaviours  # scored as predicted
     with pytest.raises(ValueError, match="clash"):
         Factors(actor="violence").resolved(DEFAULT_TAXONOMY)
     with pytest.raises(ValueError, match="not trope labels"):
@@ -126,7 +137,7 @@ def test_factorized_model_card_drives_inference(tmp_path: Path) -> None:
     assert "ai_actor" not in card["thresholds"]
     model = load_fasttext(str(out))
     raw = score_documents(model, ["A robot strangles the guard."], 400, "max")[0]
-    combined = score_documents(model, ["A robot strangles the guard."], 400, "max", card["label_scores"])[0]
+    combined = score_documents(model, ["A robot strangles the guard."], 400, "max", label_scores_of(card))[0]
     assert set(combined) == set(DEFAULT_TAXONOMY.all_labels)
     assert combined["violence"] == pytest.approx(min(raw["ai_actor"], raw["act_violence"]), abs=1e-6)
 

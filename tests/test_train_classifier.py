@@ -19,6 +19,7 @@ from pipelines.train_classifier import (
     train,
 )
 from pipelines.weak_labels import mine
+from schemas.taxonomy import label_scores_of
 from transforms.classify import load_fasttext, read_model_card
 from transforms.text import fasttext_text
 
@@ -140,7 +141,7 @@ def test_eval_cli_prints_metrics_and_pr_curves(
         load_fasttext(model_path),
         read_labeled([str(DEV)]),
         card["thresholds"] | {"default": 0.5},
-        label_scores=card.get("label_scores"),
+        label_scores=label_scores_of(card),
     )
     assert again["narratives"] == result["narratives"]
 
@@ -212,7 +213,7 @@ def test_shipped_card_metrics_equal_a_fresh_evaluation(capsys: pytest.CaptureFix
     assert "wikipedia_train.jsonl" in card["training_data"]["files"]
     model = load_fasttext(str(SHIPPED))
     dev = read_labeled([str(DEV), str(UNSEEN)])
-    fresh = evaluate(model, dev, card["thresholds"], label_scores=card.get("label_scores"))
+    fresh = evaluate(model, dev, card["thresholds"], label_scores=label_scores_of(card))
     assert card["evaluation"]["dev"]["files"] == ["wikipedia_dev.jsonl", "unseen_dev.jsonl"]
     assert {k: v for k, v in card["evaluation"]["dev"].items() if k != "files"} == fresh
     seen = page_ids(read_labeled([str(TRAIN)]))
@@ -251,9 +252,7 @@ def test_shipped_model_on_real_dev_text() -> None:
         "wiki-043018d2279a:0": "ai_nonnarrative",  # Marvin Minsky
         "wiki-537ad1f164b5:2": "ai_nonnarrative",  # cognitive science
     }
-    scores = score_documents(
-        model, [by_id[i]["text"] for i in expected], 400, "max", card.get("label_scores")
-    )
+    scores = score_documents(model, [by_id[i]["text"] for i in expected], 400, "max", label_scores_of(card))
     for rid, s in zip(expected, scores, strict=True):
         s = {k: v for k, v in s.items() if k in DEFAULT_TAXONOMY.scored_labels}
         fired = fired_labels(s, card["thresholds"], 0.5)

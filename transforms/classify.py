@@ -26,8 +26,10 @@ from schemas.config import ClassifierConfig, PolicyRule
 from schemas.records import Document
 from schemas.taxonomy import (
     DEFAULT_TAXONOMY,
+    LabelScores,
     Taxonomy,
     fired_labels,
+    label_scores_of,
     load_taxonomy,
     narrative_of,
     parse_taxonomy,
@@ -178,7 +180,7 @@ def _score_matrix(model: Any, texts: Sequence[str]) -> tuple[list[str], np.ndarr
 
 
 def combine_label_scores(
-    names: list[str], matrix: np.ndarray, label_scores: dict[str, Any] | None
+    names: list[str], matrix: np.ndarray, label_scores: LabelScores | None
 ) -> tuple[list[str], np.ndarray]:
     """Label scores from factor scores, per chunk, as the model card's ``label_scores`` says.
 
@@ -192,30 +194,29 @@ def combine_label_scores(
     Args:
       names: label names, one per column.
       matrix: ``(chunks, labels)`` probabilities.
-      label_scores: the card's ``label_scores``: ``combine``, ``actor``, ``behaviours``
-        (trope -> behaviour label), ``keep_direct``.
+      label_scores: the card's ``label_scores`` (``schemas.taxonomy.label_scores_of``).
     """
-    if not label_scores:
+    if label_scores is None:
         return names, matrix
     column = {name: j for j, name in enumerate(names)}
-    behaviours: dict[str, str] = label_scores["behaviours"]
-    factors = {label_scores["actor"], *behaviours.values()}
+    behaviours = label_scores.behaviours
+    factors = {label_scores.actor, *behaviours.values()}
     missing = sorted((factors | set(behaviours)) - set(column))
     if missing:
         raise ValueError(f"the model card's label_scores names labels {missing} the model lacks")
-    actor = matrix[:, column[label_scores["actor"]]]
+    actor = matrix[:, column[label_scores.actor]]
     keep = [j for j, name in enumerate(names) if name not in factors]
     out = matrix[:, keep]
     position = {names[j]: i for i, j in enumerate(keep)}
     for label, factor in behaviours.items():
         behaviour = matrix[:, column[factor]]
-        if label_scores["combine"] == "min":
+        if label_scores.combine == "min":
             combined = np.minimum(actor, behaviour)
-        elif label_scores["combine"] == "geometric":
+        elif label_scores.combine == "geometric":
             combined = np.sqrt(actor * behaviour)
         else:
             combined = actor * behaviour
-        if label_scores.get("keep_direct"):
+        if label_scores.keep_direct:
             combined = np.maximum(combined, matrix[:, column[label]])
         out[:, position[label]] = combined
     return [names[j] for j in keep], out
@@ -226,7 +227,7 @@ def _as_dicts(names: list[str], matrix: np.ndarray) -> list[dict[str, float]]:
 
 
 def predict_scores(
-    model: Any, texts: Sequence[str], label_scores: dict[str, Any] | None = None
+    model: Any, texts: Sequence[str], label_scores: LabelScores | None = None
 ) -> list[dict[str, float]]:
     """Probability of every label for each text, with one ``predict`` call.
 
@@ -243,7 +244,7 @@ def score_documents(
     texts: Sequence[str],
     chunk_chars: int,
     aggregate: str,
-    label_scores: dict[str, Any] | None = None,
+    label_scores: LabelScores | None = None,
 ) -> list[dict[str, float]]:
     """Scores documents chunk by chunk and aggregates chunk scores per document.
 
@@ -306,7 +307,7 @@ class _ClassifyBatchFn(beam.DoFn):
         self._shared = shared.Shared()
         self._model: Any = None
         self._thresholds: dict[str, float] = {}
-        self._label_scores: dict[str, Any] | None = None
+        self._label_scores: LabelScores | None = None
         self._batch = Metrics.distribution(NAMESPACE, "batch_size")
         self._docs = Metrics.counter(NAMESPACE, "docs")
         self._counters: dict[str, Any] = {}
@@ -316,7 +317,7 @@ class _ClassifyBatchFn(beam.DoFn):
         self._model = self._shared.acquire(lambda: _LoadedModel(load_fasttext(path)), tag=path).model
         card = read_model_card(path)
         self._thresholds = effective_thresholds(self._cfg, card)
-        self._label_scores = card.get("label_scores")
+        self._label_scores = label_scores_of(card, model_card_path(path))
         self._taxonomy = self._given or resolve_taxonomy(self._cfg, card)
         _LOG.info("model loaded", model=path, labels=len(self._model.get_labels()))
 
