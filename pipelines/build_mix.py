@@ -51,7 +51,7 @@ from pipelines.report import (
     write_report_json,
 )
 from schemas.config import MixConfig, load_config
-from schemas.records import LEDGER_SCHEMA
+from schemas.records import LEDGER_SCHEMA, Document
 from schemas.taxonomy import DEFAULT_TAXONOMY, narrative_of
 from transforms.accounting import (
     ConservationError,
@@ -159,6 +159,10 @@ def _flatten(p: beam.Pipeline, pcolls: list[beam.PCollection], label: str) -> be
     return pcolls | label >> beam.Flatten()
 
 
+def _narrative_key(doc: Document) -> str:
+    return count_key("narrative_in", doc["source"], doc["narrative"])
+
+
 def _stage_counts(pcoll: beam.PCollection, stage: str, kind: str, label: str) -> beam.PCollection:
     return pcoll | label >> CountBy(lambda _: count_key("stage", stage, kind))
 
@@ -172,32 +176,36 @@ def survivors(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None)
       progress_dir: local directory for the terminal progress line of local runs.
 
     Returns:
-      ``docs_read``, ``dead_letters``, ``survivors`` (documents entering the blend),
+      ``dead_letters``, ``survivors`` (documents entering the blend),
       ``dropped`` (policy and dedup ledger rows), ``unconverged`` and ``dedup_index`` (dedup) and
       ``counts`` (a list of ``(key, n)`` PCollections).
     """
     counts: list[beam.PCollection] = []
-    read_docs: list[beam.PCollection] = []
     dead: list[beam.PCollection] = []
     to_classify: list[beam.PCollection] = []
     unclassified: list[beam.PCollection] = []
+    # Documents are counted per source before any Flatten: the in-process runner
+    # materializes every Flatten of several inputs (each element encoded, held by the
+    # driver and decoded again), so a Flatten of whole documents just to count them
+    # would move the corpus through the driver once more.
     for source in cfg.sources:
         result = p | f"Read[{source.name}]" >> ReadSource(source, cfg.read, progress_dir)
-        read_docs.append(result.docs)
         dead.append(result.dead_letter)
         counts.append(result.counts)
+        counts.append(
+            result.docs
+            | f"CountRead[{source.name}]" >> CountBy(lambda d: count_key("read_docs", d["source"]))
+        )
         if source.classify and source.tropes_field is None:
             to_classify.append(result.docs)
         else:
-            unclassified.append(
-                result.docs
-                | f"Narrative[{source.name}]"
-                >> beam.Map(_unclassified, source.narrative, source.tropes_field)
+            narrated = result.docs | f"Narrative[{source.name}]" >> beam.Map(
+                _unclassified, source.narrative, source.tropes_field
             )
+            unclassified.append(narrated)
+            counts.append(narrated | f"CountNarrativesIn[{source.name}]" >> CountBy(_narrative_key))
 
-    docs_read = _flatten(p, read_docs, "AllRead")
     dead_letters = _flatten(p, dead, "AllDeadLetters")
-    counts.append(docs_read | "CountRead" >> CountBy(lambda d: count_key("read_docs", d["source"])))
     counts.append(dead_letters | "CountDead" >> CountBy(lambda d: count_key("dead_letters", d["source"])))
     # Dead-letter errors start with their reason (``bad_json: ...``), see transforms/read.py.
     counts.append(
@@ -211,12 +219,9 @@ def survivors(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None)
     policy = classified | "Policy" >> ApplyPolicy(cfg.classifier)
     counts.append(_stage_counts(to_classify_all, "classify", "in", "CountClassifyIn"))
     counts.append(_stage_counts(classified, "classify", "out", "CountClassifyOut"))
-    # The corpus before the mix: every document's narrative and fired trope labels.
-    counts.append(
-        [classified, *unclassified]
-        | "NarrativesIn" >> beam.Flatten()
-        | "CountNarrativesIn" >> CountBy(lambda d: count_key("narrative_in", d["source"], d["narrative"]))
-    )
+    # The corpus before the mix: every document's narrative (unclassified sources' above)
+    # and fired trope labels.
+    counts.append(classified | "CountNarrativesIn" >> CountBy(_narrative_key))
     counts.append(
         classified
         | "LabelsIn" >> beam.FlatMap(lambda d: d["tropes"])
@@ -236,11 +241,17 @@ def survivors(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None)
     counts.append(_stage_counts(dedup["kept"], "dedup", "out", "CountDedupOut"))
     counts.append(_stage_counts(dedup["dropped"], "dedup", "dropped", "CountDedupDropped"))
     singletons = skip_dedup | "NoDedup" >> beam.Map(lambda d: {**d, "cluster_id": d["id"], "cluster_size": 1})
+    # When every source is deduplicated, NoDedup is empty by construction; leaving it out
+    # of the Flatten spares the in-process runner a pass of every survivor through its driver.
+    survived = (
+        dedup["kept"]
+        if dedup_sources == {s.name for s in cfg.sources}
+        else [dedup["kept"], singletons] | "Survivors" >> beam.Flatten()
+    )
 
     return {
-        "docs_read": docs_read,
         "dead_letters": dead_letters,
-        "survivors": [dedup["kept"], singletons] | "Survivors" >> beam.Flatten(),
+        "survivors": survived,
         "dropped": [policy.dropped, dedup["dropped"]],
         "unconverged": dedup["unconverged"],
         "dedup_index": dedup["index"],
@@ -262,11 +273,11 @@ def build(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None) -> 
       progress_dir: local directory for the terminal progress line of local runs.
 
     Returns:
-      The main PCollections, for tests: ``docs_read``, ``dead_letters``, ``ledger``,
+      The main PCollections, for tests: ``dead_letters``, ``ledger``,
       ``shards`` (stats per written shard), ``plan`` and ``report``.
     """
     upstream = survivors(p, cfg, progress_dir)
-    docs_read, dead_letters, counts = upstream["docs_read"], upstream["dead_letters"], upstream["counts"]
+    dead_letters, counts = upstream["dead_letters"], upstream["counts"]
     blend = upstream["survivors"] | "Blend" >> BlendSources(cfg.blend, roles(cfg))
     if cfg.dedup.write_index:
         # Written only once the plan exists, so a plan that cannot be met leaves no files.
@@ -349,7 +360,6 @@ def build(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None) -> 
         upstream["unconverged"],
     )
     return {
-        "docs_read": docs_read,
         "dead_letters": dead_letters,
         "ledger": ledger,
         "shards": shards,
