@@ -182,7 +182,7 @@ def survivors(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None)
     """
     counts: list[beam.PCollection] = []
     dead: list[beam.PCollection] = []
-    to_classify: list[beam.PCollection] = []
+    to_classify: list[tuple[str, beam.PCollection]] = []
     unclassified: list[beam.PCollection] = []
     # Documents are counted per source before any Flatten: the in-process runner
     # materializes every Flatten of several inputs (each element encoded, held by the
@@ -197,7 +197,7 @@ def survivors(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None)
             | f"CountRead[{source.name}]" >> CountBy(lambda d: count_key("read_docs", d["source"]))
         )
         if source.classify and source.tropes_field is None:
-            to_classify.append(result.docs)
+            to_classify.append((source.name, result.docs))
         else:
             narrated = result.docs | f"Narrative[{source.name}]" >> beam.Map(
                 _unclassified, source.narrative, source.tropes_field
@@ -214,24 +214,34 @@ def survivors(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None)
         >> CountBy(lambda d: count_key("dead_reason", d["stage"], d["error"].split(":", 1)[0]))
     )
 
-    to_classify_all = _flatten(p, to_classify, "ToClassify")
-    classified = to_classify_all | "Classify" >> ClassifyDocuments(cfg.classifier, progress_dir=progress_dir)
-    policy = classified | "Policy" >> ApplyPolicy(cfg.classifier)
-    counts.append(_stage_counts(to_classify_all, "classify", "in", "CountClassifyIn"))
-    counts.append(_stage_counts(classified, "classify", "out", "CountClassifyOut"))
-    # The corpus before the mix: every document's narrative (unclassified sources' above)
-    # and fired trope labels.
-    counts.append(classified | "CountNarrativesIn" >> CountBy(_narrative_key))
-    counts.append(
-        classified
-        | "LabelsIn" >> beam.FlatMap(lambda d: d["tropes"])
-        | "CountLabelsIn" >> CountBy(lambda label: count_key("label_in", label))
-    )
-    counts.append(_stage_counts(classified, "policy", "in", "CountPolicyIn"))
-    counts.append(_stage_counts(policy.kept, "policy", "out", "CountPolicyOut"))
-    counts.append(_stage_counts(policy.dropped, "policy", "dropped", "CountPolicyDropped"))
+    # Each classified source is classified and policed on its own, as the read step
+    # left it: a Flatten of the sources first would move the whole corpus through the
+    # in-process runner's driver once more (see above).  Scores and policy decisions
+    # depend on the document alone, so the output is the same either way.
+    kept: list[beam.PCollection] = []
+    policy_dropped: list[beam.PCollection] = []
+    for name, docs in to_classify:
+        classified = docs | f"Classify[{name}]" >> ClassifyDocuments(
+            cfg.classifier, progress_dir=progress_dir
+        )
+        policy = classified | f"Policy[{name}]" >> ApplyPolicy(cfg.classifier)
+        kept.append(policy.kept)
+        policy_dropped.append(policy.dropped)
+        counts.append(_stage_counts(docs, "classify", "in", f"CountClassifyIn[{name}]"))
+        counts.append(_stage_counts(classified, "classify", "out", f"CountClassifyOut[{name}]"))
+        # The corpus before the mix: every document's narrative (unclassified sources'
+        # above) and fired trope labels.
+        counts.append(classified | f"CountNarrativesIn[{name}]" >> CountBy(_narrative_key))
+        counts.append(
+            classified
+            | f"LabelsIn[{name}]" >> beam.FlatMap(lambda d: d["tropes"])
+            | f"CountLabelsIn[{name}]" >> CountBy(lambda label: count_key("label_in", label))
+        )
+        counts.append(_stage_counts(classified, "policy", "in", f"CountPolicyIn[{name}]"))
+        counts.append(_stage_counts(policy.kept, "policy", "out", f"CountPolicyOut[{name}]"))
+        counts.append(_stage_counts(policy.dropped, "policy", "dropped", f"CountPolicyDropped[{name}]"))
 
-    labelled = [policy.kept, *unclassified] | "Labelled" >> beam.Flatten()
+    labelled = [*kept, *unclassified] | "Labelled" >> beam.Flatten()
     dedup_sources = {s.name for s in cfg.sources if s.dedup}
     to_dedup = labelled | "ToDedup" >> beam.Filter(lambda d: d["source"] in dedup_sources)
     skip_dedup = labelled | "SkipDedup" >> beam.Filter(lambda d: d["source"] not in dedup_sources)
@@ -252,7 +262,7 @@ def survivors(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None)
     return {
         "dead_letters": dead_letters,
         "survivors": survived,
-        "dropped": [policy.dropped, dedup["dropped"]],
+        "dropped": [*policy_dropped, dedup["dropped"]],
         "unconverged": dedup["unconverged"],
         "dedup_index": dedup["index"],
         "counts": counts,
