@@ -493,50 +493,45 @@ def train(
     if valid_recs:
         card["evaluation"]["validation"] = evaluate(model, valid_recs, thresholds, taxonomy, valid_scores)
     if eval_data:
-        dev = read_labeled(eval_data)
-        card["evaluation"]["dev"] = evaluate(
-            model, dev, thresholds, taxonomy, _scores(model, dev, score_rule)
-        )
-        card["evaluation"]["dev"]["files"] = [os.path.basename(p) for p in eval_data]
+        files = [os.path.basename(p) for p in eval_data]
         # The dev records whose page no training record comes from: text of pages the
         # model never saw (the headline numbers when the dev set is not page-disjoint).
-        disjoint = on_unseen_pages(dev, records)
-        if len(disjoint) < len(dev):
-            card["evaluation"]["dev_page_disjoint"] = evaluate(
-                model, disjoint, thresholds, taxonomy, _scores(model, disjoint, score_rule)
-            )
-            card["evaluation"]["dev_page_disjoint"]["files"] = card["evaluation"]["dev"]["files"]
+        dev, disjoint = _evaluate_dev(model, eval_data, records, thresholds, taxonomy, score_rule)
+        card["evaluation"]["dev"] = dev | {"files": files}
+        if disjoint is not None:
+            card["evaluation"]["dev_page_disjoint"] = disjoint | {"files": files}
         if len(eval_data) > 1:
             # Each dev file on its own too (e.g. the old dev set, whose pages training
             # partly shares, and a page-disjoint one): file name -> metrics, plus
             # ``page_disjoint`` when training shares some of that file's pages.
-            card["evaluation"]["dev_files"] = {
-                os.path.basename(path): _evaluate_file(model, path, records, thresholds, taxonomy, score_rule)
-                for path in eval_data
-            }
+            card["evaluation"]["dev_files"] = {}
+            for path, name in zip(eval_data, files, strict=True):
+                result, part = _evaluate_dev(model, [path], records, thresholds, taxonomy, score_rule)
+                card["evaluation"]["dev_files"][name] = result | (
+                    {"page_disjoint": part} if part is not None else {}
+                )
     with open(model_card_path(output), "w", encoding="utf-8") as f:
         json.dump(card, f, indent=2, sort_keys=True)
         f.write("\n")
     return card
 
 
-def _evaluate_file(
+def _evaluate_dev(
     model: Any,
-    path: str,
+    paths: Sequence[str],
     training: Sequence[dict[str, Any]],
     thresholds: dict[str, float],
     taxonomy: Taxonomy,
     score_rule: LabelScores | None,
-) -> dict[str, Any]:
-    """One dev file's metrics, with its page-disjoint part when training shares a page."""
-    dev = read_labeled([path])
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Metrics of the dev records of ``paths``, and of those on pages no training record
+    comes from (None when that is all of them)."""
+    dev = read_labeled(paths)
     result = evaluate(model, dev, thresholds, taxonomy, _scores(model, dev, score_rule))
     disjoint = on_unseen_pages(dev, training)
-    if len(disjoint) < len(dev):
-        result["page_disjoint"] = evaluate(
-            model, disjoint, thresholds, taxonomy, _scores(model, disjoint, score_rule)
-        )
-    return result
+    if len(disjoint) == len(dev):
+        return result, None
+    return result, evaluate(model, disjoint, thresholds, taxonomy, _scores(model, disjoint, score_rule))
 
 
 def _fit(
