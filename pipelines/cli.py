@@ -6,7 +6,7 @@ tropemix validate CONFIG.yaml
 tropemix report RUN_DIR
 tropemix classify --model M --input GLOB --output DIR [beam options]
 tropemix dedup --input GLOB --output DIR [--threshold 0.8] [--previous-index GLOB ...] [beam options]
-tropemix train-classifier --data LABELED.jsonl [--params P.yaml] [--taxonomy T.yaml] --output MODEL.ftz
+tropemix train-classifier --data LABELED.jsonl [--params P.yaml] [--taxonomy T.yaml] --output MODEL.bin
 tropemix eval-classifier --model M --data LABELED.jsonl [--pr-curves DIR] [--skip-pages-of TRAIN.jsonl ...]
 """
 
