@@ -27,6 +27,9 @@ from transforms.dedup import (
     SaltedGroupMin,
     _apply,
     _MinCountFn,
+    _partition_edges,
+    _PartitionMembersFn,
+    bucket_edges,
     compute_bands,
     doc_node,
     earlier_node,
@@ -135,6 +138,42 @@ def test_compute_bands_marks_wordless_texts_and_matches_for_copies() -> None:
 # --- Beam transforms ------------------------------------------------------------------------
 
 
+def test_bucket_edges_are_the_salted_two_level_links() -> None:
+    nodes = [(CURRENT, f"web/{i:03d}") for i in range(40)] + [(EARLIER, "old")]
+    edges = list(bucket_edges(nodes, salts=4))
+    # Each member but the minimum has one outgoing edge, and all reach the minimum.
+    assert Counter(a for a, _ in edges) == Counter({n: 1 for n in nodes if n != (EARLIER, "old")})
+    targets = {b for _, b in edges}
+    assert (EARLIER, "old") in targets and len(targets) <= 4 + 1
+    assert list(bucket_edges([(CURRENT, "solo")], salts=4)) == []
+
+
+def test_partitioned_members_give_the_same_edges_whatever_the_flush_and_partition_count(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rng = random.Random(7)
+    members = [((rng.randrange(3), rng.randrange(20)), (CURRENT, f"d{i:03d}")) for i in range(300)]
+
+    def edges(partitions: int) -> set[tuple[Any, Any]]:
+        fn = _PartitionMembersFn(partitions)
+        fn.start_bundle()
+        lists = [kv for m in members for kv in fn.process(m)] + [wv.value for wv in fn.finish_bundle()]
+        grouped: dict[int, list[Any]] = {}
+        for part, batch in lists:
+            grouped.setdefault(part, []).append(batch)
+        assert sum(len(b) for bs in grouped.values() for b in bs) == len(members)
+        return {e for item in grouped.items() for e in _partition_edges(item, 4)}
+
+    whole = edges(1)
+    by_bucket: dict[Any, list[Any]] = {}
+    for key, node in members:
+        by_bucket.setdefault(key, []).append(node)
+    assert whole == {e for nodes in by_bucket.values() for e in bucket_edges(nodes, 4)}
+    assert edges(16) == whole
+    monkeypatch.setattr("transforms.dedup.MAX_BUFFERED_MEMBERS", 7)  # flushes mid-bundle
+    assert edges(16) == whole
+
+
 def test_clustering_and_bucket_linking() -> None:
     """Connected components against union-find, non-convergence, and bounded bucket fan-in."""
     graphs = [
@@ -161,7 +200,7 @@ def test_clustering_and_bucket_linking() -> None:
 
     # One bucket of 1,000 members (boilerplate) plus a bucket of one member.
     members = [((0, 77), (CURRENT, f"web/{i:04d}")) for i in range(1000)] + [((1, 5), (CURRENT, "web/x"))]
-    linked = p | "Members" >> beam.Create(members) | "Link" >> LinkBuckets(salts=8)
+    linked = p | "Members" >> beam.Create(members) | "Link" >> LinkBuckets(salts=8, partitions=4)
 
     def check_links(got: list[tuple[Any, Any]]) -> None:
         # Every member except the minimum has exactly one outgoing edge; the singleton none.

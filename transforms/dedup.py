@@ -10,9 +10,11 @@ minimum in a cluster is its survivor; document bodies move in one join only.
 2. ``ExactGroups`` / ``ExactSplit``: a combiner finds each exact group's minimum
    node and size.  The minimum emits its band members ``((band, bucket), node)``;
    every other member becomes a ledger stub, so exact copies never reach LSH.
-3. ``LinkBuckets``: each bucket is split into ``bucket_salts`` salted groups.  A
-   member links to its salted group's minimum and every group minimum to the
-   bucket's minimum, both found by combiners, so no worker holds a whole bucket.
+3. ``LinkBuckets``: band members travel as lists, one per partition of the bucket
+   space (``link_partitions``) and bundle, and meet in one GroupByKey.  Within a
+   bucket, a member links to its salted group's minimum (``bucket_salts``) and every
+   group minimum to the bucket's minimum, so no node gets a boilerplate bucket's
+   whole membership as neighbours.
 4. ``VerifyEdges`` (optional): keeps a candidate pair only when the Jaccard
    similarity estimated from the two signatures reaches ``verify_threshold``.
 5. ``ConnectedComponents``: min-label propagation, a bounded number of rounds,
@@ -40,6 +42,7 @@ import numpy as np
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindows
 
 from schemas.config import DedupConfig, SurvivorConfig
 from schemas.records import DEDUP_INDEX_SCHEMA, Document
@@ -334,47 +337,119 @@ def _exact_weight(summary: tuple[int, Node, int]) -> Iterator[tuple[Node, int]]:
         yield low, count
 
 
-def _link_to_min(item: tuple[Any, dict[str, Any]]) -> Iterator[tuple[Node, Node]]:
-    _, grouped = item
-    low = grouped["low"][0]
-    for node in grouped["members"]:  # streamed by the runner, never collected
-        if node != low:
-            yield node, low
+# Members a partitioning DoFn buffers before it flushes, whatever the bundle size
+# (about 40 MB of tuples).
+MAX_BUFFERED_MEMBERS = 1 << 18
+
+
+def link_partition(band: int, bucket: int, partitions: int) -> int:
+    """The partition of the bucket space that ``(band, bucket)`` belongs to."""
+    # Bucket hashes are uniform already; the band's odd multiplier keeps equal hashes of
+    # different bands apart.
+    return (bucket + band * 0x9E3779B97F4A7C15) % partitions
+
+
+class _PartitionMembersFn(beam.DoFn):
+    """Buffers ``((band, bucket), node)`` members into one list per partition of the bucket space.
+
+    The runner's cost per shuffled element (encoding, the data plane, grouping) was
+    most of the cost of moving nine tiny records per document through two joins; a
+    list per partition and bundle pays it once for many members.  The buffer is
+    flushed at ``MAX_BUFFERED_MEMBERS``, so memory stays bounded whatever the bundle size.
+    """
+
+    def __init__(self, partitions: int) -> None:
+        self._partitions = partitions
+        self._parts: dict[int, list[tuple[int, int, Node]]] = {}
+        self._buffered = 0
+
+    def start_bundle(self) -> None:
+        self._parts, self._buffered = {}, 0
+
+    def process(
+        self, member: tuple[tuple[int, int], Node]
+    ) -> Iterator[tuple[int, list[tuple[int, int, Node]]]]:
+        (band, bucket), node = member
+        self._parts.setdefault(link_partition(band, bucket, self._partitions), []).append(
+            (band, bucket, node)
+        )
+        self._buffered += 1
+        if self._buffered >= MAX_BUFFERED_MEMBERS:
+            yield from self._flush()
+
+    def finish_bundle(self) -> Iterator[Any]:
+        # Batch pipelines run in the global window, as BatchElements assumes too.
+        for item in self._flush():
+            yield GlobalWindows.windowed_value(item)
+
+    def _flush(self) -> Iterator[tuple[int, list[tuple[int, int, Node]]]]:
+        parts, self._parts, self._buffered = self._parts, {}, 0
+        yield from parts.items()
+
+
+def bucket_edges(nodes: Sequence[Node], salts: int) -> Iterator[tuple[Node, Node]]:
+    """Edges of one bucket: every member to its salted group's minimum, each group minimum to the bucket's.
+
+    Salting bounds the fan-in of the bucket minimum (a boilerplate bucket of 100,000
+    pages gives it about ``salts`` neighbours, not 100,000), which keeps
+    ``ConnectedComponents``' joins free of hot keys.
+
+    Args:
+      nodes: the bucket's members.
+      salts: salted groups per bucket.
+    """
+    low: dict[int, Node] = {}
+    for node in nodes:
+        salt = salt_of(node, salts)
+        if salt not in low or node < low[salt]:
+            low[salt] = node
+    top = min(low.values())
+    for node in nodes:
+        group_low = low[salt_of(node, salts)]
+        if node != group_low:
+            yield node, group_low
+    for group_low in low.values():
+        if group_low != top:
+            yield group_low, top
+
+
+def _partition_edges(
+    item: tuple[int, Iterable[list[tuple[int, int, Node]]]], salts: int
+) -> Iterator[tuple[Node, Node]]:
+    _, batches = item
+    buckets: dict[tuple[int, int], list[Node]] = {}
+    for batch in batches:
+        for band, bucket, node in batch:
+            buckets.setdefault((band, bucket), []).append(node)
+    for nodes in buckets.values():
+        if len(nodes) > 1:  # most buckets hold one member and link nothing
+            yield from bucket_edges(nodes, salts)
 
 
 class LinkBuckets(beam.PTransform):
-    """Candidate edges from ``((band, bucket), node)`` members: every member to the bucket minimum.
+    """Candidate edges from ``((band, bucket), node)`` members (see ``bucket_edges``).
 
-    Members are salted by a hash of their id into ``salts`` groups per bucket.  A
-    member links to its group's minimum, each group minimum to the bucket
-    minimum; minimums come from combiners, and no join group holds more than
-    about ``size / salts`` members, so boilerplate buckets stay bounded.
+    Members travel as lists, one per partition of the bucket space and bundle, and
+    one GroupByKey by partition brings every bucket's members together: a worker holds
+    about ``members / partitions`` of them at a time.
 
     Args:
       salts: salted groups per bucket.
+      partitions: partitions of the bucket space.
     """
 
-    def __init__(self, salts: int) -> None:
+    def __init__(self, salts: int, partitions: int) -> None:
         super().__init__()
         self._salts = salts
+        self._partitions = partitions
 
     def expand(self, members: beam.PCollection) -> beam.PCollection:
-        salts = self._salts
-        salted = members | "Salt" >> beam.Map(lambda kv: ((kv[0][0], kv[0][1], salt_of(kv[1], salts)), kv[1]))
-        group_min = salted | "GroupMin" >> beam.CombinePerKey(min)
-        member_edges = (
-            {"members": salted, "low": group_min}
-            | "GroupJoin" >> beam.CoGroupByKey()
-            | "MemberEdges" >> beam.FlatMap(_link_to_min)
+        return (
+            members
+            | "Partition" >> beam.ParDo(_PartitionMembersFn(self._partitions))
+            | "GroupPartitions" >> beam.GroupByKey()
+            | "BucketEdges" >> beam.FlatMap(_partition_edges, self._salts)
         )
-        group_mins = group_min | "Unsalt" >> beam.Map(lambda kv: ((kv[0][0], kv[0][1]), kv[1]))
-        bucket_min = group_mins | "BucketMin" >> beam.CombinePerKey(min)
-        group_edges = (
-            {"members": group_mins, "low": bucket_min}
-            | "BucketJoin" >> beam.CoGroupByKey()
-            | "GroupEdges" >> beam.FlatMap(_link_to_min)
-        )
-        return (member_edges, group_edges) | "Edges" >> beam.Flatten()
 
 
 def _attach_first_sig(item: tuple[Node, dict[str, Any]]) -> Iterator[tuple[Node, tuple[Node, bytes | None]]]:
@@ -695,7 +770,7 @@ class DedupDocuments(beam.PTransform):
         edges = (
             band_members
             | "AllBandMembers" >> beam.Flatten()
-            | "LinkBuckets" >> LinkBuckets(cfg.bucket_salts)
+            | "LinkBuckets" >> LinkBuckets(cfg.bucket_salts, cfg.link_partitions)
             | "DistinctEdges" >> beam.Distinct()
         )
         if cfg.verify_threshold is not None:
