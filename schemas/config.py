@@ -224,13 +224,13 @@ class DedupConfig(_Strict):
         same shingle hashes (about 10x slower).
       bits: MinHash value width, 32 or 64.
       max_rounds: label-propagation rounds for connected components.
-      bucket_salts: exact groups are split into this many salted groups, so a text
-        copied 100,000 times never sits in one worker; within an LSH bucket, members
-        link to their salted group's minimum, so no node gets 100,000 neighbours.
-      link_partitions: LSH band members are shuffled as one list per partition of
-        the bucket space and bundle; a worker holds about bands x documents /
-        link_partitions members at a time.  Raise it with the corpus (65,536 for a
-        billion documents).
+      bucket_salts: within an LSH bucket, members link to the minimum of their
+        salted group, and group minimums to the bucket's, so the minimum of a
+        bucket shared by 100,000 boilerplate pages gets about this many neighbours.
+      partitions: exact groups and LSH band members are shuffled as lists, one per
+        partition of the hash space and bundle; a worker holds about bands x
+        documents / partitions keys at a time.  Raise it with the corpus (65,536
+        for a billion documents).
       verify_threshold: when set, a candidate pair is only linked if the Jaccard
         similarity estimated from the two signatures reaches it.
       survivor: which document of a cluster survives.
@@ -248,7 +248,7 @@ class DedupConfig(_Strict):
     bits: Literal[32, 64] = 32
     max_rounds: int = Field(default=8, ge=1, le=64)
     bucket_salts: int = Field(default=16, ge=1, le=4096)
-    link_partitions: int = Field(default=1024, ge=1, le=1 << 20)
+    partitions: int = Field(default=1024, ge=1, le=1 << 20)
     verify_threshold: float | None = Field(default=None, gt=0.0, le=1.0)
     survivor: SurvivorConfig = Field(default_factory=SurvivorConfig)
     previous_index: list[str] = Field(default_factory=list)

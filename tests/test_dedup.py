@@ -23,17 +23,16 @@ from transforms.dedup import (
     ConnectedComponents,
     Decision,
     DedupDocuments,
+    ExactGroups,
     LinkBuckets,
-    SaltedGroupMin,
     _apply,
-    _MinCountFn,
     _partition_edges,
-    _PartitionMembersFn,
-    bucket_edges,
+    _PartitionItemsFn,
     compute_bands,
     doc_node,
     earlier_node,
     exact_hash,
+    salt_of,
     score_of,
 )
 from transforms.packing import pack
@@ -117,13 +116,6 @@ def test_score_of_reads_dotted_paths_and_defaults_to_zero() -> None:
     assert score_of(doc, "meta.missing.deeper") == 0.0  # type: ignore[arg-type]
 
 
-def test_min_count_combiner_merges_partial_results() -> None:
-    fn = _MinCountFn()
-    left = fn.add_input(fn.add_input(fn.create_accumulator(), ((1, "b"), 1)), ((1, "c"), 1))
-    right = fn.add_input(fn.create_accumulator(), ((1, "a"), 1))
-    assert fn.extract_output(fn.merge_accumulators([left, right, fn.create_accumulator()])) == ((1, "a"), 3)
-
-
 def test_compute_bands_marks_wordless_texts_and_matches_for_copies() -> None:
     cfg = DedupConfig()
     base = _text(1)
@@ -138,40 +130,41 @@ def test_compute_bands_marks_wordless_texts_and_matches_for_copies() -> None:
 # --- Beam transforms ------------------------------------------------------------------------
 
 
-def test_bucket_edges_are_the_salted_two_level_links() -> None:
-    nodes = [(CURRENT, f"web/{i:03d}") for i in range(40)] + [(EARLIER, "old")]
-    edges = list(bucket_edges(nodes, salts=4))
-    # Each member but the minimum has one outgoing edge, and all reach the minimum.
-    assert Counter(a for a, _ in edges) == Counter({n: 1 for n in nodes if n != (EARLIER, "old")})
-    targets = {b for _, b in edges}
-    assert (EARLIER, "old") in targets and len(targets) <= 4 + 1
-    assert list(bucket_edges([(CURRENT, "solo")], salts=4)) == []
+def _salted_links(members: list[tuple[Any, Any]], salts: int) -> set[tuple[Any, Any]]:
+    """The reference: per bucket, member -> salted group minimum -> bucket minimum."""
+    groups: dict[Any, list[Any]] = {}
+    for key, node in members:
+        groups.setdefault((key, salt_of(node, salts)), []).append(node)
+    edges = {(node, min(nodes)) for nodes in groups.values() for node in nodes if node != min(nodes)}
+    lows: dict[Any, list[Any]] = {}
+    for (key, _), nodes in groups.items():
+        lows.setdefault(key, []).append(min(nodes))
+    return edges | {(low, min(ls)) for ls in lows.values() for low in ls if low != min(ls)}
 
 
-def test_partitioned_members_give_the_same_edges_whatever_the_flush_and_partition_count(
+def _partitioned(items: list[tuple[Any, Any]], partitions: int) -> dict[int, list[Any]]:
+    fn = _PartitionItemsFn(partitions)
+    fn.start_bundle()
+    lists = [kv for item in items for kv in fn.process(item)] + [wv.value for wv in fn.finish_bundle()]
+    grouped: dict[int, list[Any]] = {}
+    for part, batch in lists:
+        grouped.setdefault(part, []).append(batch)
+    assert sorted(item for bs in grouped.values() for b in bs for item in b) == sorted(items)
+    return grouped
+
+
+def test_partitioned_links_are_the_salted_links_whatever_the_flush_and_partition_count(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     rng = random.Random(7)
     members = [((rng.randrange(3), rng.randrange(20)), (CURRENT, f"d{i:03d}")) for i in range(300)]
-
-    def edges(partitions: int) -> set[tuple[Any, Any]]:
-        fn = _PartitionMembersFn(partitions)
-        fn.start_bundle()
-        lists = [kv for m in members for kv in fn.process(m)] + [wv.value for wv in fn.finish_bundle()]
-        grouped: dict[int, list[Any]] = {}
-        for part, batch in lists:
-            grouped.setdefault(part, []).append(batch)
-        assert sum(len(b) for bs in grouped.values() for b in bs) == len(members)
-        return {e for item in grouped.items() for e in _partition_edges(item, 4)}
-
-    whole = edges(1)
-    by_bucket: dict[Any, list[Any]] = {}
-    for key, node in members:
-        by_bucket.setdefault(key, []).append(node)
-    assert whole == {e for nodes in by_bucket.values() for e in bucket_edges(nodes, 4)}
-    assert edges(16) == whole
-    monkeypatch.setattr("transforms.dedup.MAX_BUFFERED_MEMBERS", 7)  # flushes mid-bundle
-    assert edges(16) == whole
+    members += [((0, 5), (EARLIER, "old")), ((2, 9), (CURRENT, "solo"))]
+    expected = _salted_links(members, 4)
+    for partitions in (1, 16):
+        got = [e for item in _partitioned(members, partitions).items() for e in _partition_edges(item, 4)]
+        assert set(got) == expected and len(got) == len(expected)
+    monkeypatch.setattr("transforms.dedup.MAX_BUFFERED_ITEMS", 7)  # flushes mid-bundle
+    assert {e for item in _partitioned(members, 16).items() for e in _partition_edges(item, 4)} == expected
 
 
 def test_clustering_and_bucket_linking() -> None:
@@ -213,9 +206,10 @@ def test_clustering_and_bucket_linking() -> None:
 
     assert_that(linked, check_links, label="BoundedLinks")
 
-    items = [("k", ((CURRENT, f"d{i}"), i)) for i in range(50)] + [("k", ((EARLIER, "old"), None))]
-    items += [("solo", ((CURRENT, "s"), -1))]
-    grouped = p | "Items" >> beam.Create(items) | "GroupMin" >> SaltedGroupMin(salts=4)
+    # Exact hash 11 has 50 members and an earlier survivor; 12 one member.
+    items = [(11, ((CURRENT, f"d{i}"), i)) for i in range(50)] + [(11, ((EARLIER, "old"), None))]
+    items += [(12, ((CURRENT, "s"), -1))]
+    grouped = p | "Items" >> beam.Create(items) | "GroupMin" >> ExactGroups(partitions=3)
     assert_that(
         grouped["members"] | "MinOf" >> beam.Map(lambda m: (m[1][-1], m[3], m[4])),
         equal_to([(f"d{i}", (EARLIER, "old"), 51) for i in range(50)] + [("s", (CURRENT, "s"), 1)]),
@@ -223,7 +217,7 @@ def test_clustering_and_bucket_linking() -> None:
     )
     assert_that(
         grouped["summary"],
-        equal_to([("k", (EARLIER, "old"), 51), ("solo", (CURRENT, "s"), 1)]),
+        equal_to([(11, (EARLIER, "old"), 51), (12, (CURRENT, "s"), 1)]),
         label="Summary",
     )
     p.run()

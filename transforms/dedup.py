@@ -7,14 +7,13 @@ minimum in a cluster is its survivor; document bodies move in one join only.
    of its normalized text and its MinHash signature (``transforms.minhash``) and
    LSH band hashes.  Its body leaves for ``DocJoin``; only a light record
    (stub, bands, signature) goes on.
-2. ``ExactGroups`` / ``ExactSplit``: a combiner finds each exact group's minimum
-   node and size.  The minimum emits its band members ``((band, bucket), node)``;
+2. ``ExactGroups`` / ``ExactSplit``: each exact group's minimum node and size, from
+   members grouped in lists by partition of the hash space (``GroupByPartition``).  The minimum emits its band members ``((band, bucket), node)``;
    every other member becomes a ledger stub, so exact copies never reach LSH.
-3. ``LinkBuckets``: band members travel as lists, one per partition of the bucket
-   space (``link_partitions``) and bundle, and meet in one GroupByKey.  Within a
-   bucket, a member links to its salted group's minimum (``bucket_salts``) and every
-   group minimum to the bucket's minimum, so no node gets a boilerplate bucket's
-   whole membership as neighbours.
+3. ``LinkBuckets``: band members are grouped the same way.  Within a bucket, a member
+   links to its salted group's minimum (``bucket_salts``) and every group minimum to
+   the bucket's minimum, so no node gets a boilerplate bucket's whole membership as
+   neighbours.
 4. ``VerifyEdges`` (optional): keeps a candidate pair only when the Jaccard
    similarity estimated from the two signatures reaches ``verify_threshold``.
 5. ``ConnectedComponents``: min-label propagation, a bounded number of rounds,
@@ -231,90 +230,115 @@ class _KeysFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput("bodies", (node, (exact, pack(doc))))
 
 
-class _MinCountFn(beam.CombineFn):
-    """(min node, total count) of ``(node, count)`` inputs, without holding them."""
-
-    def create_accumulator(self) -> tuple[Any, int]:
-        return (None, 0)
-
-    def add_input(self, acc: tuple[Any, int], item: tuple[Node, int]) -> tuple[Any, int]:
-        return self.merge_accumulators([acc, item])
-
-    def merge_accumulators(self, accs: Iterable[tuple[Any, int]]) -> tuple[Any, int]:
-        low, total = None, 0
-        for node, n in accs:
-            if node is not None and (low is None or node < low):
-                low = node
-            total += n
-        return (low, total)
-
-    def extract_output(self, acc: tuple[Any, int]) -> tuple[Any, int]:
-        return acc
+# Items a partitioning DoFn buffers before it flushes, whatever the bundle size
+# (tens of MB of tuples).
+MAX_BUFFERED_ITEMS = 1 << 18
 
 
-def _fan_out_total(item: tuple[Any, dict[str, Any]]) -> Iterator[Any]:
-    key, grouped = item
-    low, count = grouped["total"][0]
-    yield beam.pvalue.TaggedOutput("summary", (key, low, count))
-    for salt in grouped["salts"]:  # at most ``salts`` entries
-        yield (key, salt), (low, count)
+def key_partition(key: int | tuple[int, int], partitions: int) -> int:
+    """The partition of an exact hash or of a ``(band, bucket)`` key."""
+    if isinstance(key, tuple):
+        band, bucket = key
+        # Bucket hashes are uniform already; the band's odd multiplier keeps equal
+        # hashes of different bands apart.
+        return (bucket + band * 0x9E3779B97F4A7C15) % partitions
+    return key % partitions
 
 
-def _with_total(item: tuple[Any, dict[str, Any]]) -> Iterator[tuple[Any, Node, Any, Node, int]]:
-    (key, _), grouped = item
-    low, count = grouped["total"][0]
-    for node, payload in grouped["members"]:
-        yield key, node, payload, low, count
+class _PartitionItemsFn(beam.DoFn):
+    """Buffers ``(key, value)`` items into one list per partition of the key space."""
+
+    def __init__(self, partitions: int) -> None:
+        self._partitions = partitions
+        self._parts: dict[int, list[tuple[Any, Any]]] = {}
+        self._buffered = 0
+
+    def start_bundle(self) -> None:
+        self._parts, self._buffered = {}, 0
+
+    def process(self, item: tuple[Any, Any]) -> Iterator[tuple[int, list[tuple[Any, Any]]]]:
+        self._parts.setdefault(key_partition(item[0], self._partitions), []).append(item)
+        self._buffered += 1
+        if self._buffered >= MAX_BUFFERED_ITEMS:
+            yield from self._flush()
+
+    def finish_bundle(self) -> Iterator[Any]:
+        # Batch pipelines run in the global window, as BatchElements assumes too.
+        for item in self._flush():
+            yield GlobalWindows.windowed_value(item)
+
+    def _flush(self) -> Iterator[tuple[int, list[tuple[Any, Any]]]]:
+        parts, self._parts, self._buffered = self._parts, {}, 0
+        yield from parts.items()
 
 
-class SaltedGroupMin(beam.PTransform):
-    """Tells every member of a group the group's minimum node and size, in bounded memory.
+class GroupByPartition(beam.PTransform):
+    """``(key, value)`` items -> ``(partition, lists of items)``: keys grouped by partition, in lists.
 
-    Input ``(key, (node, payload))``; members with payload ``None`` count towards
-    the minimum and size but are not output.  Members are salted by a hash of their
-    id into ``salts`` sub-groups; combiners find each sub-group's and each key's
-    (minimum, size), which are fanned out to the key's sub-groups only.  The one
-    join that carries payloads groups by sub-group, so a key with 100,000 members
-    is spread over ``salts`` groups.
+    A runner's cost per shuffled element (encoding, the data plane, grouping) was most
+    of the cost of dedup's many small records (one per document per exact group, nine
+    per document per LSH band); a list per partition and bundle pays it once for many
+    items.  Every item of a key lands in the same partition.  The lists are flushed at
+    ``MAX_BUFFERED_ITEMS``, so memory stays bounded whatever the bundle size, and the
+    consumer streams the lists twice instead of holding a key's members.
+
+    Args:
+      partitions: partitions of the key space.
+    """
+
+    def __init__(self, partitions: int) -> None:
+        super().__init__()
+        self._partitions = partitions
+
+    def expand(self, items: beam.PCollection) -> beam.PCollection:
+        return (
+            items
+            | "Partition" >> beam.ParDo(_PartitionItemsFn(self._partitions))
+            | "GroupPartitions" >> beam.GroupByKey()
+        )
+
+
+def _exact_groups(item: tuple[int, Iterable[list[tuple[int, tuple[Node, Any]]]]]) -> Iterator[Any]:
+    _, lists = item
+    # First pass: each key's (minimum node, size); memory per key, not per member.
+    groups: dict[int, tuple[Node, int]] = {}
+    for items in lists:
+        for key, (node, _) in items:
+            low, count = groups.get(key, (node, 0))
+            groups[key] = (min(low, node), count + 1)
+    for key, (low, count) in groups.items():
+        yield beam.pvalue.TaggedOutput("summary", (key, low, count))
+    for items in lists:
+        for key, (node, payload) in items:
+            if payload is not None:
+                low, count = groups[key]
+                yield key, node, payload, low, count
+
+
+class ExactGroups(beam.PTransform):
+    """Tells every member of an exact group the group's minimum node and size.
+
+    Input ``(exact hash, (node, payload))``; members with payload ``None`` (earlier
+    runs' survivors) count towards the minimum and size but are not output.
 
     Returns a dict: ``members``, ``(key, node, payload, min, size)`` per member with
     a payload, and ``summary``, ``(key, min, size)`` per key.
 
     Args:
-      salts: sub-groups per key.
+      partitions: partitions of the hash space (``GroupByPartition``).
     """
 
-    def __init__(self, salts: int) -> None:
+    def __init__(self, partitions: int) -> None:
         super().__init__()
-        self._salts = salts
+        self._partitions = partitions
 
     def expand(self, items: beam.PCollection) -> dict[str, beam.PCollection]:
-        salts = self._salts
-        salted = items | "Salt" >> beam.MapTuple(lambda key, v: ((key, salt_of(v[0], salts)), v))
-        sub = (
-            salted
-            | "SaltedNode" >> beam.MapTuple(lambda key, v: (key, (v[0], 1)))
-            | "SaltedMinCount" >> beam.CombinePerKey(_MinCountFn())
+        grouped = (
+            items
+            | "GroupByPartition" >> GroupByPartition(self._partitions)
+            | "MinAndSize" >> beam.FlatMap(_exact_groups).with_outputs("summary", main="members")
         )
-        total = (
-            sub
-            | "Unsalt" >> beam.MapTuple(lambda key, mc: (key[0], mc))
-            | ("KeyMinCount" >> beam.CombinePerKey(_MinCountFn()))
-        )
-        fanned = (
-            {"salts": sub | "SaltOf" >> beam.MapTuple(lambda key, _: key), "total": total}
-            | "FanJoin" >> beam.CoGroupByKey()
-            | "FanOut" >> beam.FlatMap(_fan_out_total).with_outputs("summary", main="totals")
-        )
-        members = (
-            {
-                "members": salted | "WithPayload" >> beam.Filter(lambda kv: kv[1][1] is not None),
-                "total": fanned.totals,
-            }
-            | "MemberJoin" >> beam.CoGroupByKey()
-            | "WithTotal" >> beam.FlatMap(_with_total)
-        )
-        return {"members": members, "summary": fanned.summary}
+        return {"members": grouped.members, "summary": grouped.summary}
 
 
 def _split_exact(member: tuple[int, Node, Any, Node, int]) -> Iterator[Any]:
@@ -337,101 +361,40 @@ def _exact_weight(summary: tuple[int, Node, int]) -> Iterator[tuple[Node, int]]:
         yield low, count
 
 
-# Members a partitioning DoFn buffers before it flushes, whatever the bundle size
-# (about 40 MB of tuples).
-MAX_BUFFERED_MEMBERS = 1 << 18
-
-
-def link_partition(band: int, bucket: int, partitions: int) -> int:
-    """The partition of the bucket space that ``(band, bucket)`` belongs to."""
-    # Bucket hashes are uniform already; the band's odd multiplier keeps equal hashes of
-    # different bands apart.
-    return (bucket + band * 0x9E3779B97F4A7C15) % partitions
-
-
-class _PartitionMembersFn(beam.DoFn):
-    """Buffers ``((band, bucket), node)`` members into one list per partition of the bucket space.
-
-    The runner's cost per shuffled element (encoding, the data plane, grouping) was
-    most of the cost of moving nine tiny records per document through two joins; a
-    list per partition and bundle pays it once for many members.  The buffer is
-    flushed at ``MAX_BUFFERED_MEMBERS``, so memory stays bounded whatever the bundle size.
-    """
-
-    def __init__(self, partitions: int) -> None:
-        self._partitions = partitions
-        self._parts: dict[int, list[tuple[int, int, Node]]] = {}
-        self._buffered = 0
-
-    def start_bundle(self) -> None:
-        self._parts, self._buffered = {}, 0
-
-    def process(
-        self, member: tuple[tuple[int, int], Node]
-    ) -> Iterator[tuple[int, list[tuple[int, int, Node]]]]:
-        (band, bucket), node = member
-        self._parts.setdefault(link_partition(band, bucket, self._partitions), []).append(
-            (band, bucket, node)
-        )
-        self._buffered += 1
-        if self._buffered >= MAX_BUFFERED_MEMBERS:
-            yield from self._flush()
-
-    def finish_bundle(self) -> Iterator[Any]:
-        # Batch pipelines run in the global window, as BatchElements assumes too.
-        for item in self._flush():
-            yield GlobalWindows.windowed_value(item)
-
-    def _flush(self) -> Iterator[tuple[int, list[tuple[int, int, Node]]]]:
-        parts, self._parts, self._buffered = self._parts, {}, 0
-        yield from parts.items()
-
-
-def bucket_edges(nodes: Sequence[Node], salts: int) -> Iterator[tuple[Node, Node]]:
-    """Edges of one bucket: every member to its salted group's minimum, each group minimum to the bucket's.
-
-    Salting bounds the fan-in of the bucket minimum (a boilerplate bucket of 100,000
-    pages gives it about ``salts`` neighbours, not 100,000), which keeps
-    ``ConnectedComponents``' joins free of hot keys.
-
-    Args:
-      nodes: the bucket's members.
-      salts: salted groups per bucket.
-    """
-    low: dict[int, Node] = {}
-    for node in nodes:
-        salt = salt_of(node, salts)
-        if salt not in low or node < low[salt]:
-            low[salt] = node
-    top = min(low.values())
-    for node in nodes:
-        group_low = low[salt_of(node, salts)]
-        if node != group_low:
-            yield node, group_low
-    for group_low in low.values():
-        if group_low != top:
-            yield group_low, top
-
-
 def _partition_edges(
-    item: tuple[int, Iterable[list[tuple[int, int, Node]]]], salts: int
+    item: tuple[int, Iterable[list[tuple[tuple[int, int], Node]]]], salts: int
 ) -> Iterator[tuple[Node, Node]]:
-    _, batches = item
-    buckets: dict[tuple[int, int], list[Node]] = {}
-    for batch in batches:
-        for band, bucket, node in batch:
-            buckets.setdefault((band, bucket), []).append(node)
-    for nodes in buckets.values():
-        if len(nodes) > 1:  # most buckets hold one member and link nothing
-            yield from bucket_edges(nodes, salts)
+    """Every member to its salted group's minimum, each group minimum to its bucket's."""
+    _, lists = item
+    # First pass: the minimum of each salted group; memory per group, not per member.
+    low: dict[tuple[int, int, int], Node] = {}
+    for items in lists:
+        for (band, bucket), node in items:
+            group = (band, bucket, salt_of(node, salts))
+            if group not in low or node < low[group]:
+                low[group] = node
+    top: dict[tuple[int, int], Node] = {}
+    for (band, bucket, _), group_low in low.items():
+        if (band, bucket) not in top or group_low < top[(band, bucket)]:
+            top[(band, bucket)] = group_low
+    for items in lists:
+        for (band, bucket), node in items:
+            group_low = low[(band, bucket, salt_of(node, salts))]
+            if node != group_low:
+                yield node, group_low
+    for (band, bucket, _), group_low in low.items():
+        if group_low != top[(band, bucket)]:
+            yield group_low, top[(band, bucket)]
 
 
 class LinkBuckets(beam.PTransform):
-    """Candidate edges from ``((band, bucket), node)`` members (see ``bucket_edges``).
+    """Candidate edges from ``((band, bucket), node)`` members: every member to the bucket minimum.
 
-    Members travel as lists, one per partition of the bucket space and bundle, and
-    one GroupByKey by partition brings every bucket's members together: a worker holds
-    about ``members / partitions`` of them at a time.
+    A member links to its salted group's minimum and every group minimum to the
+    bucket's minimum.  Salting caps the bucket minimum's degree (a boilerplate bucket
+    of 100,000 pages gives it about ``salts`` neighbours, not 100,000), which keeps
+    ``ConnectedComponents``' joins free of hot keys.  Members travel in lists by
+    partition of the bucket space (``GroupByPartition``).
 
     Args:
       salts: salted groups per bucket.
@@ -446,8 +409,7 @@ class LinkBuckets(beam.PTransform):
     def expand(self, members: beam.PCollection) -> beam.PCollection:
         return (
             members
-            | "Partition" >> beam.ParDo(_PartitionMembersFn(self._partitions))
-            | "GroupPartitions" >> beam.GroupByKey()
+            | "GroupByPartition" >> GroupByPartition(self._partitions)
             | "BucketEdges" >> beam.FlatMap(_partition_edges, self._salts)
         )
 
@@ -758,9 +720,7 @@ class DedupDocuments(beam.PTransform):
                 | "EarlierBandNode" >> beam.Map(lambda r: ((r["band"], r["bucket"]), earlier_node(r["id"])))
             )
         grouped = (
-            exact_items
-            | "AllExactItems" >> beam.Flatten()
-            | "ExactGroups" >> SaltedGroupMin(cfg.bucket_salts)
+            exact_items | "AllExactItems" >> beam.Flatten() | "ExactGroups" >> ExactGroups(cfg.partitions)
         )
         exact = grouped["members"] | "ExactSplit" >> beam.FlatMap(_split_exact).with_outputs(
             "keys", "sigs", "losers", main="bands"
@@ -770,7 +730,7 @@ class DedupDocuments(beam.PTransform):
         edges = (
             band_members
             | "AllBandMembers" >> beam.Flatten()
-            | "LinkBuckets" >> LinkBuckets(cfg.bucket_salts, cfg.link_partitions)
+            | "LinkBuckets" >> LinkBuckets(cfg.bucket_salts, cfg.partitions)
             | "DistinctEdges" >> beam.Distinct()
         )
         if cfg.verify_threshold is not None:
