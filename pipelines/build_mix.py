@@ -57,6 +57,7 @@ from transforms.accounting import (
     ConservationError,
     CountBy,
     JoinIntegrityError,
+    SumBy,
     WriteRunRecords,
     count_key,
     ledger_counts,
@@ -321,7 +322,7 @@ def build(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None) -> 
     counts.append(shards | "ShardCounts" >> beam.FlatMap(shard_counts))
 
     ledger = [*upstream["dropped"], blend["ledger"]] | "Ledger" >> beam.Flatten()
-    counts.append(ledger | "CountLedger" >> beam.FlatMap(ledger_counts))
+    counts.append(ledger | "CountLedger" >> SumBy(ledger_counts))
     # Every document that went through dedup has exactly one dedup or blend ledger row
     # carrying its cluster size: k such rows of size k are one cluster.
     counts.append(

@@ -32,6 +32,7 @@ from transforms.dedup import (
     doc_node,
     earlier_node,
     exact_hash,
+    index_rows,
     salt_of,
     score_of,
 )
@@ -291,7 +292,7 @@ def test_dedup_documents_end_to_end() -> None:
     assert_that(
         out["index"]
         | "Survivors" >> beam.Filter(lambda r: r["id"] in ("stories/s", "web/empty", "web/short"))
-        | "IndexRows" >> beam.Map(lambda r: (r["id"], r["band"]))
+        | "IndexRows" >> beam.FlatMap(lambda e: [(r["id"], r["band"]) for r in index_rows(e)])
         | "PerId" >> beam.combiners.Count.PerKey(),
         equal_to(
             [("stories/s", 10), ("web/empty", 1), ("web/short", 10)]
