@@ -6,6 +6,7 @@ run of the dedup graph costs seconds.
 
 from __future__ import annotations
 
+import functools
 import random
 from collections import Counter
 from typing import Any
@@ -26,8 +27,9 @@ from transforms.dedup import (
     ExactGroups,
     LinkBuckets,
     _apply,
+    _item_partition,
     _partition_edges,
-    _PartitionItemsFn,
+    _whole,
     compute_bands,
     doc_node,
     earlier_node,
@@ -36,6 +38,7 @@ from transforms.dedup import (
     salt_of,
     score_of,
 )
+from transforms.grouping import _ListsPerKeyFn
 from transforms.packing import pack
 from transforms.text import normalize_for_dedup
 
@@ -144,7 +147,7 @@ def _salted_links(members: list[tuple[Any, Any]], salts: int) -> set[tuple[Any, 
 
 
 def _partitioned(items: list[tuple[Any, Any]], partitions: int) -> dict[int, list[Any]]:
-    fn = _PartitionItemsFn(partitions)
+    fn = _ListsPerKeyFn(functools.partial(_item_partition, partitions=partitions), _whole, None)
     fn.start_bundle()
     lists = [kv for item in items for kv in fn.process(item)] + [wv.value for wv in fn.finish_bundle()]
     grouped: dict[int, list[Any]] = {}
@@ -164,7 +167,7 @@ def test_partitioned_links_are_the_salted_links_whatever_the_flush_and_partition
     for partitions in (1, 16):
         got = [e for item in _partitioned(members, partitions).items() for e in _partition_edges(item, 4)]
         assert set(got) == expected and len(got) == len(expected)
-    monkeypatch.setattr("transforms.dedup.MAX_BUFFERED_ITEMS", 7)  # flushes mid-bundle
+    monkeypatch.setattr("transforms.grouping.MAX_BUFFERED_ITEMS", 7)  # flushes mid-bundle
     assert {e for item in _partitioned(members, 16).items() for e in _partition_edges(item, 4)} == expected
 
 

@@ -30,6 +30,7 @@ collides with an earlier survivor is dropped and names it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import zlib
@@ -41,11 +42,11 @@ import numpy as np
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
-from apache_beam.transforms.window import GlobalWindows
 
 from schemas.config import DedupConfig, SurvivorConfig
 from schemas.records import DEDUP_INDEX_SCHEMA, Document
 from transforms.accounting import JOIN_LOSS, JoinIntegrityError, ledger_drop
+from transforms.grouping import ListsPerKey
 from transforms.minhash import (
     MinHashParams,
     band_hashes,
@@ -230,11 +231,6 @@ class _KeysFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput("bodies", (node, (exact, pack(doc))))
 
 
-# Items a partitioning DoFn buffers before it flushes, whatever the bundle size
-# (tens of MB of tuples).
-MAX_BUFFERED_ITEMS = 1 << 18
-
-
 def key_partition(key: int | tuple[int, int], partitions: int) -> int:
     """The partition of an exact hash or of a ``(band, bucket)`` key."""
     if isinstance(key, tuple):
@@ -245,42 +241,22 @@ def key_partition(key: int | tuple[int, int], partitions: int) -> int:
     return key % partitions
 
 
-class _PartitionItemsFn(beam.DoFn):
-    """Buffers ``(key, value)`` items into one list per partition of the key space."""
+def _item_partition(item: tuple[Any, Any], partitions: int) -> int:
+    return key_partition(item[0], partitions)
 
-    def __init__(self, partitions: int) -> None:
-        self._partitions = partitions
-        self._parts: dict[int, list[tuple[Any, Any]]] = {}
-        self._buffered = 0
 
-    def start_bundle(self) -> None:
-        self._parts, self._buffered = {}, 0
-
-    def process(self, item: tuple[Any, Any]) -> Iterator[tuple[int, list[tuple[Any, Any]]]]:
-        self._parts.setdefault(key_partition(item[0], self._partitions), []).append(item)
-        self._buffered += 1
-        if self._buffered >= MAX_BUFFERED_ITEMS:
-            yield from self._flush()
-
-    def finish_bundle(self) -> Iterator[Any]:
-        # Batch pipelines run in the global window, as BatchElements assumes too.
-        for item in self._flush():
-            yield GlobalWindows.windowed_value(item)
-
-    def _flush(self) -> Iterator[tuple[int, list[tuple[Any, Any]]]]:
-        parts, self._parts, self._buffered = self._parts, {}, 0
-        yield from parts.items()
+def _whole(item: Any) -> Any:
+    return item
 
 
 class GroupByPartition(beam.PTransform):
     """``(key, value)`` items -> ``(partition, lists of items)``: keys grouped by partition, in lists.
 
-    A runner's cost per shuffled element (encoding, the data plane, grouping) was most
-    of the cost of dedup's many small records (one per document per exact group, nine
-    per document per LSH band); a list per partition and bundle pays it once for many
-    items.  Every item of a key lands in the same partition.  The lists are flushed at
-    ``MAX_BUFFERED_ITEMS``, so memory stays bounded whatever the bundle size, and the
-    consumer streams the lists twice instead of holding a key's members.
+    A runner's cost per shuffled element was most of the cost of dedup's many small
+    records (one per document per exact group, nine per document per LSH band);
+    ``ListsPerKey`` pays it once per list of a partition and bundle.  Every item of a
+    key lands in the same partition, and the consumer streams the lists twice
+    instead of holding a key's members.
 
     Args:
       partitions: partitions of the key space.
@@ -293,7 +269,8 @@ class GroupByPartition(beam.PTransform):
     def expand(self, items: beam.PCollection) -> beam.PCollection:
         return (
             items
-            | "Partition" >> beam.ParDo(_PartitionItemsFn(self._partitions))
+            | "Partition"
+            >> ListsPerKey(functools.partial(_item_partition, partitions=self._partitions), _whole)
             | "GroupPartitions" >> beam.GroupByKey()
         )
 

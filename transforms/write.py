@@ -14,6 +14,7 @@ import io
 import json
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from operator import itemgetter
 from typing import Any
 
 import apache_beam as beam
@@ -24,9 +25,12 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from schemas.records import LEDGER_SCHEMA, SHARD_SCHEMA
+from transforms.grouping import ListsPerKey
 from transforms.logs import stage_logger
 
 NAMESPACE = "tropemix.write"
+# Rows (up to whole documents) a writer buffers per bundle before it flushes its lists.
+MAX_BUFFERED_ROWS = 4096
 _LOG = stage_logger("write")
 
 
@@ -147,7 +151,7 @@ class _WriteFileFn(beam.DoFn):
 
     def process(self, item: tuple[int, dict[str, Any]], count: int | None = None) -> Iterator[dict[str, Any]]:
         index, grouped = item
-        elements = sorted(grouped["rows"], key=self._sort_key)
+        elements = sorted((e for batch in grouped["rows"] for e in batch), key=self._sort_key)
         data = self._encode([self._to_row(e) for e in elements])
         total = self._count if count is None else count
         path = f"{self._dir}/{shard_name(self._prefix, index, total, self._suffix)}"
@@ -201,16 +205,18 @@ class WriteSortedFiles(beam.PTransform):
         self._count = count
 
     def expand(self, keyed: beam.PCollection) -> beam.PCollection:
+        # One shuffled element per file and bundle, not per row (transforms/grouping.py).
+        lists = keyed | "RowLists" >> ListsPerKey(itemgetter(0), itemgetter(1), MAX_BUFFERED_ROWS)
         if isinstance(self._count, int):
             indices = keyed.pipeline | "Indices" >> beam.Create([(i, None) for i in range(self._count)])
             return (
-                {"rows": keyed, "index": indices}
+                {"rows": lists, "index": indices}
                 | "GroupByFile" >> beam.CoGroupByKey()
                 | "WriteFile" >> beam.ParDo(self._fn)
             )
         indices = self._count | "Indices" >> beam.FlatMap(lambda n: [(i, None) for i in range(n)])
         return (
-            {"rows": keyed, "index": indices}
+            {"rows": lists, "index": indices}
             | "GroupByFile" >> beam.CoGroupByKey()
             | "WriteFile" >> beam.ParDo(self._fn, count=beam.pvalue.AsSingleton(self._count))
         )
