@@ -8,8 +8,9 @@ minimum in a cluster is its survivor; document bodies move in one join only.
    LSH band hashes.  Its body leaves for ``DocJoin``; only a light record
    (stub, bands, signature) goes on.
 2. ``ExactGroups`` / ``ExactSplit``: each exact group's minimum node and size, from
-   members grouped in lists by partition of the hash space (``GroupByPartition``).  The minimum emits its band members ``((band, bucket), node)``;
-   every other member becomes a ledger stub, so exact copies never reach LSH.
+   members grouped in lists by partition of the hash space (``GroupByPartition``).
+   The minimum emits its band members ``((band, bucket), node)``; every other
+   member becomes a ledger stub, so exact copies never reach LSH.
 3. ``LinkBuckets``: band members are grouped the same way.  Within a bucket, a member
    links to its salted group's minimum (``bucket_salts``) and every group minimum to
    the bucket's minimum, so no node gets a boilerplate bucket's whole membership as
