@@ -55,7 +55,7 @@ model: $(STAMP)
 		--output build/weak_labels.jsonl
 	$(PY) -m pipelines.seed_templates --templates data/seed/templates.yaml --per-label 120 \
 		--output build/template_records.jsonl
-	$(VENV)/bin/tropemix train-classifier --params models/train.yaml --output models/tropes-v1.bin \
+	$(VENV)/bin/tropemix train-classifier --params models/train.yaml --output models/tropes-v0.ftz \
 		--data data/seed/tropes_seed.jsonl build/template_records.jsonl build/weak_labels.jsonl \
 		data/train/wikipedia_train.jsonl \
 		--eval-data data/dev/wikipedia_dev.jsonl data/dev/unseen_dev.jsonl

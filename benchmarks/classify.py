@@ -85,7 +85,7 @@ def timed(fn: Callable[[], None]) -> tuple[float, float]:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--docs", type=int, default=3000)
-    p.add_argument("--model", default=str(REPO / "models" / "tropes-v1.bin"))
+    p.add_argument("--model", default=str(REPO / "models" / "tropes-v0.ftz"))
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args()
 

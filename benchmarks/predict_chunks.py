@@ -7,7 +7,7 @@ not timed), then times ``model.predict(chunks, k=-1)`` per model: best of
 
 Run::
 
-    PYTHONPATH=. python benchmarks/predict_chunks.py models/tropes-v1.bin OTHER.ftz \\
+    PYTHONPATH=. python benchmarks/predict_chunks.py models/tropes-v0.ftz OTHER.ftz \\
         --pages ../shared/data/wikipedia/pages-00.jsonl.gz
 """
 

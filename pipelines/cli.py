@@ -6,7 +6,7 @@ tropemix validate CONFIG.yaml
 tropemix report RUN_DIR
 tropemix classify --model M --input GLOB --output DIR [beam options]
 tropemix dedup --input GLOB --output DIR [--threshold 0.8] [--previous-index GLOB ...] [beam options]
-tropemix train-classifier --data LABELED.jsonl [--params P.yaml] [--taxonomy T.yaml] --output MODEL.bin
+tropemix train-classifier --data LABELED.jsonl [--params P.yaml] [--taxonomy T.yaml] --output MODEL.ftz
 tropemix eval-classifier --model M --data LABELED.jsonl [--pr-curves DIR] [--skip-pages-of TRAIN.jsonl ...]
 """
 
@@ -49,7 +49,7 @@ def validate_inputs(cfg: MixConfig) -> list[str]:
     if not FileSystems.exists(cfg.classifier.model) and any(s.classify for s in cfg.sources):
         problems.append(
             f"classifier.model: {cfg.classifier.model!r} does not exist; train one with "
-            "`tropemix train-classifier` or point to the shipped models/tropes-v1.bin"
+            "`tropemix train-classifier` or point to the shipped models/tropes-v0.ftz"
         )
     return problems
 
@@ -245,7 +245,7 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train-classifier", help="train the fastText trope model")
     p.add_argument("--data", nargs="+", required=True, help="labeled JSONL files")
     p.add_argument("--params", help="YAML hyperparameters (see models/train.yaml)")
-    p.add_argument("--output", required=True, help="model path, e.g. models/tropes-v1.bin")
+    p.add_argument("--output", required=True, help="model path, e.g. models/tropes-v0.ftz")
     p.add_argument("--taxonomy", help="taxonomy YAML (default: the shipped schemas/taxonomy.yaml)")
     p.add_argument(
         "--eval-data", nargs="*", help="held-out labeled JSONL: evaluated after training, never trained on"

@@ -32,7 +32,7 @@ from, and ``evaluation.dev_files`` each dev file on its own.
 
 Train on your own annotated JSONL (e.g. labeled by an LLM)::
 
-    tropemix train-classifier --data mine.jsonl --params models/train.yaml --output my.bin
+    tropemix train-classifier --data mine.jsonl --params models/train.yaml --output my.ftz
 
 Training runs on one machine (fastText is single-node); the model file can then be
 copied to ``gs://`` and named in a run config for Dataflow or Flink.

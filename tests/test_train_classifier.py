@@ -147,7 +147,7 @@ def test_eval_cli_prints_metrics_and_pr_curves(
 
 
 TRAIN = REPO / "data" / "train" / "wikipedia_train.jsonl"
-SHIPPED = REPO / "models" / "tropes-v1.bin"
+SHIPPED = REPO / "models" / "tropes-v0.ftz"
 
 
 def test_real_text_training_set_is_disjoint_from_dev_and_in_the_taxonomy() -> None:
