@@ -56,7 +56,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from schemas.config import NARRATIVES
 from schemas.taxonomy import DEFAULT_TAXONOMY, LabelScores, Taxonomy, fired_labels, narrative_of
 from transforms.classify import LABEL_PREFIX, model_card_path, score_documents
-from transforms.text import fasttext_text, unit_interval
+from transforms.text import fasttext_key, fasttext_text, unit_interval
 
 # Evaluation scores documents as the pipeline's defaults do (ClassifierConfig).
 EVAL_CHUNK_CHARS = 400
@@ -414,8 +414,8 @@ def train(
 
     records, eligible = read_training(data, params)
     if exclude:
-        held = {fasttext_text(r["text"]) for r in read_labeled(exclude)}
-        leaked = sorted(r["id"] for r in records if fasttext_text(r["text"]) in held)
+        held = {fasttext_key(r["text"]) for r in read_labeled(exclude)}
+        leaked = sorted(r["id"] for r in records if fasttext_key(r["text"]) in held)
         if leaked:
             raise ValueError(f"training records {leaked[:5]} also appear in {list(exclude)}; remove them")
     train_recs, valid_recs = split_records(records, params.validation_fraction, params.seed, eligible)

@@ -21,7 +21,7 @@ from transforms.classify import (
     read_model_card,
     score_documents,
 )
-from transforms.text import chunk_text, fasttext_text
+from transforms.text import chunk_text, fasttext_key, fasttext_text
 
 from .conftest import REPO, make_pipeline
 
@@ -47,7 +47,9 @@ def test_narrative_rule() -> None:
 
 
 def test_fasttext_text_is_single_line_lowercase() -> None:
-    assert fasttext_text("The AI,\nlied!") == "the ai , lied !"
+    out = fasttext_text("The AI,\nlied!")
+    assert "\n" not in out and out.split() == ["the", "ai", ",", "lied", "!"]
+    assert fasttext_key("The AI,\nlied!") == "the ai , lied !"
 
 
 def test_chunks_cover_text_on_paragraphs() -> None:
