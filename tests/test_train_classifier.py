@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,7 +22,7 @@ from pipelines.train_classifier import (
 from pipelines.weak_labels import mine
 from schemas.taxonomy import label_scores_of
 from transforms.classify import load_fasttext, read_model_card
-from transforms.text import fasttext_text
+from transforms.text import fasttext_key, fasttext_text
 
 from .conftest import REPO
 
@@ -99,12 +100,12 @@ def test_train_refuses_dev_records(tmp_path: Path) -> None:
 
 
 def test_dev_set_is_disjoint_from_training_sources() -> None:
-    dev = {fasttext_text(r["text"]) for r in read_labeled([str(DEV)])}
+    dev = {fasttext_key(r["text"]) for r in read_labeled([str(DEV)])}
     import yaml
 
     templates = yaml.safe_load((REPO / "data" / "seed" / "templates.yaml").read_text(encoding="utf-8"))
     training = read_labeled([str(SEED)]) + generate(templates, 120, 0)
-    assert not dev & {fasttext_text(r["text"]) for r in training}
+    assert not dev & {fasttext_key(r["text"]) for r in training}
 
 
 def test_weak_labels_skip_dev_pages(tmp_path: Path) -> None:
@@ -158,7 +159,7 @@ def test_real_text_training_set_is_disjoint_from_dev_and_in_the_taxonomy() -> No
     dev = read_labeled([str(DEV)])
     assert len(train_recs) >= 500
     # No shared text and no shared excerpt id.
-    assert not {fasttext_text(r["text"]) for r in dev} & {fasttext_text(r["text"]) for r in train_recs}
+    assert not {fasttext_key(r["text"]) for r in dev} & {fasttext_key(r["text"]) for r in train_recs}
     assert not {r["id"] for r in dev} & {r["id"] for r in train_recs}
     # The only page both draw from is the robot list (independent one-line entries);
     # every other dev page is unseen (the card's dev_page_disjoint part).
@@ -190,7 +191,7 @@ def test_unseen_dev_set_is_page_disjoint_from_training_sources() -> None:
     assert not page_ids(unseen) & page_ids(read_labeled([str(DEV)]))
     templates = yaml.safe_load((REPO / "data" / "seed" / "templates.yaml").read_text(encoding="utf-8"))
     training = train_recs + read_labeled([str(SEED)]) + generate(templates, 120, 0)
-    assert not {fasttext_text(r["text"]) for r in unseen} & {fasttext_text(r["text"]) for r in training}
+    assert not {fasttext_key(r["text"]) for r in unseen} & {fasttext_key(r["text"]) for r in training}
     counts: Counter[str] = Counter()
     for r in unseen:
         assert set(r["labels"]) <= set(DEFAULT_TAXONOMY.all_labels), r["id"]
@@ -356,6 +357,19 @@ def _shingles(text: str, n: int = 8) -> set[tuple[str, ...]]:
     return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
 
 
+def _assert_hand_written_apart(seed: list[dict[str, Any]]) -> None:
+    """Unique ids that name no page; no dev text, and no 8-word run shared with a dev
+    text or a real-text training excerpt."""
+    assert len({r["id"] for r in seed}) == len(seed) and all(":" not in r["id"] for r in seed)
+    for other in (DEV, UNSEEN, TRAIN):
+        texts = read_labeled([str(other)])
+        held = {fasttext_key(r["text"]) for r in texts}
+        shingles = set().union(*(_shingles(r["text"]) for r in texts))
+        for r in seed:
+            assert fasttext_key(r["text"]) not in held, r["id"]
+            assert not _shingles(r["text"]) & shingles, (r["id"], other.name)
+
+
 def test_plot_style_seed_set_is_disjoint_from_dev_and_covers_the_taxonomy() -> None:
     from collections import Counter
 
@@ -363,15 +377,7 @@ def test_plot_style_seed_set_is_disjoint_from_dev_and_covers_the_taxonomy() -> N
 
     seed = read_labeled([str(PLOT_STYLE)])
     assert len(seed) >= 500
-    assert len({r["id"] for r in seed}) == len(seed) and all(":" not in r["id"] for r in seed)
-    # No dev text, and no 8-word run shared with a dev text or a real-text training excerpt.
-    for other in (DEV, UNSEEN, TRAIN):
-        texts = read_labeled([str(other)])
-        held = {fasttext_text(r["text"]) for r in texts}
-        shingles = set().union(*(_shingles(r["text"]) for r in texts))
-        for r in seed:
-            assert fasttext_text(r["text"]) not in held, r["id"]
-            assert not _shingles(r["text"]) & shingles, (r["id"], other.name)
+    _assert_hand_written_apart(seed)
     counts: Counter[str] = Counter()
     for r in seed:
         assert set(r["labels"]) <= set(DEFAULT_TAXONOMY.all_labels), r["id"]
@@ -381,3 +387,13 @@ def test_plot_style_seed_set_is_disjoint_from_dev_and_covers_the_taxonomy() -> N
     for label in DEFAULT_TAXONOMY.scored_labels:
         assert counts[label] >= 30, (label, counts[label])
     assert counts["none"] >= 100 and sum(bool(r.get("hard_negative")) for r in seed) >= 80
+
+
+def test_factual_seed_sets_are_apart_from_dev_and_labeled_as_documented() -> None:
+    files = ["ai_factual_research.jsonl", "ai_factual_robots.jsonl", "ai_factual_none.jsonl"]
+    seed = read_labeled([str(REPO / "data" / "seed" / name) for name in files])
+    _assert_hand_written_apart(seed)
+    # Long paragraphs, as the 400-character chunks the classifier scores; AI or none only.
+    assert all(450 <= len(r["text"]) <= 1150 and "\n" not in r["text"] for r in seed)
+    labels = [tuple(r["labels"]) for r in seed]
+    assert labels.count(("ai_nonnarrative",)) == 220 and labels.count(()) == 110
