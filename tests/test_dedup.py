@@ -185,10 +185,10 @@ def test_clustering_and_bucket_linking() -> None:
     # Min-label propagation needs as many rounds as the longest path to a component minimum.
     p = make_pipeline()
     created = p | "Edges" >> beam.Create(edges)
-    cc = created | "CC" >> ConnectedComponents(max_rounds=13)
+    cc = created | "CC" >> ConnectedComponents(max_rounds=13, partitions=4)
     assert_that(cc["labels"], equal_to(expected), label="Labels")
     assert_that(cc["unconverged"], equal_to([0]), label="Converged")
-    short = created | "Short" >> ConnectedComponents(max_rounds=3)
+    short = created | "Short" >> ConnectedComponents(max_rounds=3, partitions=4)
     assert_that(
         short["unconverged"],
         lambda counts: None if counts and counts[0] > 0 else (_ for _ in ()).throw(AssertionError(counts)),
@@ -224,6 +224,21 @@ def test_clustering_and_bucket_linking() -> None:
         equal_to([(11, (EARLIER, "old"), 51), (12, (CURRENT, "s"), 1)]),
         label="Summary",
     )
+    p.run()
+
+
+@pytest.mark.parametrize("partitions", [1, 5])
+def test_connected_components_do_not_depend_on_how_lists_split(monkeypatch: Any, partitions: int) -> None:
+    """Lists flushed every 3 messages and 1 or 5 partitions: the same labels as union-find."""
+    monkeypatch.setattr("transforms.grouping.MAX_BUFFERED_ITEMS", 3)
+    rng = random.Random(1)
+    nodes = [(CURRENT, f"n{i:03d}") for i in range(60)] + [(EARLIER, "old")]
+    edges = [(a, b) for a, b in ((rng.choice(nodes), rng.choice(nodes)) for _ in range(50)) if a != b]
+    expected = sorted(_union_find(edges).items())  # type: ignore[arg-type]
+    p = make_pipeline()
+    cc = p | beam.Create(edges) | ConnectedComponents(max_rounds=61, partitions=partitions)
+    assert_that(cc["labels"], equal_to(expected), label="Labels")
+    assert_that(cc["unconverged"], equal_to([0]), label="Converged")
     p.run()
 
 

@@ -18,7 +18,8 @@ minimum in a cluster is its survivor; document bodies move in one join only.
 4. ``VerifyEdges`` (optional): keeps a candidate pair only when the Jaccard
    similarity estimated from the two signatures reaches ``verify_threshold``.
 5. ``ConnectedComponents``: min-label propagation, a bounded number of rounds,
-   each a join and a combiner, plus a convergence check.
+   each one join of label messages and adjacency in lists per partition of the
+   node space, plus a convergence check.
 6. ``Decide`` / ``ApplyDecisions``: the component minimum survives; the cluster
    size sums exact-group sizes; one join by node (``DocJoin``) applies the decision
    to the winner's document and its exact copies' stubs.
@@ -250,6 +251,10 @@ def _whole(item: Any) -> Any:
     return item
 
 
+def _item_partition_of_node(item: tuple[Any, Any], partitions: int) -> int:
+    return node_partition(item[0], partitions)
+
+
 class GroupByPartition(beam.PTransform):
     """``(key, value)`` items -> ``(partition, lists of items)``: keys grouped by partition, in lists.
 
@@ -446,59 +451,97 @@ class VerifyEdges(beam.PTransform):
         )
 
 
-def _propagate(item: tuple[Node, dict[str, Any]]) -> Iterator[tuple[Node, Node]]:
-    node, grouped = item
-    label = min(grouped["label"])
-    yield (node, label)
-    for neighbour in grouped["neighbours"]:
-        yield (neighbour, label)
+def node_partition(node: Any, partitions: int) -> int:
+    """The partition of a graph node: CRC-32 of its id (of the node itself when not a tuple)."""
+    key = node[-1] if isinstance(node, tuple) else node
+    return zlib.crc32(str(key).encode("utf-8")) % partitions
 
 
-def _changed(item: tuple[Node, dict[str, Any]]) -> Iterator[int]:
+def _min_labels(lists: Iterable[list[tuple[Any, Any]]]) -> dict[Any, Any]:
+    """The minimum label sent to each node, from lists of ``(node, label)`` messages."""
+    labels: dict[Any, Any] = {}
+    for messages in lists:
+        for node, label in messages:
+            old = labels.get(node)
+            if old is None or label < old:
+                labels[node] = label
+    return labels
+
+
+def _send_labels(item: tuple[int, dict[str, Any]], last: bool) -> Iterator[Any]:
+    """One round for the nodes of a partition: their label (the minimum message) goes
+    to themselves and to every neighbour; the last round also keeps it as ``previous``."""
     _, grouped = item
-    if list(grouped["before"]) != list(grouped["after"]):
-        yield 1
+    labels = _min_labels(grouped["messages"])
+    for node, label in labels.items():
+        yield node, label
+        if last:
+            yield beam.pvalue.TaggedOutput("previous", (node, label))
+    for edges in grouped["adjacency"]:
+        for node, neighbour in edges:
+            yield neighbour, labels[node]
+
+
+def _final_labels(item: tuple[int, dict[str, Any]]) -> Iterator[Any]:
+    """Each node's label after the last round, and how many of a partition's nodes it changed."""
+    _, grouped = item
+    before = _min_labels(grouped["previous"])
+    changed = 0
+    for node, label in _min_labels(grouped["messages"]).items():
+        yield node, label
+        changed += before[node] != label
+    if changed:
+        yield beam.pvalue.TaggedOutput("changed", changed)
 
 
 class ConnectedComponents(beam.PTransform):
     """Min-label propagation: every node ends labeled with the minimum node of its component.
 
-    Each round is one join of labels with adjacency plus one min-combiner, so no
-    component is ever gathered on one worker.  After ``max_rounds`` one more round
-    counts nodes whose label still changes; the count goes to the ``unconverged``
-    output (zero means the labels are exact components).
+    Each round, the nodes of a partition (``node_partition``) take the minimum label
+    sent to them and send it to themselves and their neighbours.  Messages and the
+    adjacency travel in lists per partition (``ListsPerKey``), so a round costs the
+    runner one element per list instead of one per node and edge, and no component
+    is ever gathered on one worker.  After ``max_rounds`` one more round counts nodes
+    whose label still changes; the count goes to the ``unconverged`` output (zero means
+    the labels are exact components).
 
     Args:
       max_rounds: propagation rounds.  A chain of ``d`` hops needs ``d`` rounds.
+      partitions: partitions of the node space.
     """
 
-    def __init__(self, max_rounds: int) -> None:
+    def __init__(self, max_rounds: int, partitions: int) -> None:
         super().__init__()
         self._rounds = max_rounds
+        self._partitions = partitions
+
+    def _lists(self, label: str, pairs: beam.PCollection) -> beam.PCollection:
+        by_node = functools.partial(_item_partition_of_node, partitions=self._partitions)
+        return pairs | label >> ListsPerKey(by_node, _whole)
 
     def expand(self, edges: beam.PCollection) -> dict[str, beam.PCollection]:
-        adjacency = edges | "BothWays" >> beam.FlatMap(lambda e: [(e[0], e[1]), (e[1], e[0])])
-        labels = (
-            adjacency
-            | "InitLabels" >> beam.Map(lambda e: (e[0], min(e)))
-            | "InitMin" >> beam.CombinePerKey(min)
-        )
+        directed = edges | "BothWays" >> beam.FlatMap(lambda e: [(e[0], e[1]), (e[1], e[0])])
+        adjacency = self._lists("AdjacencyLists", directed)
+        # The first messages make each node's label the minimum of itself and its neighbours.
+        messages = self._lists("InitLists", directed | "InitLabels" >> beam.Map(lambda e: (e[0], min(e))))
+        previous = None
         for r in range(self._rounds + 1):
-            previous = labels
-            labels = (
-                {"label": labels, "neighbours": adjacency}
+            last = r == self._rounds
+            sent = (
+                {"messages": messages, "adjacency": adjacency}
                 | f"Join{r}" >> beam.CoGroupByKey()
-                | f"Send{r}" >> beam.FlatMap(_propagate)
-                | f"Min{r}" >> beam.CombinePerKey(min)
+                | f"Send{r}" >> beam.FlatMap(_send_labels, last).with_outputs("previous", main="sent")
             )
-        # ``labels`` is one round past ``previous``: any difference means not converged.
-        unconverged = (
-            {"before": previous, "after": labels}
-            | "CompareLastRound" >> beam.CoGroupByKey()
-            | "Changed" >> beam.FlatMap(_changed)
-            | "CountChanged" >> beam.CombineGlobally(sum)
+            messages = self._lists(f"Lists{r}", sent.sent)
+            if last:
+                previous = self._lists("PreviousLists", sent.previous)
+        final = (
+            {"messages": messages, "previous": previous}
+            | "JoinLast" >> beam.CoGroupByKey()
+            | "FinalLabels" >> beam.FlatMap(_final_labels).with_outputs("changed", main="labels")
         )
-        return {"labels": labels, "unconverged": unconverged}
+        unconverged = final.changed | "CountChanged" >> beam.CombineGlobally(sum)
+        return {"labels": final.labels, "unconverged": unconverged}
 
 
 def _cluster_member(item: tuple[Node, dict[str, Any]]) -> Iterator[Any]:
@@ -730,7 +773,7 @@ class DedupDocuments(beam.PTransform):
         )
         if cfg.verify_threshold is not None:
             edges = edges | "VerifyEdges" >> VerifyEdges(exact.sigs, cfg.verify_threshold, cfg.bits)
-        cc = edges | "ConnectedComponents" >> ConnectedComponents(cfg.max_rounds)
+        cc = edges | "ConnectedComponents" >> ConnectedComponents(cfg.max_rounds, cfg.partitions)
         members = (
             {"label": cc["labels"], "weight": weights}
             | "NodeJoin" >> beam.CoGroupByKey()
