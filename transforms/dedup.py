@@ -251,10 +251,6 @@ def _whole(item: Any) -> Any:
     return item
 
 
-def _item_partition_of_node(item: tuple[Any, Any], partitions: int) -> int:
-    return node_partition(item[0], partitions)
-
-
 class GroupByPartition(beam.PTransform):
     """``(key, value)`` items -> ``(partition, lists of items)``: keys grouped by partition, in lists.
 
@@ -457,6 +453,10 @@ def node_partition(node: Any, partitions: int) -> int:
     return zlib.crc32(str(key).encode("utf-8")) % partitions
 
 
+def _item_partition_of_node(item: tuple[Any, Any], partitions: int) -> int:
+    return node_partition(item[0], partitions)
+
+
 def _min_labels(lists: Iterable[list[tuple[Any, Any]]]) -> dict[Any, Any]:
     """The minimum label sent to each node, from lists of ``(node, label)`` messages."""
     labels: dict[Any, Any] = {}
@@ -469,8 +469,11 @@ def _min_labels(lists: Iterable[list[tuple[Any, Any]]]) -> dict[Any, Any]:
 
 
 def _send_labels(item: tuple[int, dict[str, Any]], last: bool) -> Iterator[Any]:
-    """One round for the nodes of a partition: their label (the minimum message) goes
-    to themselves and to every neighbour; the last round also keeps it as ``previous``."""
+    """One round for a partition's nodes: each takes its minimum message and sends it on.
+
+    The label goes to the node itself and to every neighbour; the last round also
+    keeps it as ``previous``, for the check round.
+    """
     _, grouped = item
     labels = _min_labels(grouped["messages"])
     for node, label in labels.items():
