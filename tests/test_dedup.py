@@ -64,10 +64,10 @@ def _doc(doc_id: str, text: str, source: str = "web", **meta: Any) -> dict[str, 
     return {"id": doc_id, "source": source, "text": text, "meta": dict(meta), "narrative": "none"}
 
 
-def _union_find(edges: list[tuple[int, int]]) -> dict[int, int]:
-    parent: dict[int, int] = {}
+def _union_find(edges: list[tuple[Any, Any]]) -> dict[Any, Any]:
+    parent: dict[Any, Any] = {}
 
-    def find(x: int) -> int:
+    def find(x: Any) -> Any:
         parent.setdefault(x, x)
         while parent[x] != x:
             parent[x] = parent[parent[x]]
@@ -179,7 +179,8 @@ def test_clustering_and_bucket_linking() -> None:
         [(i + 1, i) for i in range(400, 410, 2)] + [(407, 403), (450, 451), (451, 452), (452, 450)],  # cycle
         [(500 + i, 600 + i) for i in range(7)] + [(600 + i, 501 + i) for i in range(6)],  # zig-zag: 13 hops
     ]
-    edges = [e for g in graphs for e in g]
+    # As document nodes: zero-padded ids keep the integers' order.
+    edges = [((CURRENT, f"{a:04d}"), (CURRENT, f"{b:04d}")) for g in graphs for a, b in g]
     random.Random(0).shuffle(edges)
     expected = sorted(_union_find(edges).items())
     # Min-label propagation needs as many rounds as the longest path to a component minimum.
@@ -234,7 +235,7 @@ def test_connected_components_do_not_depend_on_how_lists_split(monkeypatch: Any,
     rng = random.Random(1)
     nodes = [(CURRENT, f"n{i:03d}") for i in range(60)] + [(EARLIER, "old")]
     edges = [(a, b) for a, b in ((rng.choice(nodes), rng.choice(nodes)) for _ in range(50)) if a != b]
-    expected = sorted(_union_find(edges).items())  # type: ignore[arg-type]
+    expected = sorted(_union_find(edges).items())
     p = make_pipeline()
     cc = p | beam.Create(edges) | ConnectedComponents(max_rounds=61, partitions=partitions)
     assert_that(cc["labels"], equal_to(expected), label="Labels")

@@ -180,7 +180,11 @@ def bands_of_normalized(normalized: list[str], cfg: DedupConfig, perms: tuple[An
 
 
 def salt_of(node: Node, salts: int) -> int:
-    """The salted group of a node: CRC-32 of its id, stable across processes and cheap per band."""
+    """CRC-32 of a node's id modulo ``salts``, stable across processes and cheap per band.
+
+    It picks a node's salted group within an LSH bucket (``LinkBuckets``) and its
+    partition of the node space (``ConnectedComponents``).
+    """
     return zlib.crc32(node[-1].encode("utf-8")) % salts
 
 
@@ -447,14 +451,8 @@ class VerifyEdges(beam.PTransform):
         )
 
 
-def node_partition(node: Any, partitions: int) -> int:
-    """The partition of a graph node: CRC-32 of its id (of the node itself when not a tuple)."""
-    key = node[-1] if isinstance(node, tuple) else node
-    return zlib.crc32(str(key).encode("utf-8")) % partitions
-
-
-def _item_partition_of_node(item: tuple[Any, Any], partitions: int) -> int:
-    return node_partition(item[0], partitions)
+def _item_partition_of_node(item: tuple[Node, Any], partitions: int) -> int:
+    return salt_of(item[0], partitions)
 
 
 def _min_labels(lists: Iterable[list[tuple[Any, Any]]]) -> dict[Any, Any]:
@@ -500,7 +498,7 @@ def _final_labels(item: tuple[int, dict[str, Any]]) -> Iterator[Any]:
 class ConnectedComponents(beam.PTransform):
     """Min-label propagation: every node ends labeled with the minimum node of its component.
 
-    Each round, the nodes of a partition (``node_partition``) take the minimum label
+    Each round, the nodes of a partition (``salt_of`` their id) take the minimum label
     sent to them and send it to themselves and their neighbours.  Messages and the
     adjacency travel in lists per partition (``ListsPerKey``), so a round costs the
     runner one element per list instead of one per node and edge, and no component
@@ -527,17 +525,16 @@ class ConnectedComponents(beam.PTransform):
         adjacency = self._lists("AdjacencyLists", directed)
         # The first messages make each node's label the minimum of itself and its neighbours.
         messages = self._lists("InitLists", directed | "InitLabels" >> beam.Map(lambda e: (e[0], min(e))))
-        previous = None
         for r in range(self._rounds + 1):
-            last = r == self._rounds
             sent = (
                 {"messages": messages, "adjacency": adjacency}
                 | f"Join{r}" >> beam.CoGroupByKey()
-                | f"Send{r}" >> beam.FlatMap(_send_labels, last).with_outputs("previous", main="sent")
+                | f"Send{r}"
+                >> beam.FlatMap(_send_labels, r == self._rounds).with_outputs("previous", main="sent")
             )
             messages = self._lists(f"Lists{r}", sent.sent)
-            if last:
-                previous = self._lists("PreviousLists", sent.previous)
+        # Only the last round keeps its labels (``previous``), for the check round.
+        previous = self._lists("PreviousLists", sent.previous)
         final = (
             {"messages": messages, "previous": previous}
             | "JoinLast" >> beam.CoGroupByKey()
