@@ -1,0 +1,1 @@
+"""Offline tooling for the trope classifier: annotation pools, label joins, training, evaluation."""

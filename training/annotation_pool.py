@@ -1,0 +1,153 @@
+"""The pool of real texts to annotate by reading, and its split into annotator batches.
+
+The pool is chosen for recall, not precision: every text of ``fiction/`` and every
+plot section of ``wikipedia/`` that holds any word that could name an artificial mind
+(``MENTION``, deliberately broad: "machine", "program", "bot", "drone" included), plus
+a seeded random sample of the texts without one, so that what an AI gate misses can be
+measured.  The rule only proposes; an annotator reads every text and labels it
+(``data/annotation/GUIDE.md``).  Ids are the shared records' ids (plot sections:
+``<page id>#plot``), so labels can be committed without the text.
+
+    python -m training.annotation_pool --shared ../shared/data --batches 8 --out build/annotate
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import re
+from collections.abc import Iterator, Sequence
+
+from transforms.text import stable_hash
+
+MENTION = re.compile(
+    r"\b(robot\w*|androids?|gynoids?|cyborgs?|droids?|a\.?i\.?s?|artificial(?:ly)? intelligen\w*|"
+    r"artificial (?:mind|life|being|human)s?|super-?computers?|computers?|mainframes?|"
+    r"automat(?:on|ons|a)|mechas?|mechanical (?:man|men|being|soldier)s?|machines?|sentient|"
+    r"synthetic (?:human|being|life)s?|synths?|replicants?|holograms?|holographic|nanobots?|bots?|"
+    r"chatbots?|programs?|software|virtual (?:being|assistant|intelligence)|uploaded|"
+    r"digital (?:being|life|mind|intelligence)|self-aware|autonomous|drones?|terminators?|golems?)\b",
+    re.IGNORECASE,
+)
+PLOT_HEADING = re.compile(
+    r"\n\n+(Plot|Synopsis|Premise|Story|Plot summary|Summary|Storyline|Plot synopsis)\n\n"
+)
+NEXT_HEADING = re.compile(r"\n\n\n[^\n]{1,60}\n\n")
+FICTION_FILES = {"anime": "anime.jsonl.gz", "film": "films.jsonl.gz", "wplot": "wikipedia-plots.jsonl.gz"}
+RANDOM_PER_SOURCE = {"anime": 200, "film": 150, "wplot": 50, "wiki_plot": 100}
+
+
+def read_jsonl(path: str) -> Iterator[dict[str, object]]:
+    """Records of a JSONL file, gzip or plain."""
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                yield json.loads(line)
+
+
+def plot_section(text: str) -> str | None:
+    """The page's plot/synopsis/premise section, up to the next heading; None without one."""
+    m = PLOT_HEADING.search(text)
+    if not m:
+        return None
+    rest = text[m.end() :]
+    nxt = NEXT_HEADING.search(rest)
+    section = (rest[: nxt.start()] if nxt else rest).strip()
+    return section or None
+
+
+def work_of(source: str, rec: dict[str, object]) -> str:
+    """The work a text belongs to, for work-disjoint folds (anime ``project``, else the title)."""
+    if source == "anime" and rec.get("project"):
+        return f"anime:{rec['project']}"
+    title = str(rec.get("title", "")).replace("_", " ").lower()
+    title = re.sub(r"\(.*?\)|:.*$|[^a-z ]", "", title)
+    return "title:" + " ".join(title.split())
+
+
+def texts(shared: str, exclude_pages: set[str]) -> Iterator[dict[str, str]]:
+    """Every candidate text: fiction records and wikipedia plot sections (dev pages skipped)."""
+    for source, name in FICTION_FILES.items():
+        for rec in read_jsonl(os.path.join(shared, "fiction", name)):
+            yield {
+                "id": str(rec["id"]),
+                "source": source,
+                "title": str(rec.get("title", "")),
+                "work": work_of(source, rec),
+                "text": str(rec["text"]),
+            }
+    wiki = os.path.join(shared, "wikipedia")
+    for name in sorted(os.listdir(wiki)):
+        for rec in read_jsonl(os.path.join(wiki, name)):
+            if rec["id"] in exclude_pages:
+                continue
+            section = plot_section(str(rec["text"]))
+            if section:
+                yield {
+                    "id": f"{rec['id']}#plot",
+                    "source": "wiki_plot",
+                    "title": str(rec["title"]),
+                    "work": work_of("wiki_plot", rec),
+                    "text": section,
+                }
+
+
+def pool(shared: str, exclude_pages: set[str], seed: str = "pool-v1") -> list[dict[str, str]]:
+    """Every mentioning text plus ``RANDOM_PER_SOURCE`` seeded random others, in hash order."""
+    mentioning, others = [], []
+    for t in texts(shared, exclude_pages):
+        (mentioning if MENTION.search(t["text"]) else others).append(t)
+    picked = [dict(t, pool="mention") for t in mentioning]
+    for source, n in RANDOM_PER_SOURCE.items():
+        cands = sorted(
+            (t for t in others if t["source"] == source), key=lambda t: stable_hash(seed + t["id"])
+        )
+        picked += [dict(t, pool="random") for t in cands[:n]]
+    return sorted(picked, key=lambda t: stable_hash(seed + t["id"]))
+
+
+def batches(records: Sequence[dict[str, str]], n: int, overlap_every: int = 10) -> list[list[dict[str, str]]]:
+    """Round-robin batches; every ``overlap_every``-th record is also in another batch (for kappa).
+
+    The second batch rotates, so every pair of annotators shares some records.
+    """
+    out: list[list[dict[str, str]]] = [[] for _ in range(n)]
+    for i, rec in enumerate(records):
+        out[i % n].append(rec)
+        if i % overlap_every == 0:
+            out[(i + 1 + (i // overlap_every) % (n - 1)) % n].append(dict(rec, overlap="1"))
+    return out
+
+
+def dev_pages(paths: Sequence[str]) -> set[str]:
+    """Page ids of the fixed dev sets (``<page>:<line>`` ids), kept out of the pool."""
+    return {str(r["id"]).split(":")[0] for p in paths for r in read_jsonl(p)}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--shared", default="../shared/data")
+    parser.add_argument(
+        "--dev", nargs="*", default=["data/dev/wikipedia_dev.jsonl", "data/dev/unseen_dev.jsonl"]
+    )
+    parser.add_argument("--batches", type=int, default=8)
+    parser.add_argument("--out", default="build/annotate")
+    args = parser.parse_args(argv)
+    records = pool(args.shared, dev_pages(args.dev))
+    os.makedirs(args.out, exist_ok=True)
+    for i, batch in enumerate(batches(records, args.batches)):
+        with open(os.path.join(args.out, f"batch-{i:02d}.jsonl"), "w", encoding="utf-8") as f:
+            for rec in batch:
+                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    by_pool: dict[str, int] = {}
+    for r in records:
+        by_pool[r["source"] + "/" + r["pool"]] = by_pool.get(r["source"] + "/" + r["pool"], 0) + 1
+    print(json.dumps({"records": len(records), **dict(sorted(by_pool.items()))}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
