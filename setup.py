@@ -58,9 +58,19 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10,<3.13",
     packages=find_packages(
-        include=["pipelines", "pipelines.*", "transforms", "transforms.*", "schemas", "schemas.*"]
+        include=[
+            "pipelines",
+            "pipelines.*",
+            "transforms",
+            "transforms.*",
+            "schemas",
+            "schemas.*",
+            "training",
+            "training.*",
+        ]
     ),
-    package_data={"schemas": ["*.yaml"]},
+    # lid.176.ftz ships inside the package so workers never download a model.
+    package_data={"schemas": ["*.yaml"], "transforms": ["resources/*.ftz", "resources/*.md"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["tropemix=pipelines.cli:main"]},

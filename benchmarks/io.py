@@ -79,7 +79,7 @@ def main() -> None:
     parser.add_argument("--data", default="../shared/data/wikipedia", help="directory of *.jsonl.gz")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--shard-docs", type=int, default=5000, help="documents per written shard")
-    parser.add_argument("--model", default="models/tropes-v0.ftz")
+    parser.add_argument("--model", default="models/tropes-v1.ftz")
     args = parser.parse_args()
 
     gz_paths = sorted(glob.glob(os.path.join(args.data, "*.jsonl.gz")))

@@ -277,7 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--corpus", type=Path, nargs="+", required=True, help="corpus directories, smallest first"
     )
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--model", type=Path, default=REPO / "models" / "tropes-v0.ftz")
+    parser.add_argument("--model", type=Path, default=REPO / "models" / "tropes-v1.ftz")
     parser.add_argument("--ngram", type=int, default=5)
     parser.add_argument("--num-perm", type=int, default=128)
     parser.add_argument("--threshold", type=float, default=0.8)

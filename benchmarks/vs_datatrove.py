@@ -257,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--corpus", type=Path, required=True, help="a benchmarks/corpus.py output directory")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--model", type=Path, default=REPO / "models" / "tropes-v0.ftz")
+    parser.add_argument("--model", type=Path, default=REPO / "models" / "tropes-v1.ftz")
     parser.add_argument("--ngram", type=int, default=5)
     parser.add_argument("--num-perm", type=int, default=128)
     parser.add_argument("--threshold", type=float, default=0.8)

@@ -6,8 +6,8 @@ tropemix validate CONFIG.yaml
 tropemix report RUN_DIR
 tropemix classify --model M --input GLOB --output DIR [beam options]
 tropemix dedup --input GLOB --output DIR [--threshold 0.8] [--previous-index GLOB ...] [beam options]
-tropemix train-classifier --data LABELED.jsonl [--params P.yaml] [--taxonomy T.yaml] --output MODEL.ftz
-tropemix eval-classifier --model M --data LABELED.jsonl [--pr-curves DIR] [--skip-pages-of TRAIN.jsonl ...]
+tropemix train-classifier --labels data/annotation --shared ../shared/data [--params P.yaml] --output MODEL.ftz
+tropemix eval-classifier --model M --data LABELED.jsonl [...]
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def validate_inputs(cfg: MixConfig) -> list[str]:
     if not FileSystems.exists(cfg.classifier.model) and any(s.classify for s in cfg.sources):
         problems.append(
             f"classifier.model: {cfg.classifier.model!r} does not exist; train one with "
-            "`tropemix train-classifier` or point to the shipped models/tropes-v0.ftz"
+            "`tropemix train-classifier` or point to the shipped models/tropes-v1.ftz"
         )
     return problems
 
@@ -156,52 +156,26 @@ def _cmd_dedup(args: argparse.Namespace, beam_args: list[str]) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from pipelines.train_classifier import load_params, train
-    from schemas.taxonomy import load_taxonomy
+    from training.train import load_params, train
 
-    card = train(
-        args.data,
-        args.output,
-        load_params(args.params),
-        load_taxonomy(args.taxonomy),
-        eval_data=args.eval_data or (),
-        exclude=args.eval_data or (),
-    )
+    card = train(args.labels, args.shared, args.output, load_params(args.params), dev=args.dev or ())
+    cv = card["evaluation"]["cross_validation"]
+    summary = {
+        view: {"model": cv["model"][view]["f1"], "keyword_baseline": cv["keyword_baseline"][view]["f1"]}
+        for view in ("misaligned", "aligned", "mixed", "any_ai")
+    }
     print(
         json.dumps(
-            {"model": args.output, "labels": card["labels"], "evaluation": card["evaluation"]}, indent=2
+            {"model": args.output, "data": card["data"]["labels"], "f1_out_of_fold": summary}, indent=2
         )
     )
     return 0
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from pipelines.train_classifier import evaluate, on_unseen_pages, pr_curves, read_labeled
-    from schemas.config import ClassifierConfig
-    from schemas.taxonomy import label_scores_of
-    from transforms.classify import (
-        effective_thresholds,
-        load_fasttext,
-        read_model_card,
-        resolve_taxonomy,
-        score_documents,
-    )
+    from training.train import evaluate_model
 
-    cfg = ClassifierConfig(model=args.model, taxonomy=args.taxonomy)
-    card = read_model_card(args.model)
-    thresholds = effective_thresholds(cfg, card)
-    taxonomy = resolve_taxonomy(cfg, card)
-    model = load_fasttext(args.model)
-    records = read_labeled(args.data)
-    if args.skip_pages_of:
-        records = on_unseen_pages(records, read_labeled(args.skip_pages_of))
-    scores = score_documents(
-        model, [r["text"] for r in records], cfg.chunk_chars, cfg.aggregate, label_scores_of(card)
-    )
-    result = evaluate(model, records, thresholds, taxonomy, scores)
-    if args.pr_curves:
-        result["pr_curves"] = pr_curves(records, scores, thresholds, taxonomy, args.pr_curves)
-    print(json.dumps(result, indent=2, sort_keys=True))
+    print(json.dumps(evaluate_model(args.model, args.data), indent=2, sort_keys=True))
     return 0
 
 
@@ -242,24 +216,19 @@ def parser() -> argparse.ArgumentParser:
                 help="dedup_index/*.parquet globs of earlier runs; colliding documents are dropped",
             )
 
-    p = sub.add_parser("train-classifier", help="train the fastText trope model")
-    p.add_argument("--data", nargs="+", required=True, help="labeled JSONL files")
-    p.add_argument("--params", help="YAML hyperparameters (see models/train.yaml)")
-    p.add_argument("--output", required=True, help="model path, e.g. models/tropes-v0.ftz")
-    p.add_argument("--taxonomy", help="taxonomy YAML (default: the shipped schemas/taxonomy.yaml)")
-    p.add_argument(
-        "--eval-data", nargs="*", help="held-out labeled JSONL: evaluated after training, never trained on"
+    p = sub.add_parser("train-classifier", help="cross-validate and train the trope model on the annotations")
+    p.add_argument("--labels", default="data/annotation", help="annotation directory (labels/*.jsonl)")
+    p.add_argument("--shared", default="../shared/data", help="the texts the labels join with")
+    p.add_argument("--params", help="YAML training parameters (see models/train.yaml)")
+    p.add_argument("--output", required=True, help="model path, e.g. models/tropes-v1.ftz")
+    p.add_argument("--dev", nargs="*", help="fixed dev sets, scored once with the trained model")
+    p = sub.add_parser(
+        "eval-classifier",
+        help="P/R/F1 with 95%% intervals per narrative, next to a keyword baseline, as JSON",
     )
-    p = sub.add_parser("eval-classifier", help="per-label and per-narrative P/R/F1 as JSON")
     p.add_argument("--model", required=True)
-    p.add_argument("--data", nargs="+", required=True)
-    p.add_argument("--taxonomy", help="taxonomy YAML (default: the model card's)")
-    p.add_argument("--pr-curves", metavar="DIR", help="write one precision-recall PNG per label here")
     p.add_argument(
-        "--skip-pages-of",
-        nargs="*",
-        metavar="TRAIN.jsonl",
-        help="score only records whose page (the id before ':') no record of these files has",
+        "--data", nargs="+", required=True, help="JSONL of {id, text, label} or {id, text, labels}"
     )
     return top
 

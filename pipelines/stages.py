@@ -2,7 +2,7 @@
 
 Both read JSONL (optionally .gz/.zst) or Parquet, and write Parquet plus dead letters::
 
-    tropemix classify --model models/tropes-v0.ftz --input 'data/*.jsonl.gz' --output out/cls
+    tropemix classify --model models/tropes-v1.ftz --input 'data/*.jsonl.gz' --output out/cls
     tropemix dedup --input 'data/*.jsonl.gz' --output out/dd --threshold 0.8
 
 Beam options follow the stage's own flags, as for ``tropemix run``, e.g.
@@ -92,6 +92,8 @@ def classify_rows(doc: dict[str, Any]) -> dict[str, Any]:
         "narrative": doc["narrative"],
         "tropes": doc["tropes"],
         "trope_scores": score_list(doc["trope_scores"]),
+        "lang": doc["lang"],
+        "lang_score": doc["lang_score"],
     }
 
 

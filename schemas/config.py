@@ -149,8 +149,11 @@ class ClassifierConfig(_Strict):
       taxonomy: taxonomy YAML (local or ``gs://``); defaults to the model card's, else
         the shipped ``schemas/taxonomy.yaml``.
       batch_size: documents per ``predict`` call.
-      chunk_chars: long documents are scored per chunk of about this many characters.
-      aggregate: how chunk scores combine into a document score.
+      languages: lid.176 language codes the trope model applies to; documents in
+        other languages are ``none`` (counted as ``route.language``), never a guess.
+      min_language_score: a document whose language probability is below this counts
+        as another language.
+      lid_model: language-identification model; the lid.176 model shipped in the package.
       seed: seed for ``downsample`` policies.
     """
 
@@ -160,8 +163,9 @@ class ClassifierConfig(_Strict):
     label_policy: dict[str, PolicyRule] = Field(default_factory=dict)
     taxonomy: str | None = None
     batch_size: int = Field(default=256, gt=0)
-    chunk_chars: int = Field(default=400, ge=100)
-    aggregate: Literal["max", "mean"] = "max"
+    languages: list[str] = Field(default_factory=lambda: ["en"], min_length=1)
+    min_language_score: float = Field(default=0.0, ge=0.0, le=1.0)
+    lid_model: str | None = None
     seed: int = 0
 
     @field_validator("thresholds")

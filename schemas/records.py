@@ -16,7 +16,8 @@ class Document(TypedDict, total=False):
 
     Set by read: ``id``, ``source``, ``role``, ``text``, ``meta``, ``src_path``, ``src_offset``
     (byte offset in the decompressed file for JSONL, WARC and WET; row for Parquet; 0 for text).
-    Set by classify: ``trope_scores``, ``tropes``, ``narrative``.
+    Set by classify: ``lang`` and ``lang_score`` (lid.176), ``trope_scores``, ``tropes``,
+    ``narrative``.
     Set by dedup: ``cluster_id``, ``cluster_size``.
     Set by blend: ``units`` (its documents, bytes or tokens), ``epoch`` (which repetition
     of the document a copy is).
@@ -29,6 +30,8 @@ class Document(TypedDict, total=False):
     meta: dict[str, Any]
     src_path: str
     src_offset: int
+    lang: str
+    lang_score: float
     trope_scores: dict[str, float]
     tropes: list[str]
     narrative: str
@@ -92,6 +95,9 @@ SHARD_SCHEMA = pa.schema(
         pa.field("cluster_size", pa.int32(), nullable=False),
         pa.field("epoch", pa.int32(), nullable=False),
         pa.field("meta", pa.string(), nullable=False),
+        # Null for documents that were not classified (a source with a fixed narrative).
+        pa.field("lang", pa.string(), nullable=True),
+        pa.field("lang_score", pa.float32(), nullable=True),
     ],
     metadata={"producer": "tropemix", "meta": "JSON object of the source metadata fields kept"},
 )
@@ -119,6 +125,8 @@ CLASSIFY_SCHEMA = pa.schema(
         pa.field("narrative", pa.string(), nullable=False),
         pa.field("tropes", pa.list_(pa.string()), nullable=False),
         pa.field("trope_scores", TROPE_SCORES_TYPE, nullable=False),
+        pa.field("lang", pa.string(), nullable=False),
+        pa.field("lang_score", pa.float32(), nullable=False),
     ],
     metadata={"producer": "tropemix"},
 )

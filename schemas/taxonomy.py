@@ -91,46 +91,6 @@ def parse_taxonomy(data: Any, origin: str = "taxonomy") -> Taxonomy:
         raise ValueError(f"invalid taxonomy {origin}:\n" + "\n".join(lines)) from None
 
 
-class LabelScores(BaseModel):
-    """How inference turns a factorized model's labels into trope scores (the card's ``label_scores``).
-
-    Per chunk, each trope in ``behaviours`` scores ``combine(actor, behaviour)``
-    (``transforms.classify.combine_label_scores``); the factor labels are then dropped.
-
-    Args:
-      combine: ``product``, ``min`` or ``geometric`` (mean) of the two factor scores.
-      actor: the label "an AI, robot or computer system acts".
-      behaviours: trope -> its behaviour label ("someone does this", any actor).
-      keep_direct: score = max(combined, the trope's own score).
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    combine: Literal["product", "min", "geometric"] = "product"
-    actor: str
-    behaviours: dict[str, str]
-    keep_direct: bool = False
-
-
-def label_scores_of(card: Mapping[str, Any], origin: str = "model card") -> LabelScores | None:
-    """The card's ``label_scores``, validated; None for a card without the field.
-
-    Args:
-      card: a model card (``transforms.classify.read_model_card``).
-      origin: where the card came from, for error messages.
-    """
-    if card.get("label_scores") is None:
-        return None
-    try:
-        return LabelScores.model_validate(card["label_scores"])
-    except ValidationError as err:
-        lines = [f"  label_scores.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()]
-        raise ValueError(
-            f"invalid {origin}:\n" + "\n".join(lines) + "\n(rebuild the card with tropemix train-classifier, "
-            "or remove label_scores to score every label as predicted)"
-        ) from None
-
-
 def load_taxonomy(path: str | None = None) -> Taxonomy:
     """Loads a taxonomy YAML file; the shipped default when ``path`` is None.
 
@@ -150,17 +110,6 @@ def load_taxonomy(path: str | None = None) -> Taxonomy:
 
 
 DEFAULT_TAXONOMY = load_taxonomy()
-
-
-def fired_labels(scores: Mapping[str, float], thresholds: Mapping[str, float], default: float) -> list[str]:
-    """Labels whose score reaches their threshold, sorted by name.
-
-    Args:
-      scores: label -> probability.
-      thresholds: label -> threshold.
-      default: threshold for labels missing from ``thresholds``.
-    """
-    return sorted(label for label, p in scores.items() if p >= thresholds.get(label, default))
 
 
 def narrative_of(
@@ -205,3 +154,81 @@ DEFAULT_COUNTERS: dict[str, list[str]] = {
     "takeover": ["corrigible", "ethical_reasoning"],
     "violence": ["protective"],
 }
+
+
+# The narrative labels of a narrative model (``training/trope_model.py``): a
+# misaligned or aligned text as a whole, whichever trope it holds.  A model card with
+# both labels decides narratives with ``narrative_from_scores``; its trope labels
+# only name the tropes.
+NARRATIVE_LABELS = ("misaligned", "aligned")
+
+
+def narrative_from_scores(
+    scores: Mapping[str, float], thresholds: Mapping[str, float], taxonomy: Taxonomy = DEFAULT_TAXONOMY
+) -> tuple[str, list[str]]:
+    """The narrative and tropes of a document scored by a narrative model.
+
+    A group's tropes are its trope labels at or over their threshold, or its best-scoring
+    trope when the group fired without one (ties by name), so a misaligned document
+    always names a trope for counter-story matching.
+
+    Args:
+      scores: label -> probability, including the ``NARRATIVE_LABELS``.
+      thresholds: label -> threshold, with a ``default`` entry.
+      taxonomy: label groups and the rule for both groups firing.
+    """
+    default = thresholds.get("default", 0.5)
+
+    def fires(label: str) -> bool:
+        return scores.get(label, 0.0) >= thresholds.get(label, default)
+
+    def tropes_of(group: list[str]) -> list[str]:
+        fired = [label for label in group if fires(label)]
+        return fired or [max(group, key=lambda label: (scores.get(label, 0.0), label))]
+
+    mis, ali = fires("misaligned"), fires("aligned")
+    if mis and ali and taxonomy.both == "max_score":
+        # Ties go to misaligned: a user who asks to act on it should not miss one.
+        mis, ali = (True, False) if scores["misaligned"] >= scores["aligned"] else (False, True)
+    tropes = sorted(
+        (tropes_of(taxonomy.misaligned) if mis else []) + (tropes_of(taxonomy.aligned) if ali else [])
+    )
+    if mis and ali:
+        return "mixed", tropes
+    if mis:
+        return "misaligned", tropes
+    if ali:
+        return "aligned", tropes
+    if any(fires(label) for label in taxonomy.ai_nonnarrative):
+        return "ai_nonnarrative", []
+    return "none", []
+
+
+# The classes a narrative model predicts (softmax over them, one per text).
+NARRATIVE_CLASSES = ("misaligned", "aligned", "mixed", "ai_nonnarrative", "none")
+
+
+def scores_from_softmax(raw: Mapping[str, float], taxonomy: Taxonomy = DEFAULT_TAXONOMY) -> dict[str, float]:
+    """Document scores from a narrative model's label probabilities.
+
+    The model (``training/trope_model.py``) predicts one of ``NARRATIVE_CLASSES`` and,
+    on the same line, the trope tags; fastText's softmax splits a line's probability
+    among its labels, so each family is renormalized on its own.  ``misaligned`` and
+    ``aligned`` count a mixed text too; ``ai_nonnarrative`` is the probability of any
+    AI (one minus ``none``); a tag's score is its share among the tags.
+
+    Args:
+      raw: label -> probability, as fastText returns them.
+      taxonomy: the trope labels.
+    """
+    total = sum(raw.get(c, 0.0) for c in NARRATIVE_CLASSES) or 1.0
+    p = {c: raw.get(c, 0.0) / total for c in NARRATIVE_CLASSES}
+    out = {
+        "misaligned": p["misaligned"] + p["mixed"],
+        "aligned": p["aligned"] + p["mixed"],
+        "ai_nonnarrative": 1.0 - p["none"],
+    }
+    tag_total = sum(raw.get(t, 0.0) for t in taxonomy.trope_labels) or 1.0
+    for tag in taxonomy.trope_labels:
+        out[tag] = raw.get(tag, 0.0) / tag_total
+    return {k: min(1.0, max(0.0, v)) for k, v in out.items()}

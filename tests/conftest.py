@@ -14,7 +14,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
-MODEL = REPO / "models" / "tropes-v0.ftz"
+MODEL = REPO / "models" / "tropes-v1.ftz"
 DEMO_CONFIG = REPO / "examples" / "demo.yaml"
 FN_API_RUNNER = "apache_beam.runners.portability.fn_api_runner.FnApiRunner"
 
@@ -49,7 +49,7 @@ def pipeline() -> TestPipeline:
 
 @pytest.fixture(scope="session")
 def model_path() -> str:
-    assert MODEL.exists(), "models/tropes-v0.ftz is missing; rebuild it with `make model`"
+    assert MODEL.exists(), "models/tropes-v1.ftz is missing; rebuild it with `make model`"
     return str(MODEL)
 
 

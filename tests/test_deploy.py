@@ -27,7 +27,7 @@ GS_CONFIG = {
             "classify": False,
         },
     ],
-    "classifier": {"model": "gs://model-bucket/tropes-v0.ftz"},
+    "classifier": {"model": "gs://model-bucket/tropes-v1.ftz"},
     "blend": {"sources": {"web": {"share": 0.95}, "rules": {"share": 0.05, "max_epochs": 10}}},
     "output": {"path": "gs://out-bucket/mix"},
 }

@@ -154,16 +154,16 @@ def test_read_one_bucket_write_shards_to_another(gcs: Any) -> None:
 
 def test_full_run_with_model_inputs_and_outputs_on_gcs(gcs: Any, tmp_path: Path) -> None:
     bucket = _bucket(gcs, "tm-run")
-    bucket.blob("model/tropes-v0.ftz").upload_from_filename(str(MODEL))
-    card = MODEL.with_name("tropes-v0.card.json")
-    bucket.blob("model/tropes-v0.card.json").upload_from_filename(str(card))
+    bucket.blob("model/tropes-v1.ftz").upload_from_filename(str(MODEL))
+    card = MODEL.with_name("tropes-v1.card.json")
+    bucket.blob("model/tropes-v1.card.json").upload_from_filename(str(card))
     bucket.blob("in/pages.jsonl").upload_from_string(
         b"".join(json.dumps(r).encode() + b"\n" for r in RECORDS) + b"not json\n"
     )
     config = {
         # Dedup is covered elsewhere; off here to keep the run short.
         "sources": [{"name": "web", "inputs": ["gs://tm-run/in/*.jsonl"], "dedup": False}],
-        "classifier": {"model": "gs://tm-run/model/tropes-v0.ftz"},
+        "classifier": {"model": "gs://tm-run/model/tropes-v1.ftz"},
         "blend": {"sources": {"web": {"share": 1.0}}, "num_shards": 2},
         "output": {"path": "gs://tm-run/out", "format": "jsonl.zst"},
     }
@@ -185,7 +185,7 @@ def test_classic_dataflow_template_is_written_to_gcs(gcs: Any) -> None:
     bucket = _bucket(gcs, "tm-tpl")
     config = {
         "sources": [{"name": "web", "inputs": ["gs://tm-tpl/in/*.jsonl"]}],
-        "classifier": {"model": "gs://tm-tpl/model/tropes-v0.ftz"},
+        "classifier": {"model": "gs://tm-tpl/model/tropes-v1.ftz"},
         "blend": {"sources": {"web": {"share": 1.0}}},
         "output": {"path": "gs://tm-tpl/out"},
     }

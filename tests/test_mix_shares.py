@@ -56,7 +56,7 @@ def token_mix(
                     "classify": False,
                 },
             ],
-            "classifier": {"model": str(REPO / "models" / "tropes-v0.ftz")},
+            "classifier": {"model": str(REPO / "models" / "tropes-v1.ftz")},
             "blend": {
                 "unit": "tokens",
                 "tokenizer": bpe_tokenizer,

@@ -54,7 +54,7 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 "tropes_field": "tropes",
             },
         ],
-        "classifier": {"model": str(REPO / "models" / "tropes-v0.ftz")},
+        "classifier": {"model": str(REPO / "models" / "tropes-v1.ftz")},
         "dedup": {"threshold": 0.9},
         "blend": {
             "unit": "documents",

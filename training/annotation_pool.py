@@ -19,7 +19,9 @@ import json
 import os
 import re
 from collections.abc import Iterator, Sequence
+from typing import Any
 
+from transforms.ai_gate import ai_context
 from transforms.text import stable_hash
 
 MENTION = re.compile(
@@ -39,7 +41,7 @@ FICTION_FILES = {"anime": "anime.jsonl.gz", "film": "films.jsonl.gz", "wplot": "
 RANDOM_PER_SOURCE = {"anime": 200, "film": 150, "wplot": 50, "wiki_plot": 100}
 
 
-def read_jsonl(path: str) -> Iterator[dict[str, object]]:
+def read_jsonl(path: str) -> Iterator[dict[str, Any]]:
     """Records of a JSONL file, gzip or plain."""
     opener = gzip.open if path.endswith(".gz") else open
     with opener(path, "rt", encoding="utf-8") as f:
@@ -59,7 +61,7 @@ def plot_section(text: str) -> str | None:
     return section or None
 
 
-def work_of(source: str, rec: dict[str, object]) -> str:
+def work_of(source: str, rec: dict[str, Any]) -> str:
     """The work a text belongs to, for work-disjoint folds (anime ``project``, else the title)."""
     if source == "anime" and rec.get("project"):
         return f"anime:{rec['project']}"
@@ -97,7 +99,8 @@ def texts(shared: str, exclude_pages: set[str]) -> Iterator[dict[str, str]]:
 
 def pool(shared: str, exclude_pages: set[str], seed: str = "pool-v1") -> list[dict[str, str]]:
     """Every mentioning text plus ``RANDOM_PER_SOURCE`` seeded random others, in hash order."""
-    mentioning, others = [], []
+    mentioning: list[dict[str, str]] = []
+    others: list[dict[str, str]] = []
     for t in texts(shared, exclude_pages):
         (mentioning if MENTION.search(t["text"]) else others).append(t)
     picked = [dict(t, pool="mention") for t in mentioning]
@@ -107,6 +110,93 @@ def pool(shared: str, exclude_pages: set[str], seed: str = "pool-v1") -> list[di
         )
         picked += [dict(t, pool="random") for t in cands[:n]]
     return sorted(picked, key=lambda t: stable_hash(seed + t["id"]))
+
+
+def calibration_half(doc_id: str) -> bool:
+    """True for the pages kept for the whole-document calibration benchmark, never annotated."""
+    return stable_hash("calib", doc_id) % 2 == 1
+
+
+def contexts(shared: str, exclude_pages: set[str]) -> list[dict[str, str]]:
+    """The trope model's input (``ai_context``) for gate-passing Wikipedia and web pages.
+
+    Only the annotation half of the pages (``calibration_half`` false) and no dev page;
+    ids are ``<page id>#ctx``.  These teach the model what AI mentions in non-fiction
+    and long pages look like, the distribution on which the chunk model over-fired.
+    """
+    paths = [
+        os.path.join(shared, "wikipedia", n) for n in sorted(os.listdir(os.path.join(shared, "wikipedia")))
+    ]
+    paths += [os.path.join(shared, "web", n) for n in sorted(os.listdir(os.path.join(shared, "web")))]
+    out = []
+    for path in paths:
+        source = "wiki_ctx" if "wikipedia" in path else "web_ctx"
+        for rec in read_jsonl(path):
+            doc_id = str(rec["id"])
+            if doc_id in exclude_pages or calibration_half(doc_id):
+                continue
+            ctx = ai_context(str(rec["text"]))
+            if ctx:
+                title = str(rec.get("title") or rec.get("url") or "")
+                out.append(
+                    {
+                        "id": f"{doc_id}#ctx",
+                        "source": source,
+                        "title": title,
+                        "work": work_of(source, rec) if source == "wiki_ctx" else f"web:{doc_id}",
+                        "text": ctx,
+                        "pool": "context",
+                    }
+                )
+    return sorted(out, key=lambda t: stable_hash("ctx-v1" + t["id"]))
+
+
+def story_passages(shared: str, size: int = 1500) -> list[dict[str, str]]:
+    """Passages of about ``size`` characters of the whole stories, on paragraph breaks.
+
+    Only the text between Project Gutenberg's START and END lines; ids are
+    ``story-<file stem>:<passage index>``, and each story is one work.
+    """
+    out = []
+    folder = os.path.join(shared, "fiction", "stories")
+    for name in sorted(os.listdir(folder)):
+        stem = os.path.splitext(name)[0]
+        for i, passage in enumerate(split_passages(read_story(os.path.join(folder, name)), size)):
+            out.append(
+                {
+                    "id": f"story-{stem}:{i}",
+                    "source": "story",
+                    "title": stem,
+                    "work": f"story:{stem}",
+                    "text": passage,
+                    "pool": "story",
+                }
+            )
+    return out
+
+
+def read_story(path: str) -> str:
+    """A Gutenberg text without its header and footer."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    start = text.find("\n", text.find("*** START OF"))
+    end = text.find("*** END OF")
+    return text[start + 1 : end if end > 0 else len(text)]
+
+
+def split_passages(text: str, size: int) -> list[str]:
+    """Consecutive paragraphs joined up to about ``size`` characters each."""
+    passages, current = [], ""
+    for para in (" ".join(p.split()) for p in text.split("\n\n")):
+        if not para:
+            continue
+        if current and len(current) + len(para) > size:
+            passages.append(current)
+            current = ""
+        current = f"{current}\n\n{para}" if current else para
+    if current:
+        passages.append(current)
+    return passages
 
 
 def batches(records: Sequence[dict[str, str]], n: int, overlap_every: int = 10) -> list[list[dict[str, str]]]:
@@ -135,11 +225,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--batches", type=int, default=8)
     parser.add_argument("--out", default="build/annotate")
+    parser.add_argument("--contexts", action="store_true", help="the page-context pool instead")
+    parser.add_argument("--stories", action="store_true", help="passages of the whole stories instead")
     args = parser.parse_args(argv)
-    records = pool(args.shared, dev_pages(args.dev))
+    if args.stories:
+        records = story_passages(args.shared)
+    else:
+        records = (contexts if args.contexts else pool)(args.shared, dev_pages(args.dev))
     os.makedirs(args.out, exist_ok=True)
     for i, batch in enumerate(batches(records, args.batches)):
-        with open(os.path.join(args.out, f"batch-{i:02d}.jsonl"), "w", encoding="utf-8") as f:
+        name = f"{'story' if args.stories else 'ctx' if args.contexts else 'batch'}-{i:02d}.jsonl"
+        with open(os.path.join(args.out, name), "w", encoding="utf-8") as f:
             for rec in batch:
                 f.write(json.dumps(rec, ensure_ascii=False) + "\n")
     by_pool: dict[str, int] = {}

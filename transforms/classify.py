@@ -1,6 +1,8 @@
 """Trope classification with fastText, and the per-narrative and per-label policy.
 
-Documents are classified in batches: each batch's chunks go to one ``predict`` call.
+Per batch: language identification (lid.176) on every document, the AI gate
+(``transforms/ai_gate.py``), then one trope-model ``predict`` call over the AI
+contexts of the documents that passed both.
 The model loads once per worker process in ``setup`` through ``Shared``, so the
 threads of a process share one copy; a ``gs://`` model is copied to local disk once
 and checked against the sha256 of its model card.  The taxonomy comes from
@@ -14,10 +16,9 @@ import json
 import os
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import apache_beam as beam
-import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.utils import shared
@@ -26,18 +27,18 @@ from schemas.config import ClassifierConfig, PolicyRule
 from schemas.records import Document
 from schemas.taxonomy import (
     DEFAULT_TAXONOMY,
-    LabelScores,
     Taxonomy,
-    fired_labels,
-    label_scores_of,
     load_taxonomy,
-    narrative_of,
+    narrative_from_scores,
     parse_taxonomy,
+    scores_from_softmax,
 )
 from transforms.accounting import ledger_drop
+from transforms.ai_gate import MAX_WINDOWS, WHOLE_BELOW_CHARS, WINDOW_CHARS, ai_context
+from transforms.langid import LID_MODEL_PATH, identify, load_lid
 from transforms.logs import stage_logger
 from transforms.progress import ProgressTicker
-from transforms.text import chunk_text, fasttext_text, unit_interval
+from transforms.text import fasttext_text, unit_interval
 
 NAMESPACE = "tropemix.classify"
 POLICY_NAMESPACE = "tropemix.policy"
@@ -142,13 +143,6 @@ def localize_model(model_path: str) -> str:
     return local
 
 
-class _LoadedModel:
-    """Holder for a fastText model; ``Shared`` needs a weak-referenceable object."""
-
-    def __init__(self, model: Any) -> None:
-        self.model = model
-
-
 def load_fasttext(model_path: str) -> Any:
     """Loads a fastText model from a local or remote path."""
     import fasttext
@@ -158,142 +152,124 @@ def load_fasttext(model_path: str) -> Any:
     return fasttext.load_model(localize_model(model_path))
 
 
-# fastText reports each label as p + 1e-5 (the smoothing of its log scores), so a label
-# it gives no weight comes back as 1e-5.  Asking predict only for p >= PREDICT_FLOOR
-# leaves those out: they score 0 instead of 1e-5, far below any usable threshold, and
-# predict builds ~4 label strings per chunk instead of all 17 (15% less CPU per chunk).
+# fastText reports each label as p + 1e-5 (the smoothing of its log scores); asking
+# predict only for p >= PREDICT_FLOOR leaves those out, so predict builds a few label
+# strings per text instead of all of them.
 PREDICT_FLOOR = 1.5e-5
+SCORING = "narrative_softmax"
+
+# Why a document did not reach the trope model (``route`` in counters and the docs).
+ROUTE_LANGUAGE = "language"
+ROUTE_GATE = "gate"
+ROUTE_MODEL = "model"
 
 
-def _score_matrix(model: Any, texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
-    """Label names and a ``(texts, labels)`` probability matrix, from one ``predict`` call."""
-    names = [label[len(LABEL_PREFIX) :] for label in model.get_labels()]
-    column = {LABEL_PREFIX + name: j for j, name in enumerate(names)}
-    matrix = np.zeros((len(texts), len(names)), dtype=np.float64)
-    if texts:
-        labels, probs = model.predict([fasttext_text(t) for t in texts], k=-1, threshold=PREDICT_FLOOR)
-        # One scatter for the batch: per chunk, numpy's fancy indexing cost more than predict's output.
-        rows = np.repeat(np.arange(len(texts)), [len(ls) for ls in labels])
-        cols = [column[label] for ls in labels for label in ls]
-        matrix[rows, cols] = np.concatenate(probs)
-    return names, matrix
+class ContextParams(NamedTuple):
+    """What the trope model reads of a document (``ai_gate.ai_context``), from the model card."""
+
+    whole_below: int = WHOLE_BELOW_CHARS
+    window_chars: int = WINDOW_CHARS
+    max_windows: int = MAX_WINDOWS
 
 
-def combine_label_scores(
-    names: list[str], matrix: np.ndarray, label_scores: LabelScores | None
-) -> tuple[list[str], np.ndarray]:
-    """Label scores from factor scores, per chunk, as the model card's ``label_scores`` says.
-
-    A factorized model also predicts an actor factor ("an AI, robot or computer system
-    acts") and one behaviour factor per trope ("someone does this", any actor).  Each
-    factorized trope's score becomes ``combine(actor, behaviour)`` (``product``,
-    ``min`` or ``geometric`` mean), or its maximum with the trope's own score when
-    ``keep_direct``; the factor columns are then dropped.  Without ``label_scores`` (a
-    card without the field) the scores are returned unchanged.
-
-    Args:
-      names: label names, one per column.
-      matrix: ``(chunks, labels)`` probabilities.
-      label_scores: the card's ``label_scores`` (``schemas.taxonomy.label_scores_of``).
-    """
-    if label_scores is None:
-        return names, matrix
-    column = {name: j for j, name in enumerate(names)}
-    behaviours = label_scores.behaviours
-    factors = {label_scores.actor, *behaviours.values()}
-    missing = sorted((factors | set(behaviours)) - set(column))
-    if missing:
-        raise ValueError(f"the model card's label_scores names labels {missing} the model lacks")
-    actor = matrix[:, column[label_scores.actor]]
-    keep = [j for j, name in enumerate(names) if name not in factors]
-    out = matrix[:, keep]
-    position = {names[j]: i for i, j in enumerate(keep)}
-    for label, factor in behaviours.items():
-        behaviour = matrix[:, column[factor]]
-        if label_scores.combine == "min":
-            combined = np.minimum(actor, behaviour)
-        elif label_scores.combine == "geometric":
-            combined = np.sqrt(actor * behaviour)
-        else:
-            combined = actor * behaviour
-        if label_scores.keep_direct:
-            combined = np.maximum(combined, matrix[:, column[label]])
-        out[:, position[label]] = combined
-    return [names[j] for j in keep], out
+def context_params(card: dict[str, Any]) -> ContextParams:
+    """The context the card's model was trained on; the defaults for a card without one."""
+    params = card.get("params", {})
+    return ContextParams(
+        *(params.get(f, d) for f, d in zip(ContextParams._fields, ContextParams(), strict=True))
+    )
 
 
-def _as_dicts(names: list[str], matrix: np.ndarray) -> list[dict[str, float]]:
-    return [dict(zip(names, row, strict=True)) for row in matrix.tolist()]
+def check_card(card: dict[str, Any], model_path: str) -> None:
+    """Refuses a model whose card does not say it scores narratives the way this code does."""
+    if card.get("scoring") != SCORING:
+        raise ValueError(
+            f"{model_path}: its model card ({model_card_path(model_path)}) does not declare scoring "
+            f"{SCORING!r}; retrain it with `tropemix train-classifier` (make model) or use models/tropes-v1.ftz"
+        )
 
 
-def predict_scores(
-    model: Any, texts: Sequence[str], label_scores: LabelScores | None = None
-) -> list[dict[str, float]]:
-    """Probability of every label for each text, with one ``predict`` call.
+class Scored(NamedTuple):
+    """One document's classification before thresholds: language, route and scores."""
 
-    Args:
-      model: a loaded fastText model.
-      texts: raw texts; preprocessed here with the training preprocessing.
-      label_scores: the model card's ``label_scores`` (see ``combine_label_scores``).
-    """
-    return _as_dicts(*combine_label_scores(*_score_matrix(model, texts), label_scores))
+    lang: str
+    lang_score: float
+    route: str
+    scores: dict[str, float]
 
 
 def score_documents(
     model: Any,
+    lid: Any,
     texts: Sequence[str],
-    chunk_chars: int,
-    aggregate: str,
-    label_scores: LabelScores | None = None,
-) -> list[dict[str, float]]:
-    """Scores documents chunk by chunk and aggregates chunk scores per document.
+    languages: Sequence[str],
+    context: ContextParams = ContextParams(),
+    taxonomy: Taxonomy = DEFAULT_TAXONOMY,
+    min_language_score: float = 0.0,
+) -> list[Scored]:
+    """Language, gate and trope scores of a batch, with one ``predict`` call per model.
 
-    All chunks of the batch go to one ``predict`` call; factor scores are combined per
-    chunk (``label_scores``), then the per-document maximum or mean is one numpy
-    ``reduceat`` over the chunk matrix.
+    A document in another language, or one where the gate finds no AI mention, gets
+    empty scores and its route; the rest go to the trope model through their bounded
+    AI context, so the score of a long document does not grow with its length.
 
     Args:
-      model: a loaded fastText model.
+      model: the trope model (fastText, narrative softmax).
+      lid: the language-identification model (``transforms.langid.load_lid``).
       texts: document texts.
-      chunk_chars: chunk size in characters.
-      aggregate: ``max`` or ``mean`` over a document's chunks.
-      label_scores: the model card's ``label_scores`` (see ``combine_label_scores``);
-        None scores labels as predicted.
+      languages: language codes the trope model applies to.
+      context: the context the model was trained on (``context_params``).
+      taxonomy: trope labels.
+      min_language_score: below this lid.176 probability the language counts as other.
     """
-    if not texts:
-        return []
-    chunks: list[str] = []
-    starts: list[int] = []
-    for text in texts:
-        starts.append(len(chunks))
-        chunks.extend(chunk_text(text, chunk_chars))
-    names, matrix = combine_label_scores(*_score_matrix(model, chunks), label_scores)
-    if aggregate == "max":
-        per_doc = np.maximum.reduceat(matrix, starts, axis=0)
-    else:
-        counts = np.diff([*starts, len(chunks)])
-        per_doc = np.add.reduceat(matrix, starts, axis=0) / counts[:, None]
-    return _as_dicts(names, per_doc)
+    langs = identify(lid, texts)
+    out: list[Scored] = []
+    todo: list[int] = []
+    contexts: list[str] = []
+    for i, (text, (lang, p)) in enumerate(zip(texts, langs, strict=True)):
+        if lang not in languages or p < min_language_score:
+            out.append(Scored(lang, p, ROUTE_LANGUAGE, {}))
+            continue
+        ctx = ai_context(text, *context)
+        if ctx is None:
+            out.append(Scored(lang, p, ROUTE_GATE, {}))
+            continue
+        out.append(Scored(lang, p, ROUTE_MODEL, {}))
+        todo.append(i)
+        contexts.append(fasttext_text(ctx))
+    if contexts:
+        labels, probs = model.predict(contexts, k=-1, threshold=PREDICT_FLOOR)
+        for i, ls, ps in zip(todo, labels, probs, strict=True):
+            raw = {label[len(LABEL_PREFIX) :]: float(p) for label, p in zip(ls, ps, strict=True)}
+            out[i] = out[i]._replace(scores=scores_from_softmax(raw, taxonomy))
+    return out
 
 
-def annotate(
-    doc: Document, scores: dict[str, float], thresholds: dict[str, float], taxonomy: Taxonomy
-) -> Document:
-    """Adds ``trope_scores``, ``tropes`` and ``narrative`` to a document.
+def annotate(doc: Document, scored: Scored, thresholds: dict[str, float], taxonomy: Taxonomy) -> Document:
+    """Adds ``lang``, ``lang_score``, ``trope_scores``, ``tropes`` and ``narrative``.
 
     Args:
       doc: the document.
-      scores: label -> probability, from the model.
+      scored: its language, route and scores (``score_documents``).
       thresholds: label -> threshold, with a ``default`` entry.
       taxonomy: label groups.
     """
-    fired = fired_labels(scores, thresholds, thresholds.get("default", 0.5))
-    scored = {k: round(v, 6) for k, v in sorted(scores.items()) if k != taxonomy.none_label}
+    narrative, tropes = narrative_from_scores(scored.scores, thresholds, taxonomy)
     out = dict(doc)
-    out["trope_scores"] = scored
-    out["tropes"] = [label for label in fired if label in taxonomy.trope_labels]
-    out["narrative"] = narrative_of(fired, taxonomy, scores)
+    out["lang"] = scored.lang
+    out["lang_score"] = scored.lang_score
+    out["trope_scores"] = {k: round(v, 6) for k, v in sorted(scored.scores.items())}
+    out["tropes"] = tropes
+    out["narrative"] = narrative
     return out  # type: ignore[return-value]
+
+
+class _Models:
+    """Holder for the trope and language models; ``Shared`` needs a weak-referenceable object."""
+
+    def __init__(self, trope: Any, lid: Any) -> None:
+        self.trope = trope
+        self.lid = lid
 
 
 class _ClassifyBatchFn(beam.DoFn):
@@ -305,40 +281,48 @@ class _ClassifyBatchFn(beam.DoFn):
         self._given = taxonomy
         self._taxonomy = DEFAULT_TAXONOMY
         self._shared = shared.Shared()
-        self._model: Any = None
+        self._models: _Models | None = None
         self._thresholds: dict[str, float] = {}
-        self._label_scores: LabelScores | None = None
+        self._context = ContextParams()
         self._batch = Metrics.distribution(NAMESPACE, "batch_size")
         self._docs = Metrics.counter(NAMESPACE, "docs")
         self._counters: dict[str, Any] = {}
 
     def setup(self) -> None:
-        path = self._cfg.model
-        self._model = self._shared.acquire(lambda: _LoadedModel(load_fasttext(path)), tag=path).model
+        path, lid_path = self._cfg.model, self._cfg.lid_model or LID_MODEL_PATH
         card = read_model_card(path)
+        check_card(card, path)
+        self._models = self._shared.acquire(
+            lambda: _Models(load_fasttext(path), load_lid(localize_model(lid_path))), tag=f"{path}|{lid_path}"
+        )
         self._thresholds = effective_thresholds(self._cfg, card)
-        self._label_scores = label_scores_of(card, model_card_path(path))
+        self._context = context_params(card)
         self._taxonomy = self._given or resolve_taxonomy(self._cfg, card)
-        _LOG.info("model loaded", model=path, labels=len(self._model.get_labels()))
+        _LOG.info("model loaded", model=path, labels=len(self._models.trope.get_labels()))
 
     def finish_bundle(self) -> None:
         if self._progress:
             self._progress.flush()
 
     def process(self, batch: list[Document]) -> Iterator[Document]:
+        assert self._models is not None
         self._batch.update(len(batch))
-        scores = score_documents(
-            self._model,
+        scored = score_documents(
+            self._models.trope,
+            self._models.lid,
             [d["text"] for d in batch],
-            self._cfg.chunk_chars,
-            self._cfg.aggregate,
-            self._label_scores,
+            self._cfg.languages,
+            self._context,
+            self._taxonomy,
+            self._cfg.min_language_score,
         )
         self._docs.inc(len(batch))
         if self._progress:
             self._progress.tick(len(batch))
-        for doc, s in zip(batch, scores, strict=True):
+        for doc, s in zip(batch, scored, strict=True):
             out = annotate(doc, s, self._thresholds, self._taxonomy)
+            self._counter(f"route.{s.route}").inc()
+            self._counter(f"lang.{s.lang}").inc()
             self._counter(f"narrative.{out['narrative']}").inc()
             for label in out["tropes"]:
                 self._counter(f"label.{label}").inc()
@@ -352,10 +336,13 @@ class _ClassifyBatchFn(beam.DoFn):
 
 
 class ClassifyDocuments(beam.PTransform):
-    """Adds trope scores, fired tropes and a narrative to every document.
+    """Adds language, trope scores, fired tropes and a narrative to every document.
+
+    Documents outside ``classifier.languages`` and documents the AI gate stops are
+    ``none`` with empty scores, counted as ``route.language`` and ``route.gate``.
 
     Args:
-      cfg: classifier config (model, thresholds, batch size, chunking).
+      cfg: classifier config (model, thresholds, languages, batch size).
       taxonomy: label groups; by default ``resolve_taxonomy`` of the config and model card.
       progress_dir: local directory for the terminal progress line (``transforms/progress.py``).
     """
@@ -367,9 +354,11 @@ class ClassifyDocuments(beam.PTransform):
         self._cfg = cfg
         self._taxonomy = taxonomy
         if taxonomy is None and "://" not in cfg.model:
-            # Fail at construction on a bad label_policy when the card is local; a
+            # Fail at construction on a bad card or label_policy when the card is local; a
             # remote card is read on the workers only (job submission stays offline).
-            self._taxonomy = resolve_taxonomy(cfg, read_model_card(cfg.model))
+            card = read_model_card(cfg.model)
+            check_card(card, cfg.model)
+            self._taxonomy = resolve_taxonomy(cfg, card)
         self._progress_dir = progress_dir
 
     def expand(self, docs: beam.PCollection) -> beam.PCollection:

@@ -77,6 +77,8 @@ def shard_row(doc: Mapping[str, Any]) -> dict[str, Any]:
         "cluster_size": int(doc.get("cluster_size", 1)),
         "epoch": int(doc.get("epoch", 0)),
         "meta": json.dumps(doc.get("meta", {}), sort_keys=True, ensure_ascii=False, default=str),
+        "lang": doc.get("lang"),
+        "lang_score": doc.get("lang_score"),
     }
 
 
