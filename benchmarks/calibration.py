@@ -23,8 +23,15 @@ from pathlib import Path
 
 from schemas.config import ClassifierConfig
 from training.annotation_pool import calibration_half, read_jsonl
-from transforms.classify import annotate, context_params, effective_thresholds, load_fasttext, read_model_card
-from transforms.classify import resolve_taxonomy, score_documents
+from transforms.classify import (
+    annotate,
+    context_params,
+    effective_thresholds,
+    load_fasttext,
+    read_model_card,
+    resolve_taxonomy,
+    score_documents,
+)
 from transforms.langid import load_lid
 
 REPO = Path(__file__).resolve().parent.parent
@@ -51,7 +58,9 @@ def classify(model_path: str, texts: list[str]) -> list[dict[str, object]]:
     out: list[dict[str, object]] = []
     for i in range(0, len(texts), 256):
         batch = texts[i : i + 256]
-        for t, s in zip(batch, score_documents(model, lid, batch, cfg.languages, context, taxonomy), strict=True):
+        for t, s in zip(
+            batch, score_documents(model, lid, batch, cfg.languages, context, taxonomy), strict=True
+        ):
             out.append(dict(annotate({"id": "", "text": t}, s, thresholds, taxonomy)))  # type: ignore[typeddict-item]
     return out
 
@@ -61,7 +70,10 @@ def table(name: str, docs: list[dict[str, object]]) -> None:
     n = len(docs)
     overall = sum(d["narrative"] == "misaligned" for d in docs) / n
     print(f"\n== {name}: {n} documents; misaligned {overall:.2%}")
-    print(f"{'group':>10} {'docs':>6} " + " ".join(f"{x:>9}" for x in ("misalign", "aligned", "mixed", "ai_nonn")))
+    print(
+        f"{'group':>10} {'docs':>6} "
+        + " ".join(f"{x:>9}" for x in ("misalign", "aligned", "mixed", "ai_nonn"))
+    )
     groups: dict[str, list[dict[str, object]]] = {}
     for d in docs:
         groups.setdefault(bucket_of(len(str(d["text"]))), []).append(d)
@@ -72,11 +84,15 @@ def table(name: str, docs: list[dict[str, object]]) -> None:
         rows = groups.get(key, [])
         if rows:
             c = Counter(str(d["narrative"]) for d in rows)
-            rates = " ".join(f"{c[x] / len(rows):9.2%}" for x in ("misaligned", "aligned", "mixed", "ai_nonnarrative"))
+            rates = " ".join(
+                f"{c[x] / len(rows):9.2%}" for x in ("misaligned", "aligned", "mixed", "ai_nonnarrative")
+            )
             print(f"{key:>10} {len(rows):6d} {rates}")
     flagged = [d for d in docs if d["narrative"] in FLAGGED]
     no_word = [d for d in flagged if not STRICT.search(str(d["text"]))]
-    print(f"flagged {len(flagged)} ({len(flagged) / n:.2%}); without an AI word {len(no_word)} ({len(no_word) / n:.2%} of all)")
+    print(
+        f"flagged {len(flagged)} ({len(flagged) / n:.2%}); without an AI word {len(no_word)} ({len(no_word) / n:.2%} of all)"
+    )
 
 
 def main() -> None:

@@ -105,7 +105,11 @@ def main() -> None:
 
     cfg = ClassifierConfig(model=args.model)
     card = read_model_card(args.model)
-    thresholds, taxonomy, context = effective_thresholds(cfg, card), resolve_taxonomy(cfg, card), context_params(card)
+    thresholds, taxonomy, context = (
+        effective_thresholds(cfg, card),
+        resolve_taxonomy(cfg, card),
+        context_params(card),
+    )
     model, lid = load_fasttext(args.model), load_lid()
     tmp = tempfile.TemporaryDirectory(prefix="tropemix-classify-bench-")
     old = load_fasttext(previous_model(args.previous, tmp.name))
@@ -149,7 +153,12 @@ def main() -> None:
 
         return run
 
-    variants = {"functions": functions, "previous": previous, "empty": pipeline(False), "stage": pipeline(True)}
+    variants = {
+        "functions": functions,
+        "previous": previous,
+        "empty": pipeline(False),
+        "stage": pipeline(True),
+    }
     best = {name: float("inf") for name in variants}
     for _ in range(args.repeats):
         for name, fn in variants.items():
@@ -157,10 +166,14 @@ def main() -> None:
     model.predict = counting_predict  # type: ignore[method-assign]
     functions()
     n, stage = len(docs), best["stage"] - best["empty"]
-    print(f"docs {n} (Wikipedia pages, {sum(map(len, texts)) / 1e6:.1f} M chars), best of {args.repeats}, CPU s")
+    print(
+        f"docs {n} (Wikipedia pages, {sum(map(len, texts)) / 1e6:.1f} M chars), best of {args.repeats}, CPU s"
+    )
     print(f"previous model, every 400-char chunk : {n / best['previous']:7.0f} docs/s")
     print(f"score+annotate functions             : {n / best['functions']:7.0f} docs/s")
-    print(f"ClassifyDocuments stage              : {n / stage:7.0f} docs/s  ({best['previous'] / stage:.1f}x previous)")
+    print(
+        f"ClassifyDocuments stage              : {n / stage:7.0f} docs/s  ({best['previous'] / stage:.1f}x previous)"
+    )
     print(f"routes: {dict(sorted(routes.items()))}; gate pass rate {routes['model'] / n:.3f}")
     print(f"trope model predict: {predict_cpu[0] / best['functions']:.1%} of the functions' CPU time")
 

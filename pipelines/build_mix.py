@@ -64,7 +64,7 @@ from transforms.accounting import (
     shard_counts,
 )
 from transforms.blend import BlendSources, PlanBlend, PlanError, order_key, with_body
-from transforms.classify import ApplyPolicy, ClassifyDocuments
+from transforms.classify import ApplyPolicy, ClassifyDocuments, length_bucket
 from transforms.dedup import DedupDocuments, WriteDedupIndex
 from transforms.logs import configure_logging, stage_logger
 from transforms.progress import ProgressPrinter
@@ -233,6 +233,17 @@ def survivors(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None)
         # The corpus before the mix: every document's narrative (unclassified sources'
         # above) and fired trope labels.
         counts.append(classified | f"CountNarrativesIn[{name}]" >> CountBy(_narrative_key))
+        # So a user sees a skew by length or language at a glance (report.html).
+        counts.append(
+            classified
+            | f"CountNarrativesByLength[{name}]"
+            >> CountBy(lambda d: count_key("narrative_len", length_bucket(len(d["text"])), d["narrative"]))
+        )
+        counts.append(
+            classified
+            | f"CountNarrativesByLanguage[{name}]"
+            >> CountBy(lambda d: count_key("narrative_lang", d["lang"], d["narrative"]))
+        )
         counts.append(
             classified
             | f"LabelsIn[{name}]" >> beam.FlatMap(lambda d: d["tropes"])

@@ -472,6 +472,41 @@ window.addEventListener('load', function () {
 """
 
 
+LENGTH_ORDER = ("<2k", "2k-8k", "8k-32k", ">=32k")
+
+
+def narrative_rates(groups: Mapping[str, Mapping[str, int]], order: Sequence[str] = ()) -> list[list[Any]]:
+    """Rows of ``group, documents, rate of each narrative`` (rates as percentages).
+
+    Args:
+      groups: group (length bucket or language) -> narrative -> documents.
+      order: groups listed first, in this order; the rest by size.
+    """
+    keys = [k for k in order if k in groups] + sorted(
+        (k for k in groups if k not in order), key=lambda k: (-sum(groups[k].values()), k)
+    )
+    rows = []
+    for key in keys:
+        total = sum(groups[key].values())
+        rows.append([key, total, *(f"{100 * groups[key].get(n, 0) / total:.2f}%" for n in NARRATIVE_ORDER)])
+    return rows
+
+
+def narrative_rate_tables(mix: Mapping[str, Any]) -> list[str]:
+    """The report's narrative rates by length bucket and by language, for classified sources."""
+    header = ["group", "documents", *NARRATIVE_ORDER]
+    by_length, by_lang = mix.get("narratives_by_length", {}), mix.get("narratives_by_language", {})
+    if not by_length:
+        return []
+    return [
+        "<h2>Narrative rates of classified documents, by length and by language</h2>",
+        "<p>A narrative whose rate climbs with length, or shows in a language the model was not "
+        "trained for, is a classifier skew, not a property of the corpus.</p>",
+        _table(header, narrative_rates(by_length, LENGTH_ORDER)),
+        _table(header, narrative_rates(by_lang)),
+    ]
+
+
 def render_html(report: Mapping[str, Any], manifest: Mapping[str, Any]) -> str:
     """The self-contained ``report.html`` of a run.
 
@@ -551,6 +586,7 @@ def render_html(report: Mapping[str, Any], manifest: Mapping[str, Any]) -> str:
             f"<figure id='{anchor}'><img alt='{html.escape(title)}' src='data:image/png;base64,{data}'></figure>"
         )
     parts.append("</div>")
+    parts.extend(narrative_rate_tables(mix))
     parts.append("<h2>Shares</h2>")
     parts.append(
         _table(

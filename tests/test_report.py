@@ -65,11 +65,11 @@ def test_report_json_holds_every_stage_metric(demo: tuple[Path, dict[str, Any], 
         "tropemix.read/bad_input.bad_json": 1,
         "tropemix.read/bad_input.empty_text": 1,
         "tropemix.read/bad_input.wrong_type": 1,
-        "tropemix.dedup/dropped.exact_duplicate": 6,
+        "tropemix.dedup/dropped.exact_duplicate": 7,
         "tropemix.dedup/dropped.near_duplicate": 15,
-        "tropemix.policy/dropped.downsampled_misaligned": 11,
+        "tropemix.policy/dropped.downsampled_mixed": 4,
         "tropemix.blend/sampled_out.stories": 17,
-        "tropemix.blend/epoch_1.constitution": 2,
+        "tropemix.blend/epoch_1.constitution": 3,
     }
     assert {k: counters.get(k) for k in expected} == expected
     narratives = {k: n for k, n in counters.items() if k.startswith("tropemix.classify/narrative.")}
@@ -81,29 +81,29 @@ def test_report_json_holds_every_stage_metric(demo: tuple[Path, dict[str, Any], 
     lengths = metrics["distributions"]["tropemix.read/doc_chars"]
     assert lengths["count"] == 194 and 0 < lengths["min"] <= lengths["mean"] <= lengths["max"]
     clusters = metrics["distributions"]["tropemix.dedup/cluster_size"]
-    # The demo corpus plants 8 exact and 14 near-duplicate pairs; the policy runs first,
-    # and with the factorized model it downsamples one member of 2 exact pairs; one
-    # more near pair forms among the kept documents (6 + 15).
-    assert clusters["count"] == 21 and clusters["min"] >= 2
-    # The in-pipeline histogram agrees: 21 clusters of two documents.
-    assert report["mix"]["cluster_sizes"]["2"] == 21
+    # The demo corpus plants 8 exact and 14 near-duplicate pairs; the policy runs first
+    # and downsamples one member of an exact pair; one more near pair forms among the
+    # kept documents (7 + 15).
+    assert clusters["count"] == 22 and clusters["min"] >= 2
+    # The in-pipeline histogram agrees: 22 clusters of two documents.
+    assert report["mix"]["cluster_sizes"]["2"] == 22
 
 
 def test_report_json_holds_the_mix_and_timing(demo: tuple[Path, dict[str, Any], str]) -> None:
     _, report, _ = demo
     mix = report["mix"]
     shards = json.loads((demo[0] / "manifest.json").read_text())["shards"]
-    assert sum(mix["narratives_after"].values()) == sum(s["rows"] for s in shards) == 147
+    assert sum(mix["narratives_after"].values()) == sum(s["rows"] for s in shards) == 153
     assert sum(mix["narratives_before"].values()) == 194
-    # The policy downsampled misaligned documents, so their share fell.
-    before = mix["narratives_before"]["misaligned"] / sum(mix["narratives_before"].values())
-    after = mix["narratives_after"]["misaligned"] / sum(mix["narratives_after"].values())
+    # The policy downsampled mixed documents, so their share fell.
+    before = mix["narratives_before"]["mixed"] / sum(mix["narratives_before"].values())
+    after = mix["narratives_after"]["mixed"] / sum(mix["narratives_after"].values())
     assert after < before
     assert mix["drops"]["read"] == {"bad_json": 1, "empty_text": 1, "wrong_type": 1}
     assert set(report["conservation"]["stages"]) == {"classify", "policy", "dedup", "blend", "write"}
     stages = report["timing"]["stages"]
     assert report["timing"]["wall_seconds"] > 0
-    assert stages["read"]["docs_in"] == 197 and stages["dedup"]["docs_in"] == 183
+    assert stages["read"]["docs_in"] == 197 and stages["dedup"]["docs_in"] == 190
     assert any(s["busy_seconds"] for s in stages.values())
 
 
@@ -117,7 +117,8 @@ def test_report_html_is_self_contained(demo: tuple[Path, dict[str, Any], str]) -
     for data in images:
         assert base64.b64decode(data).startswith(PNG_MAGIC)
     assert report["conservation"]["summary"] in page
-    assert "downsampled_misaligned" in page  # the config and the drop reasons are shown
+    assert "downsampled_mixed" in page  # the config and the drop reasons are shown
+    assert "Narrative rates of classified documents, by length and by language" in page
 
 
 def test_tropemix_report_regenerates_the_page(demo: tuple[Path, dict[str, Any], str], tmp_path: Path) -> None:

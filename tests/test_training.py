@@ -84,7 +84,8 @@ def test_disagreements_need_adjudication(tmp_path: Path) -> None:
     a.write_text(json.dumps({"id": "x", "label": "none", "tags": []}) + "\n")
     b.write_text(json.dumps({"id": "x", "label": "ai_nonnarrative", "tags": []}) + "\n")
     labels = read_labels([str(a), str(b)])
-    assert agreement(labels)["double_annotated"] == 1
+    assert agreement(labels, {"a.jsonl": "A", "b.jsonl": "B"})["double_annotated"] == 1
+    assert agreement(labels, {"a.jsonl": "A", "b.jsonl": "A"})["double_annotated"] == 0
     with pytest.raises(ValueError, match="adjudicated"):
         resolve(labels, {})
     assert resolve(labels, {"x": {"id": "x", "label": "none", "tags": []}})["x"]["label"] == "none"

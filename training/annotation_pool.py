@@ -179,9 +179,10 @@ def read_story(path: str) -> str:
     """A Gutenberg text without its header and footer."""
     with open(path, encoding="utf-8") as f:
         text = f.read()
-    start = text.find("\n", text.find("*** START OF"))
-    end = text.find("*** END OF")
-    return text[start + 1 : end if end > 0 else len(text)]
+    marker = text.find("*** START OF")
+    start = text.find("\n", marker) + 1 if marker >= 0 else 0
+    ends = [i for i in (text.find("*** END OF"), text.find("End of the Project Gutenberg")) if i > 0]
+    return text[start : min(ends, default=len(text))]
 
 
 def split_passages(text: str, size: int) -> list[str]:

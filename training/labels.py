@@ -70,10 +70,26 @@ def cohen_kappa(pairs: Sequence[tuple[str, str]]) -> float:
     return 1.0 if expected == 1.0 else (observed - expected) / (1.0 - expected)
 
 
-def agreement(labels: Mapping[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    """Kappa on the five narratives and on AI vs none, over the doubly annotated records."""
-    pairs = [(recs[0]["label"], recs[1]["label"]) for recs in labels.values() if len(recs) >= 2]
+def agreement(labels: Mapping[str, list[dict[str, Any]]], annotators: Mapping[str, str]) -> dict[str, Any]:
+    """Kappa on the five narratives and on AI vs none, over records labeled by two people.
+
+    Args:
+      labels: annotations per id (``read_labels``; ``annotator`` is the label file's name).
+      annotators: label file name -> annotator; two files of one annotator are not a pair.
+    """
+    pairs = [
+        (recs[0]["label"], recs[1]["label"])
+        for recs in labels.values()
+        if len(recs) >= 2 and annotators.get(recs[0]["annotator"]) != annotators.get(recs[1]["annotator"])
+    ]
     binary = [(a != "none", b != "none") for a, b in pairs]
+    if not pairs:
+        return {
+            "double_annotated": 0,
+            "raw_agreement": None,
+            "kappa_narrative": None,
+            "kappa_ai_vs_none": None,
+        }
     return {
         "double_annotated": len(pairs),
         "raw_agreement": round(sum(a == b for a, b in pairs) / max(1, len(pairs)), 4),
@@ -176,4 +192,9 @@ def load_annotations(label_dir: str, shared: str) -> tuple[list[dict[str, Any]],
     adjudicated = (
         {str(r["id"]): r for r in read_jsonl(adjudicated_path)} if os.path.exists(adjudicated_path) else {}
     )
-    return join(resolve(labels, adjudicated), shared), agreement(labels)
+    with open(os.path.join(label_dir, "annotators.json"), encoding="utf-8") as f:
+        annotators = json.load(f)
+    unknown = sorted({r["annotator"] for recs in labels.values() for r in recs} - set(annotators))
+    if unknown:
+        raise ValueError(f"{label_dir}/annotators.json: name the annotator of {unknown}")
+    return join(resolve(labels, adjudicated), shared), agreement(labels, annotators)

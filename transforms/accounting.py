@@ -288,12 +288,15 @@ def mix_summary(counts: Mapping[str, int], shards: Sequence[Mapping[str, Any]]) 
 
     Returns:
       ``narratives_before`` (documents by narrative after classification, before
-      policy, dedup and blend), ``narratives_after`` (shard rows by narrative),
+      policy, dedup and blend), ``narratives_by_length`` and ``narratives_by_language``
+      (the same for classified sources, per length bucket and per lid.176 language), ``narratives_after`` (shard rows by narrative),
       ``labels_before``/``labels_after`` (fired trope labels), ``drops`` (stage ->
       reason -> documents) and ``cluster_sizes`` (cluster size -> clusters, over
       the sources that take part in dedup).
     """
     before: dict[str, int] = {}
+    by_length: dict[str, dict[str, int]] = {}
+    by_lang: dict[str, dict[str, int]] = {}
     labels_before: dict[str, int] = {}
     drops: dict[str, dict[str, int]] = {}
     cluster_sizes: dict[int, int] = {}
@@ -301,6 +304,10 @@ def mix_summary(counts: Mapping[str, int], shards: Sequence[Mapping[str, Any]]) 
         parts = key.split("|")
         if parts[0] == "narrative_in":
             before[parts[2]] = before.get(parts[2], 0) + n
+        elif parts[0] == "narrative_len":
+            by_length.setdefault(parts[1], {})[parts[2]] = n
+        elif parts[0] == "narrative_lang":
+            by_lang.setdefault(parts[1], {})[parts[2]] = n
         elif parts[0] == "label_in":
             labels_before[parts[1]] = n
         elif parts[0] == "ledger" and parts[2] == "dropped":
@@ -313,6 +320,8 @@ def mix_summary(counts: Mapping[str, int], shards: Sequence[Mapping[str, Any]]) 
             cluster_sizes[size] = n // size if size else n
     return {
         "narratives_before": dict(sorted(before.items())),
+        "narratives_by_length": {k: dict(sorted(v.items())) for k, v in sorted(by_length.items())},
+        "narratives_by_language": {k: dict(sorted(v.items())) for k, v in sorted(by_lang.items())},
         "narratives_after": _sum_maps(s.get("by_narrative", {}) for s in shards),
         "labels_before": dict(sorted(labels_before.items())),
         "labels_after": _sum_maps(s.get("by_trope", {}) for s in shards),

@@ -189,6 +189,15 @@ def check_card(card: dict[str, Any], model_path: str) -> None:
         )
 
 
+# Length buckets of the report's narrative-by-length table (characters).
+LENGTH_BUCKETS = ((2000, "<2k"), (8000, "2k-8k"), (32000, "8k-32k"))
+
+
+def length_bucket(chars: int) -> str:
+    """The report's length bucket of a document of ``chars`` characters."""
+    return next((name for limit, name in LENGTH_BUCKETS if chars < limit), ">=32k")
+
+
 class Scored(NamedTuple):
     """One document's classification before thresholds: language, route and scores."""
 
