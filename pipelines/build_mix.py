@@ -68,6 +68,7 @@ from transforms.classify import ApplyPolicy, ClassifyDocuments
 from transforms.dedup import DedupDocuments, WriteDedupIndex
 from transforms.logs import configure_logging, stage_logger
 from transforms.progress import ProgressPrinter
+from transforms.publication import OutputError, Publish, prepare_output, staging_dir
 from transforms.read import ReadSource
 from transforms.text import stable_hash
 from transforms.write import (
@@ -275,18 +276,26 @@ def roles(cfg: MixConfig) -> dict[str, str]:
     return {s.name: s.role.value for s in cfg.sources}
 
 
-def build(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None) -> dict[str, beam.PCollection]:
+def build(
+    p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None, overwrite: bool = False
+) -> dict[str, beam.PCollection]:
     """Applies the whole mix DAG to ``p``.
+
+    Everything is written to the staging directory of ``output.path`` and published
+    by the DAG's last step (pipelines/publication.py).
 
     Args:
       p: the pipeline.
       cfg: a validated config.
       progress_dir: local directory for the terminal progress line of local runs.
+      overwrite: replace a non-empty ``output.path`` that is not a finished run.
 
     Returns:
       The main PCollections, for tests: ``dead_letters``, ``ledger``,
       ``shards`` (stats per written shard), ``plan`` and ``report``.
     """
+    final = cfg.output.path.rstrip("/")
+    staged = staging_dir(final)
     upstream = survivors(p, cfg, progress_dir)
     dead_letters, counts = upstream["dead_letters"], upstream["counts"]
     blend = upstream["survivors"] | "Blend" >> BlendSources(cfg.blend, roles(cfg))
@@ -295,7 +304,7 @@ def build(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None) -> 
         _ = (
             upstream["dedup_index"]
             | "IndexAfterPlan" >> beam.Map(lambda r, plan: r, plan=beam.pvalue.AsSingleton(blend["plan"]))
-            | "DedupIndex" >> WriteDedupIndex(f"{cfg.output.path.rstrip('/')}/dedup_index", cfg.dedup)
+            | "DedupIndex" >> WriteDedupIndex(f"{staged}/dedup_index", cfg.dedup)
         )
     counts.append(_stage_counts(upstream["survivors"], "blend", "in", "CountBlendIn"))
     counts.append(
@@ -310,7 +319,7 @@ def build(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None) -> 
     seed = cfg.blend.seed
     suffix, encode, to_row = shard_format(out.format, out.row_group_size)
     shards = blend["assigned"] | "WriteShards" >> WriteSortedFiles(
-        f"{out.path.rstrip('/')}/shards",
+        f"{staged}/shards",
         out.shard_prefix,
         blend["plan"] | "ShardCount" >> beam.Map(lambda plan: plan["num_shards"]),
         suffix,
@@ -335,7 +344,7 @@ def build(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None) -> 
         | "LedgerFile" >> beam.Map(lambda r: (stable_hash("ledger", r["id"]) % out.ledger_shards, r))
         | "WriteLedger"
         >> WriteSortedFiles(
-            f"{out.path.rstrip('/')}/ledger",
+            f"{staged}/ledger",
             "ledger",
             out.ledger_shards,
             "parquet",
@@ -350,7 +359,7 @@ def build(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None) -> 
         | "DeadLetterFile" >> beam.Map(lambda r, plan: (0, r), plan=beam.pvalue.AsSingleton(blend["plan"]))
         | "WriteDeadLetters"
         >> WriteSortedFiles(
-            f"{out.path.rstrip('/')}/dead_letter",
+            f"{staged}/dead_letter",
             "dead_letter",
             1,
             "jsonl",
@@ -362,7 +371,8 @@ def build(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None) -> 
     written = [shards, ledger_files, dead_files] | "AllFiles" >> beam.Flatten()
     shard_stats = written | "OnlyShards" >> beam.Filter(lambda s: "by_source" in s)
     report = blend["plan"] | "Report" >> WriteRunRecords(
-        out.path,
+        staged,
+        final,
         cfg.run_name,
         cfg.model_dump(mode="json"),
         [s.name for s in cfg.sources],
@@ -370,12 +380,13 @@ def build(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None) -> 
         shard_stats,
         upstream["unconverged"],
     )
+    published = report | "Publish" >> Publish(staged, final, overwrite, write_report_html)
     return {
         "dead_letters": dead_letters,
         "ledger": ledger,
         "shards": shards,
         "plan": blend["plan"],
-        "report": report,
+        "report": published,
     }
 
 
@@ -525,36 +536,30 @@ def _is_local(options: PipelineOptions) -> bool:
     )
 
 
-def _remove_previous_report(output: str) -> None:
-    """Removes an earlier run's report, so a failure is never mistaken for this run's."""
-    stale = [f"{output}/{name}" for name in ("report.json", "report.html")]
-    existing = [path for path in stale if FileSystems.exists(path)]
-    if existing:
-        FileSystems.delete(existing)
-
-
-def run(cfg: MixConfig, beam_args: Sequence[str] = ()) -> dict[str, Any] | None:
-    """Runs the mix, adds the runner's metrics to its report, writes ``report.html``.
+def run(cfg: MixConfig, beam_args: Sequence[str] = (), overwrite: bool = False) -> dict[str, Any] | None:
+    """Runs the mix, adds the runner's metrics to its published report, rewrites ``report.html``.
 
     Returns the report, or None when only a graph or template was built.
 
     Args:
       cfg: a validated config.
       beam_args: Beam pipeline options.
+      overwrite: replace a non-empty ``output.path`` that is not a finished run.
 
     Raises:
+      OutputError: ``output.path`` holds files that are not a finished run.
       ConservationError: documents were lost; ``report.json`` and ``report.html``
-        are written first and the message names the stage and the difference.
+        are written to the unpublished staging directory and the message names
+        the stage, the difference and the report.
     """
     options = pipeline_options(beam_args)
     out = cfg.output.path.rstrip("/")
     runs = waits_for_result(options)
-    if runs:
-        _remove_previous_report(out)
+    staged = prepare_output(out, overwrite) if runs else staging_dir(out)
     with tempfile.TemporaryDirectory(prefix="tropemix-progress-") as progress_dir:
         printer = ProgressPrinter(progress_dir, sys.stdout, local=runs and _is_local(options))
         p = beam.Pipeline(options=options)
-        build(p, cfg, progress_dir if printer.enabled else None)
+        build(p, cfg, progress_dir if printer.enabled else None, overwrite)
         _LOG.info("run started", run_name=cfg.run_name, output=out, sources=len(cfg.sources))
         start = time.monotonic()
         try:
@@ -566,18 +571,19 @@ def run(cfg: MixConfig, beam_args: Sequence[str] = ()) -> dict[str, Any] | None:
         except Exception as err:
             raise_plan_error(err)
             raise_join_error(err)
-            report_path = f"{out}/report.json"
-            if not FileSystems.exists(report_path) or read_report(out)["conservation"]["ok"]:
+            # A failed run is never published: its report stays in the staging directory.
+            report_path = f"{staged}/report.json"
+            if not FileSystems.exists(report_path) or read_report(staged)["conservation"]["ok"]:
                 raise
-            write_report_html(out)
-            failed = read_report(out)["conservation"]
+            write_report_html(staged)
+            failed = read_report(staged)["conservation"]
             _LOG.error("conservation failed", summary=failed["summary"])
             raise ConservationError(
                 "\n".join(
                     [
                         failed["summary"],
                         *(line for line in failed["lines"] if "MISMATCH" in line),
-                        f"report: {out}/report.html",
+                        f"report (not published): {staged}/report.html",
                     ]
                 )
             ) from err
@@ -600,6 +606,11 @@ class MixOptions(PipelineOptions):
             default=None,
             help="name of a scheduled incremental run; letters, digits, '-' and '_'",
         )
+        parser.add_argument(
+            "--overwrite",
+            action="store_true",
+            help="replace a non-empty output.path that holds no finished run",
+        )
 
 
 def waits_for_result(options: PipelineOptions) -> bool:
@@ -609,13 +620,16 @@ def waits_for_result(options: PipelineOptions) -> bool:
     return not options.view_as(GoogleCloudOptions).template_location
 
 
-def execute(cfg: MixConfig, beam_args: Sequence[str], run_id: str | None = None) -> int:
+def execute(
+    cfg: MixConfig, beam_args: Sequence[str], run_id: str | None = None, overwrite: bool = False
+) -> int:
     """Runs a config (incrementally when ``output.incremental``), prints the summary, returns the exit code.
 
     Args:
       cfg: a validated config.
       beam_args: Beam pipeline options.
       run_id: name of an incremental run; defaults to the current UTC time.
+      overwrite: replace a non-empty output directory that holds no finished run.
     """
     plan = None
     if cfg.output.incremental:
@@ -627,7 +641,7 @@ def execute(cfg: MixConfig, beam_args: Sequence[str], run_id: str | None = None)
             return 0
         print(f"incremental run {plan.run_id}: {plan.fresh} new input files -> {plan.config.output.path}")
     run_cfg = plan.config if plan else cfg
-    report = run(run_cfg, beam_args)
+    report = run(run_cfg, beam_args, overwrite)
     if report is None:
         print("job graph built; nothing was run (dry run or template creation)")
         return 0
@@ -640,12 +654,18 @@ def execute(cfg: MixConfig, beam_args: Sequence[str], run_id: str | None = None)
 
 
 def exit_code(job: Callable[[], int]) -> int:
-    """Runs ``job``; a failed conservation check becomes exit code 1 and its message on stderr."""
+    """Runs ``job``; a failed conservation check (1) or an unusable output path (2) becomes an exit code.
+
+    The message goes to stderr.
+    """
     try:
         return job()
     except ConservationError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except OutputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -655,7 +675,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("python -m pipelines.build_mix: --config is required", file=sys.stderr)
         return 2
     configure_logging()
-    return exit_code(lambda: execute(load_config(mix.config), argv, mix.run_id))
+    return exit_code(lambda: execute(load_config(mix.config), argv, mix.run_id, mix.overwrite))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from schemas.config import ConfigError, DedupConfig, MixConfig, load_config
 from transforms.logs import configure_logging
+from transforms.publication import OutputError
 
 
 def validate_inputs(cfg: MixConfig) -> list[str]:
@@ -83,7 +84,7 @@ def _cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
         return 2
     run_id = PipelineOptions(beam_args).view_as(MixOptions).run_id
     try:
-        return exit_code(lambda: execute(cfg, beam_args, run_id))
+        return exit_code(lambda: execute(cfg, beam_args, run_id, args.overwrite))
     except PlanError as err:
         print(str(err), file=sys.stderr)
         return 3
@@ -130,6 +131,7 @@ def _cmd_classify(args: argparse.Namespace, beam_args: list[str]) -> int:
         beam_args,
         args.id_field,
         args.text_field,
+        args.overwrite,
     )
     print(f"classified documents written to {args.output}")
     return 0
@@ -148,7 +150,16 @@ def _cmd_dedup(args: argparse.Namespace, beam_args: list[str]) -> int:
     )
 
     def job() -> int:
-        run_dedup(args.input, args.output, cfg, args.shards, beam_args, args.id_field, args.text_field)
+        run_dedup(
+            args.input,
+            args.output,
+            cfg,
+            args.shards,
+            beam_args,
+            args.id_field,
+            args.text_field,
+            args.overwrite,
+        )
         print(f"kept documents and ledger written to {args.output}")
         return 0
 
@@ -213,6 +224,11 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run the full mix DAG; unknown flags are Beam options")
     p.add_argument("config")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a non-empty output.path that holds no finished run (a failed or killed one)",
+    )
     p = sub.add_parser("plan", help="count the sources and print the blend plan; writes no shards")
     p.add_argument("config")
     p = sub.add_parser("validate", help="check a config and its input paths without reading data")
@@ -229,6 +245,9 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--shards", type=int, default=1)
         p.add_argument("--id-field", default="id")
         p.add_argument("--text-field", default="text")
+        p.add_argument(
+            "--overwrite", action="store_true", help="replace a non-empty output that holds no finished run"
+        )
         if name == "classify":
             p.add_argument("--model", required=True)
         else:
@@ -290,7 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "train-classifier":
             return _cmd_train(args)
         return _cmd_eval(args)
-    except ConfigError as err:
+    except (ConfigError, OutputError) as err:
         print(str(err), file=sys.stderr)
         return 2
 

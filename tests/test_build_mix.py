@@ -52,6 +52,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[MixConfig, Path,
 def test_demo_writes_every_output(demo_run: tuple[MixConfig, Path, dict[str, Any]]) -> None:
     _, out, report = demo_run
     assert sorted(p.name for p in out.iterdir()) == [
+        "_COMPLETE",
         "dead_letter",
         "dedup_index",
         "ledger",

@@ -335,8 +335,11 @@ def realized_narratives(shards: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 class _WriteRecordsFn(beam.DoFn):
-    def __init__(self, output: str, run_name: str, config: dict[str, Any], sources: list[str]) -> None:
+    def __init__(
+        self, output: str, published: str, run_name: str, config: dict[str, Any], sources: list[str]
+    ) -> None:
         self._output = output.rstrip("/")
+        self._published = published.rstrip("/")
         self._run_name = run_name
         self._config = config
         self._sources = sources
@@ -348,7 +351,11 @@ class _WriteRecordsFn(beam.DoFn):
         shards: list[dict[str, Any]],
         unconverged: int,
     ) -> Iterator[dict[str, Any]]:
-        shards = sorted(shards, key=lambda s: s["shard"])
+        # Files are named where they will be read: under the published path, not the staging one.
+        shards = [
+            {**s, "path": self._published + s["path"][len(self._output) :]}
+            for s in sorted(shards, key=lambda s: s["shard"])
+        ]
         conservation = check_conservation(counts, self._sources)
         manifest = {"run_name": self._run_name, "plan": plan, "shards": shards}
         report = {
@@ -383,7 +390,8 @@ class WriteRunRecords(beam.PTransform):
     counts do not balance.
 
     Args:
-      output: run directory.
+      output: directory the run writes to (its staging directory).
+      published: where the run is published; the manifest names files there.
       run_name: name recorded in both files.
       config: the run config as a JSON-able dict.
       sources: source names.
@@ -395,6 +403,7 @@ class WriteRunRecords(beam.PTransform):
     def __init__(
         self,
         output: str,
+        published: str,
         run_name: str,
         config: dict[str, Any],
         sources: list[str],
@@ -403,7 +412,7 @@ class WriteRunRecords(beam.PTransform):
         unconverged: beam.PCollection,
     ) -> None:
         super().__init__()
-        self._fn = _WriteRecordsFn(output, run_name, config, sources)
+        self._fn = _WriteRecordsFn(output, published, run_name, config, sources)
         self._counts = counts
         self._shards = shards
         self._unconverged = unconverged
