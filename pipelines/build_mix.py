@@ -50,7 +50,7 @@ from pipelines.report import (
     write_report_html,
     write_report_json,
 )
-from schemas.config import MixConfig, load_config
+from schemas.config import MixConfig, allowing_empty_sources, load_config
 from schemas.records import LEDGER_SCHEMA, Document
 from schemas.taxonomy import DEFAULT_TAXONOMY, narrative_of
 from transforms.accounting import (
@@ -611,6 +611,11 @@ class MixOptions(PipelineOptions):
             action="store_true",
             help="replace a non-empty output.path that holds no finished run",
         )
+        parser.add_argument(
+            "--allow_empty_source",
+            action="store_true",
+            help="let a source bring no documents (incremental runs); the others share the mix",
+        )
 
 
 def waits_for_result(options: PipelineOptions) -> bool:
@@ -675,7 +680,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("python -m pipelines.build_mix: --config is required", file=sys.stderr)
         return 2
     configure_logging()
-    return exit_code(lambda: execute(load_config(mix.config), argv, mix.run_id, mix.overwrite))
+    cfg = allowing_empty_sources(load_config(mix.config), mix.allow_empty_source)
+    return exit_code(lambda: execute(cfg, argv, mix.run_id, mix.overwrite))
 
 
 if __name__ == "__main__":

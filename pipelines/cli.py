@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 from apache_beam.io.filesystems import FileSystems
 
-from schemas.config import ConfigError, DedupConfig, MixConfig, load_config
+from schemas.config import ConfigError, DedupConfig, MixConfig, allowing_empty_sources, load_config
 from transforms.logs import configure_logging
 from transforms.publication import OutputError
 
@@ -55,9 +55,14 @@ def validate_inputs(cfg: MixConfig) -> list[str]:
     return problems
 
 
-def _checked_config(path: str) -> MixConfig | None:
-    """The config at ``path`` when its input paths and model exist; otherwise None, with the problems on stderr."""
-    cfg = load_config(path)
+def _checked_config(path: str, allow_empty_source: bool = False) -> MixConfig | None:
+    """The config at ``path`` when its input paths and model exist; otherwise None, with the problems on stderr.
+
+    Args:
+      path: the YAML file.
+      allow_empty_source: sets ``blend.allow_empty_sources`` (``--allow-empty-source``).
+    """
+    cfg = allowing_empty_sources(load_config(path), allow_empty_source)
     problems = validate_inputs(cfg)
     if problems:
         print("invalid config:\n" + "\n".join(f"  {p}" for p in problems), file=sys.stderr)
@@ -79,7 +84,7 @@ def _cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
     from pipelines.build_mix import MixOptions, execute, exit_code
     from transforms.blend import PlanError
 
-    cfg = _checked_config(args.config)
+    cfg = _checked_config(args.config, args.allow_empty_source)
     if cfg is None:
         return 2
     run_id = PipelineOptions(beam_args).view_as(MixOptions).run_id
@@ -94,7 +99,7 @@ def _cmd_plan(args: argparse.Namespace, beam_args: list[str]) -> int:
     from pipelines.build_mix import format_plan, run_plan
     from transforms.blend import PlanError
 
-    cfg = _checked_config(args.config)
+    cfg = _checked_config(args.config, args.allow_empty_source)
     if cfg is None:
         return 2
     try:
@@ -216,6 +221,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+_ALLOW_EMPTY_HELP = "let a source bring no documents (incremental runs); the others share the mix"
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="tropemix", description="Measure and rebalance AI-narrative tropes in training mixes."
@@ -229,8 +237,10 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="replace a non-empty output.path that holds no finished run (a failed or killed one)",
     )
+    p.add_argument("--allow-empty-source", action="store_true", help=_ALLOW_EMPTY_HELP)
     p = sub.add_parser("plan", help="count the sources and print the blend plan; writes no shards")
     p.add_argument("config")
+    p.add_argument("--allow-empty-source", action="store_true", help=_ALLOW_EMPTY_HELP)
     p = sub.add_parser("validate", help="check a config and its input paths without reading data")
     p.add_argument("config")
     p = sub.add_parser("report", help="regenerate report.html from a run's report.json and manifest.json")

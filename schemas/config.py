@@ -313,6 +313,11 @@ class BlendConfig(_Strict):
         shard count to ``ceil(total / shard_size)``.
       seed: seed of sampling and shuffling.
       narrative_balance: optional minimum aligned share and how to reach it.
+      min_source_fraction: with shares and no ``total``, fail when a source's plan takes
+        less than this fraction of its available units: another, scarce source (often a
+        broken one) then limits the total.  0 turns the check off.
+      allow_empty_sources: let a source bring no documents (an incremental run without
+        new files); the others share the mix.  Otherwise an empty source fails the plan.
     """
 
     unit: Literal["documents", "bytes", "tokens"] = "documents"
@@ -323,6 +328,8 @@ class BlendConfig(_Strict):
     shard_size: int | None = Field(default=None, gt=0)
     seed: int = 0
     narrative_balance: NarrativeBalance | None = None
+    min_source_fraction: float = Field(default=0.05, ge=0.0, le=1.0)
+    allow_empty_sources: bool = False
 
     @field_validator("sources")
     @classmethod
@@ -406,6 +413,13 @@ class MixConfig(_Strict):
             if s.name == name:
                 return s
         raise KeyError(name)
+
+
+def allowing_empty_sources(cfg: MixConfig, allow: bool) -> MixConfig:
+    """``cfg`` with ``blend.allow_empty_sources`` set when ``allow`` (the ``--allow-empty-source`` flag)."""
+    if not allow:
+        return cfg
+    return cfg.model_copy(update={"blend": cfg.blend.model_copy(update={"allow_empty_sources": True})})
 
 
 def _is_remote(path: str) -> bool:
