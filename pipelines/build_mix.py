@@ -66,6 +66,7 @@ from transforms.accounting import (
 from transforms.blend import BlendSources, PlanBlend, PlanError, order_key, with_body
 from transforms.classify import ApplyPolicy, ClassifyDocuments
 from transforms.dedup import DedupDocuments, WriteDedupIndex
+from transforms.ids import DuplicateIdError, UniqueIds
 from transforms.logs import configure_logging, stage_logger
 from transforms.progress import ProgressPrinter
 from transforms.publication import OutputError, Publish, prepare_output, staging_dir
@@ -190,6 +191,7 @@ def survivors(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None)
     # materializes every Flatten of several inputs (each element encoded, held by the
     # driver and decoded again), so a Flatten of whole documents just to count them
     # would move the corpus through the driver once more.
+    id_dropped: list[beam.PCollection] = []
     for source in cfg.sources:
         result = p | f"Read[{source.name}]" >> ReadSource(source, cfg.read, progress_dir)
         dead.append(result.dead_letter)
@@ -198,10 +200,15 @@ def survivors(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None)
             result.docs
             | f"CountRead[{source.name}]" >> CountBy(lambda d: count_key("read_docs", d["source"]))
         )
+        ids = result.docs | f"Ids[{source.name}]" >> UniqueIds(source.name, source.duplicate_ids)
+        id_dropped.append(ids["dropped"])
+        counts.append(_stage_counts(result.docs, "ids", "in", f"CountIdsIn[{source.name}]"))
+        counts.append(_stage_counts(ids["docs"], "ids", "out", f"CountIdsOut[{source.name}]"))
+        counts.append(_stage_counts(ids["dropped"], "ids", "dropped", f"CountIdsDropped[{source.name}]"))
         if source.classify and source.tropes_field is None:
-            to_classify.append((source.name, result.docs))
+            to_classify.append((source.name, ids["docs"]))
         else:
-            narrated = result.docs | f"Narrative[{source.name}]" >> beam.Map(
+            narrated = ids["docs"] | f"Narrative[{source.name}]" >> beam.Map(
                 _unclassified, source.narrative, source.tropes_field
             )
             unclassified.append(narrated)
@@ -264,7 +271,7 @@ def survivors(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None)
     return {
         "dead_letters": dead_letters,
         "survivors": survived,
-        "dropped": [*policy_dropped, dedup["dropped"]],
+        "dropped": [*id_dropped, *policy_dropped, dedup["dropped"]],
         "unconverged": dedup["unconverged"],
         "dedup_index": dedup["index"],
         "counts": counts,
@@ -336,7 +343,8 @@ def build(
     # carrying its cluster size: k such rows of size k are one cluster.
     counts.append(
         ledger
-        | "DedupedRows" >> beam.Filter(lambda r: r["source"] in dedup_sources and r["stage"] != "policy")
+        | "DedupedRows"
+        >> beam.Filter(lambda r: r["source"] in dedup_sources and r["stage"] in ("dedup", "blend"))
         | "CountClusterDocs" >> CountBy(lambda r: count_key("cluster_docs", str(r["cluster_size"])))
     )
     ledger_files = (
@@ -425,6 +433,7 @@ def run_plan(cfg: MixConfig, beam_args: Sequence[str] = ()) -> dict[str, Any]:
             build_plan(p, cfg)
     except Exception as err:
         raise_plan_error(err)
+        raise_input_error(err)
         raise
     with FileSystems.open(f"{cfg.output.path.rstrip('/')}/plan.json") as f:
         plan: dict[str, Any] = json.loads(f.read().decode("utf-8"))
@@ -444,6 +453,11 @@ def _reraise_unwrapped(err: BaseException, markers: Sequence[str], error: type[E
 def raise_plan_error(err: BaseException) -> None:
     """Re-raises a runner's wrapped ``PlanError`` as a plain ``PlanError`` with its message."""
     _reraise_unwrapped(err, ("blend plan cannot be met", "narrative balance cannot be met"), PlanError)
+
+
+def raise_input_error(err: BaseException) -> None:
+    """Re-raises a runner's wrapped ``DuplicateIdError`` as a plain one with its message."""
+    _reraise_unwrapped(err, ("duplicate id in source",), DuplicateIdError)
 
 
 def raise_join_error(err: BaseException) -> None:
@@ -570,6 +584,7 @@ def run(cfg: MixConfig, beam_args: Sequence[str] = (), overwrite: bool = False) 
                 result.wait_until_finish()
         except Exception as err:
             raise_plan_error(err)
+            raise_input_error(err)
             raise_join_error(err)
             # A failed run is never published: its report stays in the staging directory.
             report_path = f"{staged}/report.json"
@@ -668,7 +683,7 @@ def exit_code(job: Callable[[], int]) -> int:
     except ConservationError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    except OutputError as err:
+    except (OutputError, DuplicateIdError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

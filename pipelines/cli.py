@@ -98,6 +98,7 @@ def _cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
 def _cmd_plan(args: argparse.Namespace, beam_args: list[str]) -> int:
     from pipelines.build_mix import format_plan, run_plan
     from transforms.blend import PlanError
+    from transforms.ids import DuplicateIdError
 
     cfg = _checked_config(args.config, args.allow_empty_source)
     if cfg is None:
@@ -107,6 +108,9 @@ def _cmd_plan(args: argparse.Namespace, beam_args: list[str]) -> int:
     except PlanError as err:
         print(str(err), file=sys.stderr)
         return 3
+    except DuplicateIdError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print("\n".join(format_plan(plan)))
     print(f"plan written to {cfg.output.path.rstrip('/')}/plan.json (no shards written)")
     return 0

@@ -71,6 +71,9 @@ class SourceConfig(_Strict):
       tropes_field: metadata field holding the document's trope tags (e.g. ``tropes`` of
         synthetic stories); when set, the source is not classified and its tropes and
         narrative come from these tags.
+      duplicate_ids: what to do when records of this source share an id: ``error`` (fail,
+        naming the id and where it occurs), ``rekey`` (ids from file and offset) or
+        ``keep-first`` (the rest go to the ledger as ``duplicate_id``).
     """
 
     name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
@@ -84,6 +87,7 @@ class SourceConfig(_Strict):
     priority: int | None = Field(default=None, ge=0)
     incremental: bool = True
     tropes_field: str | None = None
+    duplicate_ids: Literal["error", "rekey", "keep-first"] = "error"
 
     @model_validator(mode="after")
     def _tropes_field_is_kept(self) -> SourceConfig:
