@@ -15,7 +15,8 @@ class Document(TypedDict, total=False):
     """One document as it moves through the DAG.
 
     Set by read: ``id``, ``source``, ``role``, ``text``, ``meta``, ``src_path``, ``src_offset``
-    (byte offset in the decompressed file for JSONL, WARC and WET; row for Parquet; 0 for text).
+    (byte offset in the decompressed file for JSONL, WARC and WET; row for Parquet; 0 for text),
+    and ``truncated_from`` (original UTF-8 length) when the text was cut at ``read.max_doc_bytes``.
     Set by classify: ``trope_scores``, ``tropes``, ``narrative``.
     Set by dedup: ``cluster_id``, ``cluster_size``.
     Set by blend: ``units`` (its documents, bytes or tokens), ``epoch`` (which repetition
@@ -29,6 +30,7 @@ class Document(TypedDict, total=False):
     meta: dict[str, Any]
     src_path: str
     src_offset: int
+    truncated_from: int
     trope_scores: dict[str, float]
     tropes: list[str]
     narrative: str

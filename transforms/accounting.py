@@ -38,6 +38,19 @@ class JoinIntegrityError(ConservationError):
     """
 
 
+def truncation_note(doc: Mapping[str, Any], detail: str = "") -> str:
+    """``detail`` plus ``truncated_from=<bytes>`` when the reader cut the document's text.
+
+    Args:
+      doc: a document or a dedup stub.
+      detail: the row's own detail.
+    """
+    if "truncated_from" not in doc:
+        return detail
+    note = f"truncated_from={doc['truncated_from']}"
+    return f"{detail}; {note}" if detail else note
+
+
 def ledger_drop(doc: Document, stage: str, reason: str, detail: str = "") -> LedgerRow:
     """The ledger row of a document dropped at ``stage`` for ``reason``.
 
@@ -53,7 +66,7 @@ def ledger_drop(doc: Document, stage: str, reason: str, detail: str = "") -> Led
         fate="dropped",
         stage=stage,
         reason=reason,
-        detail=detail,
+        detail=truncation_note(doc, detail),
         narrative=doc.get("narrative", "none"),
         cluster_id=doc.get("cluster_id", ""),
         cluster_size=doc.get("cluster_size", 0),

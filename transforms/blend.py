@@ -21,7 +21,7 @@ from apache_beam.metrics import Metrics
 from schemas.config import BlendConfig
 from schemas.records import Document, LedgerRow
 from schemas.taxonomy import DEFAULT_COUNTERS
-from transforms.accounting import JOIN_LOSS, JoinIntegrityError
+from transforms.accounting import JOIN_LOSS, JoinIntegrityError, truncation_note
 from transforms.packing import pack, unpack
 from transforms.text import stable_hash
 from transforms.units import MeasureUnits
@@ -588,7 +588,7 @@ def written_or_sampled_out(doc: Document, copies: int) -> LedgerRow:
         fate="written" if copies else "dropped",
         stage="blend",
         reason="" if copies else "sampled_out",
-        detail="",
+        detail=truncation_note(doc),
         narrative=doc.get("narrative", "none"),
         cluster_id=doc.get("cluster_id", doc["id"]),
         cluster_size=doc.get("cluster_size", 1),

@@ -231,7 +231,13 @@ class _KeysFn(beam.DoFn):
             # A text without a word has no shingles: it can only be an exact duplicate,
             # otherwise all such documents would share every bucket.
             bands = buckets[i].tolist() if has_shingles[i] else []
-            stub = {"id": doc["id"], "source": doc["source"], "narrative": doc.get("narrative", "none")}
+            stub: dict[str, Any] = {
+                "id": doc["id"],
+                "source": doc["source"],
+                "narrative": doc.get("narrative", "none"),
+            }
+            if "truncated_from" in doc:
+                stub["truncated_from"] = doc["truncated_from"]
             sig = sigs[i].tobytes() if verify and bands else None
             exact = exact_hash(normalized[i])
             yield exact, (node, (stub, bands, sig))

@@ -159,9 +159,11 @@ def make_document(
         raise BadRecord("wrong_type", f"field {fields.text!r} is a {type(text).__name__}, not a string")
     if not text.strip():
         raise BadRecord("empty_text", f"field {fields.text!r} is empty")
+    truncated_from = None
     if len(text) * 4 > read_cfg.max_doc_bytes and len(text.encode("utf-8")) > read_cfg.max_doc_bytes:
         if read_cfg.oversize == "dead_letter":
             raise BadRecord("oversize", f"text is over read.max_doc_bytes={read_cfg.max_doc_bytes}")
+        truncated_from = len(text.encode("utf-8"))
         text = truncate_utf8(text, read_cfg.max_doc_bytes)
     raw_id = obj.get(fields.id)
     if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)) or raw_id == "":
@@ -173,7 +175,7 @@ def make_document(
         json.dumps([raw_id, meta], ensure_ascii=False, default=str).encode("utf-8")
     except UnicodeEncodeError as err:
         raise BadRecord("bad_utf8", f"lone surrogate in the record: {err}") from None
-    return Document(
+    doc = Document(
         id=f"{source.name}/{raw_id}",
         source=source.name,
         role=source.role.value,
@@ -182,6 +184,10 @@ def make_document(
         src_path=path,
         src_offset=offset,
     )
+    if truncated_from is not None:
+        # The ledger row of the document names its original length (accounting.truncation_note).
+        doc["truncated_from"] = truncated_from
+    return doc
 
 
 class _Decompressor(Protocol):
@@ -644,6 +650,8 @@ class _ReadRangeFn(beam.DoFn):
         self._docs = Metrics.counter(NAMESPACE, f"docs.{name}")
         self._format_docs = Metrics.counter(NAMESPACE, f"format.{source.format}")
         self._dead = Metrics.counter(NAMESPACE, f"dead_letters.{name}")
+        self._truncated = Metrics.counter(NAMESPACE, "truncated")
+        self._source_truncated = Metrics.counter(NAMESPACE, f"truncated.{name}")
         self._ranges = Metrics.counter(NAMESPACE, f"ranges.{name}")
         self._chars = Metrics.distribution(NAMESPACE, "doc_chars")
         self._source_chars = Metrics.distribution(NAMESPACE, f"doc_chars.{name}")
@@ -668,6 +676,9 @@ class _ReadRangeFn(beam.DoFn):
             else:
                 docs += 1
                 self._docs.inc()
+                if "truncated_from" in item:
+                    self._truncated.inc()
+                    self._source_truncated.inc()
                 self._format_docs.inc()
                 chars = len(item["text"])
                 self._chars.update(chars)
