@@ -42,6 +42,7 @@ from apache_beam.options.pipeline_options import (
     TestOptions,
 )
 
+from pipelines.checks import UsageError, check_beam_flags
 from pipelines.report import (
     augment_report,
     collect_metrics,
@@ -68,7 +69,7 @@ from transforms.classify import ApplyPolicy, ClassifyDocuments
 from transforms.dedup import DedupDocuments, WriteDedupIndex
 from transforms.ids import DuplicateIdError, UniqueIds
 from transforms.logs import configure_logging, stage_logger
-from transforms.progress import ProgressPrinter
+from transforms.progress import ProgressPrinter, TickFn
 from transforms.publication import OutputError, Publish, prepare_output, staging_dir
 from transforms.read import ReadSource
 from transforms.text import stable_hash
@@ -91,7 +92,11 @@ def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
 
     Every tropemix pipeline takes its options from here, so a local runner is also
     prepared here: capped malloc arenas and no timed runner flushes (both below).
+
+    Raises:
+      UsageError: a flag no Beam options class defines (a typo Beam would only warn about).
     """
+    check_beam_flags(beam_args)
     options = PipelineOptions(list(beam_args))
     standard = options.view_as(StandardOptions)
     if not standard.runner:
@@ -336,6 +341,9 @@ def build(
         describe=describe_shard,
     )
     counts.append(shards | "ShardCounts" >> beam.FlatMap(shard_counts))
+    if progress_dir:
+        _ = blend["assigned"] | "ProgressBlend" >> beam.ParDo(TickFn(progress_dir, "blend"))
+        _ = shards | "ProgressWrite" >> beam.ParDo(TickFn(progress_dir, "write", lambda s: int(s["rows"])))
 
     ledger = [*upstream["dropped"], blend["ledger"]] | "Ledger" >> beam.Flatten()
     counts.append(ledger | "CountLedger" >> SumBy(ledger_counts))
@@ -683,7 +691,7 @@ def exit_code(job: Callable[[], int]) -> int:
     except ConservationError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    except (OutputError, DuplicateIdError) as err:
+    except (OutputError, DuplicateIdError, UsageError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -105,12 +105,13 @@ def run_classify(
     id_field: str = "id",
     text_field: str = "text",
     overwrite: bool = False,
+    allow_unverified_model: bool = False,
 ) -> None:
     """Classifies every input document with the model card's thresholds; one row per document.
 
     The output is staged and published with a completion marker (transforms/publication.py).
     """
-    cfg = ClassifierConfig(model=model)
+    cfg = ClassifierConfig(model=model, allow_unverified_model=allow_unverified_model)
     final = output.rstrip("/")
     staged = prepare_output(final, overwrite)
     with beam.Pipeline(options=pipeline_options(beam_args)) as p:

@@ -576,9 +576,13 @@ def _scores(
     )
 
 
-def _prf(tp: int, fp: int, fn: int) -> dict[str, float]:
+def _prf(tp: int, fp: int, fn: int) -> dict[str, float | int | None]:
+    """Precision, recall, F1 and support; None (JSON null) where a label has no examples to measure on."""
+    if tp + fn == 0:
+        # Recall and F1 are undefined, not 0; precision is defined only if the label fired.
+        return {"precision": 0.0 if fp else None, "recall": None, "f1": None, "support": 0}
     precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
+    recall = tp / (tp + fn)
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return {
         "precision": round(precision, 4),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import apache_beam as beam
 import pytest
@@ -203,3 +204,31 @@ def test_real_hard_negatives_fire_no_trope(model_path: str) -> None:
 
     assert_that(out, check)
     p.run()
+
+
+def test_model_cache_is_per_user_and_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from transforms.classify import model_cache_dir
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    (tmp_path / "tropemix" / "models").mkdir(parents=True, mode=0o755)
+    (tmp_path / "tropemix" / "models").chmod(0o755)
+    path = Path(model_cache_dir())
+    assert path == tmp_path / "tropemix" / "models"
+    assert path.stat().st_mode & 0o777 == 0o700
+
+
+def test_trope_scores_hold_only_taxonomy_labels(model_path: str) -> None:
+    from schemas.taxonomy import DEFAULT_TAXONOMY, label_scores_of
+    from transforms.classify import annotate, score_documents
+
+    card = read_model_card(model_path)
+    (scores,) = score_documents(
+        load_fasttext(model_path),
+        ["A robot decided to lie to its makers."],
+        400,
+        "max",
+        label_scores_of(card),
+    )
+    assert set(scores) - set(DEFAULT_TAXONOMY.scored_labels)  # the model has helper labels
+    doc = annotate({"id": "d", "text": "t"}, scores, {"default": 0.5}, DEFAULT_TAXONOMY)  # type: ignore[typeddict-item]
+    assert set(doc["trope_scores"]) == set(DEFAULT_TAXONOMY.scored_labels)

@@ -209,3 +209,22 @@ def test_classic_dataflow_template_is_written_to_gcs(gcs: Any) -> None:
     # The job's artifacts were staged to the emulator bucket too.
     assert [b.name for b in gcs.list_blobs("tm-tpl", prefix="staging/")]
     assert not list(gcs.list_blobs("tm-tpl", prefix="out/"))
+
+
+def test_remote_model_without_card_is_refused_unless_allowed(
+    gcs: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipelines.checks import UsageError
+    from pipelines.cli import check_model_card
+    from transforms.classify import UnverifiedModelError, localize_model
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    _bucket(gcs, "tm-model").blob("bare/tropes.ftz").upload_from_filename(str(MODEL))
+    with pytest.raises(UnverifiedModelError, match=r"no model card with a sha256 .*--allow-unverified-model"):
+        localize_model("gs://tm-model/bare/tropes.ftz")
+    with pytest.raises(UsageError, match=r"--allow-unverified-model"):
+        check_model_card("gs://tm-model/bare/tropes.ftz", allow_unverified=False)
+    local = Path(localize_model("gs://tm-model/bare/tropes.ftz", allow_unverified=True))
+    assert local.parent == tmp_path / "cache" / "tropemix" / "models"
+    assert local.read_bytes() == MODEL.read_bytes()
+    assert local.parent.stat().st_mode & 0o777 == 0o700

@@ -397,3 +397,11 @@ def test_factual_seed_sets_are_apart_from_dev_and_labeled_as_documented() -> Non
     assert all(450 <= len(r["text"]) <= 1150 and "\n" not in r["text"] for r in seed)
     labels = [tuple(r["labels"]) for r in seed]
     assert labels.count(("ai_nonnarrative",)) == 220 and labels.count(()) == 110
+
+
+def test_labels_without_examples_score_null_not_zero() -> None:
+    from pipelines.train_classifier import _prf
+
+    assert _prf(0, 0, 0) == {"precision": None, "recall": None, "f1": None, "support": 0}
+    assert _prf(0, 2, 0) == {"precision": 0.0, "recall": None, "f1": None, "support": 0}
+    assert _prf(1, 1, 1) == {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2}

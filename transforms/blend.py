@@ -368,6 +368,13 @@ def compute_plan(
     sources: dict[str, Any] = {}
     total_units = sum(targets.values())
     num_shards = max(1, math.ceil(total_units / cfg.shard_size)) if cfg.shard_size else cfg.num_shards
+    # Documents the plan can write at most: exactly the total for documents, else every copy allowed.
+    most_docs = total_units if unit == "documents" else sum(docs[n] * epochs[n] for n in names)
+    if num_shards > max(1, most_docs):
+        raise PlanError(
+            f"blend plan cannot be met: {num_shards} shards for at most {most_docs} documents would write "
+            f"empty shards; set blend.num_shards to at most {max(1, most_docs)} (or raise blend.shard_size)"
+        )
     for name in names:
         sub_avail: dict[str, list[int]] = {}
         for source, narrative, tags, d, units in rows:

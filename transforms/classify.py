@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -111,23 +110,57 @@ def resolve_taxonomy(cfg: ClassifierConfig, card: dict[str, Any]) -> Taxonomy:
     return taxonomy
 
 
-def localize_model(model_path: str) -> str:
-    """Returns a local path of the model, copying a remote one once per machine.
+class UnverifiedModelError(ValueError):
+    """A remote model without a model card checksum, used without ``--allow-unverified-model``."""
 
-    The copy is verified against the ``sha256`` of the model card when one exists.
+
+def model_cache_dir() -> str:
+    """This user's model cache, ``$XDG_CACHE_HOME/tropemix/models`` (``~/.cache`` by default), mode 0700.
+
+    A shared, predictable directory such as ``/tmp/tropemix-models`` would let another
+    user plant a model there; this one belongs to the user and nobody else can enter it.
+
+    Raises:
+      PermissionError: the directory exists but belongs to another user.
+    """
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    path = os.path.join(base, "tropemix", "models")
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    info = os.stat(path)
+    if info.st_uid != os.getuid():
+        raise PermissionError(
+            f"model cache {path} belongs to another user; set XDG_CACHE_HOME to your own directory"
+        )
+    if info.st_mode & 0o077:
+        os.chmod(path, 0o700)
+    return path
+
+
+def localize_model(model_path: str, allow_unverified: bool = False) -> str:
+    """Returns a local path of the model, copying a remote one once per machine and user.
+
+    The copy is verified against the ``sha256`` of the model card; a remote model
+    without one is refused unless ``allow_unverified``.
 
     Args:
       model_path: local path or any ``FileSystems`` URL such as ``gs://``.
+      allow_unverified: use a remote model whose card gives no checksum.
+
+    Raises:
+      UnverifiedModelError: a remote model without a card checksum.
+      ModelChecksumError: the model does not match its card.
     """
     expected = read_model_card(model_path).get("sha256")
     if "://" in model_path:
+        if not expected and not allow_unverified:
+            raise UnverifiedModelError(
+                f"classifier.model {model_path} has no model card with a sha256 ({model_card_path(model_path)}); "
+                "add the card written by `tropemix train-classifier`, or pass --allow-unverified-model"
+            )
         # The card's checksum is part of the cache key: a new model at the same path is a new copy.
         digest = hashlib.sha256(f"{model_path}#{expected or ''}".encode()).hexdigest()[:16]
-        local = os.path.join(
-            tempfile.gettempdir(), "tropemix-models", f"{digest}-{os.path.basename(model_path)}"
-        )
+        local = os.path.join(model_cache_dir(), f"{digest}-{os.path.basename(model_path)}")
         if not os.path.exists(local) or (expected and _sha256_file(local) != expected):
-            os.makedirs(os.path.dirname(local), exist_ok=True)
             tmp = f"{local}.{os.getpid()}.part"
             with FileSystems.open(model_path) as src, open(tmp, "wb") as dst:
                 for block in iter(lambda: src.read(1 << 20), b""):
@@ -149,13 +182,13 @@ class _LoadedModel:
         self.model = model
 
 
-def load_fasttext(model_path: str) -> Any:
-    """Loads a fastText model from a local or remote path."""
+def load_fasttext(model_path: str, allow_unverified: bool = False) -> Any:
+    """Loads a fastText model from a local or remote path (see ``localize_model``)."""
     import fasttext
 
     # fastText prints a deprecation warning to stderr on every load; it is harmless.
     fasttext.FastText.eprint = lambda *args, **kwargs: None
-    return fasttext.load_model(localize_model(model_path))
+    return fasttext.load_model(localize_model(model_path, allow_unverified))
 
 
 # fastText reports each label as p + 1e-5 (the smoothing of its log scores), so a label
@@ -283,12 +316,15 @@ def annotate(
 
     Args:
       doc: the document.
-      scores: label -> probability, from the model.
+      scores: label -> probability, from the model (``trope_scores`` keeps the taxonomy's labels).
       thresholds: label -> threshold, with a ``default`` entry.
       taxonomy: label groups.
     """
     fired = fired_labels(scores, thresholds, thresholds.get("default", 0.5))
-    scored = {k: round(v, 6) for k, v in sorted(scores.items()) if k != taxonomy.none_label}
+    # Only the taxonomy's labels: the model's helper labels (behaviour factors such as
+    # ``act_coercion``) and ``none`` are inputs to the scores, not scores of the document.
+    labels = set(taxonomy.scored_labels)
+    scored = {k: round(v, 6) for k, v in sorted(scores.items()) if k in labels}
     out = dict(doc)
     out["trope_scores"] = scored
     out["tropes"] = [label for label in fired if label in taxonomy.trope_labels]
@@ -314,7 +350,8 @@ class _ClassifyBatchFn(beam.DoFn):
 
     def setup(self) -> None:
         path = self._cfg.model
-        self._model = self._shared.acquire(lambda: _LoadedModel(load_fasttext(path)), tag=path).model
+        allow = self._cfg.allow_unverified_model
+        self._model = self._shared.acquire(lambda: _LoadedModel(load_fasttext(path, allow)), tag=path).model
         card = read_model_card(path)
         self._thresholds = effective_thresholds(self._cfg, card)
         self._label_scores = label_scores_of(card, model_card_path(path))
