@@ -407,3 +407,11 @@ def test_byte_order_mark_is_stripped(tmp_path: Path) -> None:
     text.write_bytes("\ufeffA page.".encode())
     docs, rejected, _ = read_all(_source(text, "text"), text)
     assert [d["text"] for d in docs] == ["A page."]
+
+
+def test_a_directory_matched_by_a_glob_is_a_dead_letter(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    docs, rejected, _ = read_all(_source(tmp_path / "sub"), tmp_path / "sub")
+    assert docs == [] and [(r.reason, r.record["path"]) for r in rejected] == [
+        ("not_a_file", str(tmp_path / "sub"))
+    ]

@@ -436,7 +436,11 @@ class _Reader:
 
     def read(self, rng: FileRange) -> Iterator[Document | Rejected]:
         fmt = self._source.format
-        if fmt == "jsonl":
+        if "://" not in rng.path and os.path.isdir(rng.path):
+            # A glob that matches a directory: one record seen, nothing readable in it.
+            self._tally.seen += 1
+            yield self.reject("not_a_file", rng.path, 0, "a directory; the glob should name files", b"")
+        elif fmt == "jsonl":
             yield from self._jsonl(rng)
         elif fmt == "parquet":
             yield from self._parquet(rng.path)
