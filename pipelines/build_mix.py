@@ -47,9 +47,9 @@ from pipelines.report import (
     augment_report,
     collect_metrics,
     read_json,
+    render_html,
     stage_busy_seconds,
     write_report_html,
-    write_report_json,
 )
 from schemas.config import MixConfig, allowing_empty_sources, load_config
 from schemas.records import LEDGER_SCHEMA, Document
@@ -70,7 +70,7 @@ from transforms.dedup import DedupDocuments, WriteDedupIndex
 from transforms.ids import DuplicateIdError, UniqueIds
 from transforms.logs import configure_logging, stage_logger
 from transforms.progress import ProgressPrinter, TickFn
-from transforms.publication import OutputError, Publish, prepare_output, staging_dir
+from transforms.publication import OutputError, Publish, prepare_output, replace_files, staging_dir
 from transforms.read import ReadSource
 from transforms.text import stable_hash
 from transforms.write import (
@@ -612,8 +612,11 @@ def run(cfg: MixConfig, beam_args: Sequence[str] = (), overwrite: bool = False) 
             ) from err
         wall = time.monotonic() - start
     report = augment_report(read_report(out), collect_metrics(result), stage_busy_seconds(result), wall)
-    write_report_json(out, report)
-    write_report_html(out)
+    data = json.dumps(report, indent=2, sort_keys=True).encode()
+    # Rendered from the JSON, as `tropemix report` does, so both give the same page.
+    page = render_html(json.loads(data), read_json(f"{out}/manifest.json")).encode("utf-8")
+    # Staged and renamed in: a kill here leaves the published report as it was, and no temp file.
+    replace_files(out, {"report.json": data, "report.html": page})
     _LOG.info("run finished", run_name=cfg.run_name, wall_seconds=round(wall, 1), status=report["status"])
     return report
 

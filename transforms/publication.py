@@ -224,6 +224,23 @@ def _publish_remote(staging: str, final: str) -> None:
     FileSystems.delete([staging])
 
 
+def replace_files(final: str, files: dict[str, bytes]) -> None:
+    """Replaces files of a published run, staging each first, so a kill leaves no debris in ``final``.
+
+    Used for what the driver adds after publication (runner metrics in the report).
+
+    Args:
+      final: the published run directory.
+      files: relative name -> new content.
+    """
+    staging = staging_dir(final)
+    names = sorted(files)
+    for name in names:
+        write_atomically(f"{staging}/{name}", files[name])
+    FileSystems.rename([f"{staging}/{n}" for n in names], [f"{final.rstrip('/')}/{n}" for n in names])
+    FileSystems.delete([staging])
+
+
 def require_complete(patterns: Sequence[str], what: str = "dedup.previous_index") -> None:
     """Fails unless every file matched by ``patterns`` lies in a finished run directory.
 
