@@ -88,6 +88,20 @@ def list_files(directory: str) -> list[str]:
     return sorted({m.path[len(base) + 1 :] for r in results for m in r.metadata_list})
 
 
+def dir_exists(directory: str) -> bool:
+    """Whether ``directory`` exists; on an object store, whether any file lies under it."""
+    if _is_remote(directory):
+        return bool(list_files(directory))
+    return os.path.isdir(directory)
+
+
+def remove_dir(directory: str) -> None:
+    """Deletes ``directory`` and everything under it, if it exists (object stores: the prefix)."""
+    if dir_exists(directory):
+        # A trailing slash makes Beam's GCS filesystem delete the whole prefix.
+        FileSystems.delete([directory.rstrip("/") + ("/" if _is_remote(directory) else "")])
+
+
 def _read(path: str) -> bytes | None:
     if not FileSystems.exists(path):
         return None
@@ -133,9 +147,9 @@ def prepare_output(final: str, overwrite: bool) -> str:
     check_output(final, overwrite)
     staging = staging_dir(final)
     for stale in (staging, _replaced_dir(final)):
-        if FileSystems.exists(stale):
+        if dir_exists(stale):
             _LOG.info("stale directory removed", path=stale)
-            FileSystems.delete([stale])
+            remove_dir(stale)
     return staging
 
 
@@ -185,7 +199,7 @@ def publish(staging: str, final: str, overwrite: bool) -> None:
       overwrite: replace a non-empty ``final`` that is not a finished run.
     """
     staged_marker = _read(f"{staging}/{MARKER}")
-    if staged_marker is None and not FileSystems.exists(staging) and completion(final) is not None:
+    if staged_marker is None and not dir_exists(staging) and completion(final) is not None:
         return  # A retried bundle: an earlier attempt published already.
     check_output(final, overwrite)
     if staged_marker is None:
@@ -221,7 +235,7 @@ def _publish_remote(staging: str, final: str) -> None:
     marker = _read(f"{staging}/{MARKER}")
     assert marker is not None
     write_atomically(f"{final}/{MARKER}", marker)
-    FileSystems.delete([staging])
+    remove_dir(staging)
 
 
 def replace_files(final: str, files: dict[str, bytes]) -> None:
@@ -238,7 +252,7 @@ def replace_files(final: str, files: dict[str, bytes]) -> None:
     for name in names:
         write_atomically(f"{staging}/{name}", files[name])
     FileSystems.rename([f"{staging}/{n}" for n in names], [f"{final.rstrip('/')}/{n}" for n in names])
-    FileSystems.delete([staging])
+    remove_dir(staging)
 
 
 def require_complete(patterns: Sequence[str], what: str = "dedup.previous_index") -> None:
@@ -275,7 +289,7 @@ class _PublishFn(beam.DoFn):
 
     def process(self, report: dict[str, Any]) -> Iterator[dict[str, Any]]:
         # A retry after publication finds no staging directory and nothing left to finish.
-        if FileSystems.exists(self._staging):
+        if dir_exists(self._staging):
             self._finish(self._staging)
         publish(self._staging, self._final, self._overwrite)
         yield report
