@@ -101,7 +101,7 @@ def test_report_json_holds_the_mix_and_timing(demo: tuple[Path, dict[str, Any], 
     after = mix["narratives_after"]["misaligned"] / sum(mix["narratives_after"].values())
     assert after < before
     assert mix["drops"]["read"] == {"bad_json": 1, "empty_text": 1, "wrong_type": 1}
-    assert set(report["conservation"]["stages"]) == {"classify", "policy", "dedup", "blend", "write"}
+    assert set(report["conservation"]["stages"]) == {"ids", "classify", "policy", "dedup", "blend", "write"}
     stages = report["timing"]["stages"]
     assert report["timing"]["wall_seconds"] > 0
     assert stages["read"]["docs_in"] == 197 and stages["dedup"]["docs_in"] == 183
