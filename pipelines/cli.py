@@ -19,7 +19,14 @@ from collections.abc import Callable, Sequence
 
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines.checks import REMOTE_TIMEOUT, UsageError, check_beam_flags, check_exists, match_files
+from pipelines.checks import (
+    REMOTE_TIMEOUT,
+    UsageError,
+    check_beam_flags,
+    check_exists,
+    match_files,
+    with_timeout,
+)
 from schemas.config import (
     ConfigError,
     DedupConfig,
@@ -84,7 +91,13 @@ def _checked_config(args: argparse.Namespace) -> MixConfig | None:
       args: the command's arguments; ``--allow-empty-source`` and ``--allow-unverified-model``
         set the matching config fields.
     """
-    cfg = load_config(args.config)
+    path = args.config
+    # Reading a gs:// config without network would retry for minutes.
+    cfg = (
+        with_timeout(lambda: load_config(path), REMOTE_TIMEOUT, f"config {path}")
+        if "://" in path
+        else load_config(path)
+    )
     cfg = allowing_empty_sources(cfg, getattr(args, "allow_empty_source", False))
     cfg = allowing_unverified_model(cfg, getattr(args, "allow_unverified_model", False))
     problems = validate_inputs(cfg)
