@@ -22,7 +22,7 @@ from pipelines.cli import main as cli_main
 from pipelines.stages import run_dedup
 from schemas.config import DedupConfig
 from transforms.dedup import check_index
-from transforms.publication import MARKER, OutputError, completion, publish, staging_dir
+from transforms.publication import MARKER, OutputError, completion, prepare_output, publish, staging_dir
 
 from .conftest import FN_API_RUNNER, REPO
 
@@ -171,3 +171,21 @@ def test_killed_run_is_absent_or_identical_and_a_rerun_finishes(
         assert published_bytes(out) == clean_run["bytes"]
     assert _run_cli(clean_run["config"]).wait() == 0
     assert published_bytes(out) == clean_run["bytes"]
+
+
+def test_an_interrupted_publication_is_taken_over_by_the_rerun(tmp_path: Path) -> None:
+    # What a kill halfway through an object-store publication leaves: some files in the
+    # final directory, no marker there, and the marked staging directory.
+    final, staged = tmp_path / "run", Path(staging_dir(str(tmp_path / "run")))
+    (final / "shards").mkdir(parents=True)
+    (final / "shards" / "mix-00000-of-00002.parquet").write_bytes(b"half published")
+    (staged / "shards").mkdir(parents=True)
+    (staged / "manifest.json").write_text("{}")
+    (staged / MARKER).write_text(json.dumps({"manifest_sha256": None, "files": []}))
+    assert prepare_output(str(final), overwrite=False) == str(staged)
+    assert not staged.exists() and not final.exists()
+    # Without the staging marker the same files are a failed run's, and refused.
+    (final / "shards").mkdir(parents=True)
+    (final / "shards" / "mix-00000-of-00002.parquet").write_bytes(b"half published")
+    with pytest.raises(OutputError, match=r"holds 1 files .* no _COMPLETE marker"):
+        prepare_output(str(final), overwrite=False)

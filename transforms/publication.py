@@ -146,6 +146,10 @@ def prepare_output(final: str, overwrite: bool) -> str:
     """
     check_output(final, overwrite)
     staging = staging_dir(final)
+    if completion(final) is None and FileSystems.exists(f"{staging}/{MARKER}"):
+        # An interrupted publication of ours: its half-copied files go with it.
+        _LOG.info("unfinished publication removed", path=final)
+        remove_dir(final)
     for stale in (staging, _replaced_dir(final)):
         if dir_exists(stale):
             _LOG.info("stale directory removed", path=stale)
