@@ -42,15 +42,16 @@ from apache_beam.options.pipeline_options import (
     TestOptions,
 )
 
+from pipelines.checks import UsageError, check_beam_flags
 from pipelines.report import (
     augment_report,
     collect_metrics,
     read_json,
+    render_html,
     stage_busy_seconds,
     write_report_html,
-    write_report_json,
 )
-from schemas.config import MixConfig, load_config
+from schemas.config import MixConfig, allowing_empty_sources, load_config
 from schemas.records import LEDGER_SCHEMA, Document
 from schemas.taxonomy import DEFAULT_TAXONOMY, narrative_of
 from transforms.accounting import (
@@ -66,8 +67,10 @@ from transforms.accounting import (
 from transforms.blend import BlendSources, PlanBlend, PlanError, order_key, with_body
 from transforms.classify import ApplyPolicy, ClassifyDocuments, length_bucket
 from transforms.dedup import DedupDocuments, WriteDedupIndex
+from transforms.ids import DuplicateIdError, UniqueIds
 from transforms.logs import configure_logging, stage_logger
-from transforms.progress import ProgressPrinter
+from transforms.progress import ProgressPrinter, TickFn
+from transforms.publication import OutputError, Publish, prepare_output, replace_files, staging_dir
 from transforms.read import ReadSource
 from transforms.text import stable_hash
 from transforms.write import (
@@ -89,7 +92,11 @@ def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
 
     Every tropemix pipeline takes its options from here, so a local runner is also
     prepared here: capped malloc arenas and no timed runner flushes (both below).
+
+    Raises:
+      UsageError: a flag no Beam options class defines (a typo Beam would only warn about).
     """
+    check_beam_flags(beam_args)
     options = PipelineOptions(list(beam_args))
     standard = options.view_as(StandardOptions)
     if not standard.runner:
@@ -189,6 +196,7 @@ def survivors(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None)
     # materializes every Flatten of several inputs (each element encoded, held by the
     # driver and decoded again), so a Flatten of whole documents just to count them
     # would move the corpus through the driver once more.
+    id_dropped: list[beam.PCollection] = []
     for source in cfg.sources:
         result = p | f"Read[{source.name}]" >> ReadSource(source, cfg.read, progress_dir)
         dead.append(result.dead_letter)
@@ -197,10 +205,15 @@ def survivors(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None)
             result.docs
             | f"CountRead[{source.name}]" >> CountBy(lambda d: count_key("read_docs", d["source"]))
         )
+        ids = result.docs | f"Ids[{source.name}]" >> UniqueIds(source.name, source.duplicate_ids)
+        id_dropped.append(ids["dropped"])
+        counts.append(_stage_counts(result.docs, "ids", "in", f"CountIdsIn[{source.name}]"))
+        counts.append(_stage_counts(ids["docs"], "ids", "out", f"CountIdsOut[{source.name}]"))
+        counts.append(_stage_counts(ids["dropped"], "ids", "dropped", f"CountIdsDropped[{source.name}]"))
         if source.classify and source.tropes_field is None:
-            to_classify.append((source.name, result.docs))
+            to_classify.append((source.name, ids["docs"]))
         else:
-            narrated = result.docs | f"Narrative[{source.name}]" >> beam.Map(
+            narrated = ids["docs"] | f"Narrative[{source.name}]" >> beam.Map(
                 _unclassified, source.narrative, source.tropes_field
             )
             unclassified.append(narrated)
@@ -274,7 +287,7 @@ def survivors(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None)
     return {
         "dead_letters": dead_letters,
         "survivors": survived,
-        "dropped": [*policy_dropped, dedup["dropped"]],
+        "dropped": [*id_dropped, *policy_dropped, dedup["dropped"]],
         "unconverged": dedup["unconverged"],
         "dedup_index": dedup["index"],
         "counts": counts,
@@ -286,18 +299,26 @@ def roles(cfg: MixConfig) -> dict[str, str]:
     return {s.name: s.role.value for s in cfg.sources}
 
 
-def build(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None) -> dict[str, beam.PCollection]:
+def build(
+    p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None, overwrite: bool = False
+) -> dict[str, beam.PCollection]:
     """Applies the whole mix DAG to ``p``.
+
+    Everything is written to the staging directory of ``output.path`` and published
+    by the DAG's last step (pipelines/publication.py).
 
     Args:
       p: the pipeline.
       cfg: a validated config.
       progress_dir: local directory for the terminal progress line of local runs.
+      overwrite: replace a non-empty ``output.path`` that is not a finished run.
 
     Returns:
       The main PCollections, for tests: ``dead_letters``, ``ledger``,
       ``shards`` (stats per written shard), ``plan`` and ``report``.
     """
+    final = cfg.output.path.rstrip("/")
+    staged = staging_dir(final)
     upstream = survivors(p, cfg, progress_dir)
     dead_letters, counts = upstream["dead_letters"], upstream["counts"]
     blend = upstream["survivors"] | "Blend" >> BlendSources(cfg.blend, roles(cfg))
@@ -306,7 +327,7 @@ def build(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None) -> 
         _ = (
             upstream["dedup_index"]
             | "IndexAfterPlan" >> beam.Map(lambda r, plan: r, plan=beam.pvalue.AsSingleton(blend["plan"]))
-            | "DedupIndex" >> WriteDedupIndex(f"{cfg.output.path.rstrip('/')}/dedup_index", cfg.dedup)
+            | "DedupIndex" >> WriteDedupIndex(f"{staged}/dedup_index", cfg.dedup)
         )
     counts.append(_stage_counts(upstream["survivors"], "blend", "in", "CountBlendIn"))
     counts.append(
@@ -321,7 +342,7 @@ def build(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None) -> 
     seed = cfg.blend.seed
     suffix, encode, to_row = shard_format(out.format, out.row_group_size)
     shards = blend["assigned"] | "WriteShards" >> WriteSortedFiles(
-        f"{out.path.rstrip('/')}/shards",
+        f"{staged}/shards",
         out.shard_prefix,
         blend["plan"] | "ShardCount" >> beam.Map(lambda plan: plan["num_shards"]),
         suffix,
@@ -331,6 +352,9 @@ def build(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None) -> 
         describe=describe_shard,
     )
     counts.append(shards | "ShardCounts" >> beam.FlatMap(shard_counts))
+    if progress_dir:
+        _ = blend["assigned"] | "ProgressBlend" >> beam.ParDo(TickFn(progress_dir, "blend"))
+        _ = shards | "ProgressWrite" >> beam.ParDo(TickFn(progress_dir, "write", lambda s: int(s["rows"])))
 
     ledger = [*upstream["dropped"], blend["ledger"]] | "Ledger" >> beam.Flatten()
     counts.append(ledger | "CountLedger" >> SumBy(ledger_counts))
@@ -338,7 +362,8 @@ def build(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None) -> 
     # carrying its cluster size: k such rows of size k are one cluster.
     counts.append(
         ledger
-        | "DedupedRows" >> beam.Filter(lambda r: r["source"] in dedup_sources and r["stage"] != "policy")
+        | "DedupedRows"
+        >> beam.Filter(lambda r: r["source"] in dedup_sources and r["stage"] in ("dedup", "blend"))
         | "CountClusterDocs" >> CountBy(lambda r: count_key("cluster_docs", str(r["cluster_size"])))
     )
     ledger_files = (
@@ -346,7 +371,7 @@ def build(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None) -> 
         | "LedgerFile" >> beam.Map(lambda r: (stable_hash("ledger", r["id"]) % out.ledger_shards, r))
         | "WriteLedger"
         >> WriteSortedFiles(
-            f"{out.path.rstrip('/')}/ledger",
+            f"{staged}/ledger",
             "ledger",
             out.ledger_shards,
             "parquet",
@@ -361,7 +386,7 @@ def build(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None) -> 
         | "DeadLetterFile" >> beam.Map(lambda r, plan: (0, r), plan=beam.pvalue.AsSingleton(blend["plan"]))
         | "WriteDeadLetters"
         >> WriteSortedFiles(
-            f"{out.path.rstrip('/')}/dead_letter",
+            f"{staged}/dead_letter",
             "dead_letter",
             1,
             "jsonl",
@@ -373,7 +398,8 @@ def build(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None) -> 
     written = [shards, ledger_files, dead_files] | "AllFiles" >> beam.Flatten()
     shard_stats = written | "OnlyShards" >> beam.Filter(lambda s: "by_source" in s)
     report = blend["plan"] | "Report" >> WriteRunRecords(
-        out.path,
+        staged,
+        final,
         cfg.run_name,
         cfg.model_dump(mode="json"),
         [s.name for s in cfg.sources],
@@ -381,12 +407,13 @@ def build(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None) -> 
         shard_stats,
         upstream["unconverged"],
     )
+    published = report | "Publish" >> Publish(staged, final, overwrite, write_report_html)
     return {
         "dead_letters": dead_letters,
         "ledger": ledger,
         "shards": shards,
         "plan": blend["plan"],
-        "report": report,
+        "report": published,
     }
 
 
@@ -425,6 +452,7 @@ def run_plan(cfg: MixConfig, beam_args: Sequence[str] = ()) -> dict[str, Any]:
             build_plan(p, cfg)
     except Exception as err:
         raise_plan_error(err)
+        raise_input_error(err)
         raise
     with FileSystems.open(f"{cfg.output.path.rstrip('/')}/plan.json") as f:
         plan: dict[str, Any] = json.loads(f.read().decode("utf-8"))
@@ -444,6 +472,11 @@ def _reraise_unwrapped(err: BaseException, markers: Sequence[str], error: type[E
 def raise_plan_error(err: BaseException) -> None:
     """Re-raises a runner's wrapped ``PlanError`` as a plain ``PlanError`` with its message."""
     _reraise_unwrapped(err, ("blend plan cannot be met", "narrative balance cannot be met"), PlanError)
+
+
+def raise_input_error(err: BaseException) -> None:
+    """Re-raises a runner's wrapped ``DuplicateIdError`` as a plain one with its message."""
+    _reraise_unwrapped(err, ("duplicate id in source",), DuplicateIdError)
 
 
 def raise_join_error(err: BaseException) -> None:
@@ -536,36 +569,30 @@ def _is_local(options: PipelineOptions) -> bool:
     )
 
 
-def _remove_previous_report(output: str) -> None:
-    """Removes an earlier run's report, so a failure is never mistaken for this run's."""
-    stale = [f"{output}/{name}" for name in ("report.json", "report.html")]
-    existing = [path for path in stale if FileSystems.exists(path)]
-    if existing:
-        FileSystems.delete(existing)
-
-
-def run(cfg: MixConfig, beam_args: Sequence[str] = ()) -> dict[str, Any] | None:
-    """Runs the mix, adds the runner's metrics to its report, writes ``report.html``.
+def run(cfg: MixConfig, beam_args: Sequence[str] = (), overwrite: bool = False) -> dict[str, Any] | None:
+    """Runs the mix, adds the runner's metrics to its published report, rewrites ``report.html``.
 
     Returns the report, or None when only a graph or template was built.
 
     Args:
       cfg: a validated config.
       beam_args: Beam pipeline options.
+      overwrite: replace a non-empty ``output.path`` that is not a finished run.
 
     Raises:
+      OutputError: ``output.path`` holds files that are not a finished run.
       ConservationError: documents were lost; ``report.json`` and ``report.html``
-        are written first and the message names the stage and the difference.
+        are written to the unpublished staging directory and the message names
+        the stage, the difference and the report.
     """
     options = pipeline_options(beam_args)
     out = cfg.output.path.rstrip("/")
     runs = waits_for_result(options)
-    if runs:
-        _remove_previous_report(out)
+    staged = prepare_output(out, overwrite) if runs else staging_dir(out)
     with tempfile.TemporaryDirectory(prefix="tropemix-progress-") as progress_dir:
         printer = ProgressPrinter(progress_dir, sys.stdout, local=runs and _is_local(options))
         p = beam.Pipeline(options=options)
-        build(p, cfg, progress_dir if printer.enabled else None)
+        build(p, cfg, progress_dir if printer.enabled else None, overwrite)
         _LOG.info("run started", run_name=cfg.run_name, output=out, sources=len(cfg.sources))
         start = time.monotonic()
         try:
@@ -576,26 +603,31 @@ def run(cfg: MixConfig, beam_args: Sequence[str] = ()) -> dict[str, Any] | None:
                 result.wait_until_finish()
         except Exception as err:
             raise_plan_error(err)
+            raise_input_error(err)
             raise_join_error(err)
-            report_path = f"{out}/report.json"
-            if not FileSystems.exists(report_path) or read_report(out)["conservation"]["ok"]:
+            # A failed run is never published: its report stays in the staging directory.
+            report_path = f"{staged}/report.json"
+            if not FileSystems.exists(report_path) or read_report(staged)["conservation"]["ok"]:
                 raise
-            write_report_html(out)
-            failed = read_report(out)["conservation"]
+            write_report_html(staged)
+            failed = read_report(staged)["conservation"]
             _LOG.error("conservation failed", summary=failed["summary"])
             raise ConservationError(
                 "\n".join(
                     [
                         failed["summary"],
                         *(line for line in failed["lines"] if "MISMATCH" in line),
-                        f"report: {out}/report.html",
+                        f"report (not published): {staged}/report.html",
                     ]
                 )
             ) from err
         wall = time.monotonic() - start
     report = augment_report(read_report(out), collect_metrics(result), stage_busy_seconds(result), wall)
-    write_report_json(out, report)
-    write_report_html(out)
+    data = json.dumps(report, indent=2, sort_keys=True).encode()
+    # Rendered from the JSON, as `tropemix report` does, so both give the same page.
+    page = render_html(json.loads(data), read_json(f"{out}/manifest.json")).encode("utf-8")
+    # Staged and renamed in: a kill here leaves the published report as it was, and no temp file.
+    replace_files(out, {"report.json": data, "report.html": page})
     _LOG.info("run finished", run_name=cfg.run_name, wall_seconds=round(wall, 1), status=report["status"])
     return report
 
@@ -611,6 +643,16 @@ class MixOptions(PipelineOptions):
             default=None,
             help="name of a scheduled incremental run; letters, digits, '-' and '_'",
         )
+        parser.add_argument(
+            "--overwrite",
+            action="store_true",
+            help="replace a non-empty output.path that holds no finished run",
+        )
+        parser.add_argument(
+            "--allow_empty_source",
+            action="store_true",
+            help="let a source bring no documents (incremental runs); the others share the mix",
+        )
 
 
 def waits_for_result(options: PipelineOptions) -> bool:
@@ -620,13 +662,16 @@ def waits_for_result(options: PipelineOptions) -> bool:
     return not options.view_as(GoogleCloudOptions).template_location
 
 
-def execute(cfg: MixConfig, beam_args: Sequence[str], run_id: str | None = None) -> int:
+def execute(
+    cfg: MixConfig, beam_args: Sequence[str], run_id: str | None = None, overwrite: bool = False
+) -> int:
     """Runs a config (incrementally when ``output.incremental``), prints the summary, returns the exit code.
 
     Args:
       cfg: a validated config.
       beam_args: Beam pipeline options.
       run_id: name of an incremental run; defaults to the current UTC time.
+      overwrite: replace a non-empty output directory that holds no finished run.
     """
     plan = None
     if cfg.output.incremental:
@@ -638,7 +683,7 @@ def execute(cfg: MixConfig, beam_args: Sequence[str], run_id: str | None = None)
             return 0
         print(f"incremental run {plan.run_id}: {plan.fresh} new input files -> {plan.config.output.path}")
     run_cfg = plan.config if plan else cfg
-    report = run(run_cfg, beam_args)
+    report = run(run_cfg, beam_args, overwrite)
     if report is None:
         print("job graph built; nothing was run (dry run or template creation)")
         return 0
@@ -651,12 +696,18 @@ def execute(cfg: MixConfig, beam_args: Sequence[str], run_id: str | None = None)
 
 
 def exit_code(job: Callable[[], int]) -> int:
-    """Runs ``job``; a failed conservation check becomes exit code 1 and its message on stderr."""
+    """Runs ``job``; a failed conservation check (1) or an unusable output path (2) becomes an exit code.
+
+    The message goes to stderr.
+    """
     try:
         return job()
     except ConservationError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except (OutputError, DuplicateIdError, UsageError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -666,7 +717,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("python -m pipelines.build_mix: --config is required", file=sys.stderr)
         return 2
     configure_logging()
-    return exit_code(lambda: execute(load_config(mix.config), argv, mix.run_id))
+    cfg = allowing_empty_sources(load_config(mix.config), mix.allow_empty_source)
+    return exit_code(lambda: execute(cfg, argv, mix.run_id, mix.overwrite))
 
 
 if __name__ == "__main__":

@@ -15,48 +15,91 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from apache_beam.io.filesystems import FileSystems
 
-from schemas.config import ConfigError, DedupConfig, MixConfig, load_config
+from pipelines.checks import (
+    REMOTE_TIMEOUT,
+    UsageError,
+    check_beam_flags,
+    check_exists,
+    match_files,
+    with_timeout,
+)
+from schemas.config import (
+    ConfigError,
+    DedupConfig,
+    MixConfig,
+    allowing_empty_sources,
+    allowing_unverified_model,
+    load_config,
+)
 from transforms.logs import configure_logging
+from transforms.publication import OutputError, require_complete
 
 
-def validate_inputs(cfg: MixConfig) -> list[str]:
+def validate_inputs(cfg: MixConfig, timeout: float = REMOTE_TIMEOUT) -> list[str]:
     """Problems with the paths a config names, without reading any data.
 
     Args:
       cfg: a config that passed schema validation.
+      timeout: seconds each remote (``gs://``) check may take.
     """
-    problems = []
+    problems: list[str] = []
     for i, source in enumerate(cfg.sources):
         for j, pattern in enumerate(source.inputs):
-            try:
-                matched = FileSystems.match([pattern])[0].metadata_list
-            except Exception as err:  # FileSystems raises BeamIOError or a scheme-specific error
-                problems.append(f"sources.{i}.inputs.{j}: cannot list {pattern!r}: {err}")
-                continue
-            if not matched:
-                problems.append(
-                    f"sources.{i}.inputs.{j}: {pattern!r} matches no file; fix the path or glob (source {source.name!r})"
-                )
-    for j, pattern in enumerate(cfg.dedup.previous_index):
-        if not FileSystems.match([pattern])[0].metadata_list:
-            problems.append(
-                f"dedup.previous_index.{j}: {pattern!r} matches no file; point it at an earlier run's dedup_index/*.parquet"
+            problems += _problem(
+                match_files, pattern, f"sources.{i}.inputs.{j} (source {source.name!r})", timeout
             )
-    if not FileSystems.exists(cfg.classifier.model) and any(s.classify for s in cfg.sources):
-        problems.append(
-            f"classifier.model: {cfg.classifier.model!r} does not exist; train one with "
-            "`tropemix train-classifier` or point to the shipped models/tropes-v1.ftz"
-        )
+    for j, pattern in enumerate(cfg.dedup.previous_index):
+        problems += _problem(match_files, pattern, f"dedup.previous_index.{j}", timeout)
+        problems += _problem(require_complete, [pattern], f"dedup.previous_index.{j}")
+    if any(s.classify for s in cfg.sources):
+        problems += _problem(check_exists, cfg.classifier.model, "classifier.model", _MODEL_FIX, timeout)
+        problems += _problem(check_model_card, cfg.classifier.model, cfg.classifier.allow_unverified_model)
     return problems
 
 
-def _checked_config(path: str) -> MixConfig | None:
-    """The config at ``path`` when its input paths and model exist; otherwise None, with the problems on stderr."""
-    cfg = load_config(path)
+def check_model_card(model: str, allow_unverified: bool) -> None:
+    """Fails early for a remote model whose card gives no sha256, unless allowed (see ``localize_model``)."""
+    from transforms.classify import read_model_card
+
+    if "://" in model and not allow_unverified and not read_model_card(model).get("sha256"):
+        raise UsageError(
+            f"classifier.model: {model} has no model card with a sha256; add the card written by "
+            "`tropemix train-classifier` next to it, or pass --allow-unverified-model"
+        )
+
+
+def _problem(check: Callable[..., object], *args: object) -> list[str]:
+    """``check(*args)``'s message as a one-item list, or nothing when it passes."""
+    try:
+        check(*args)
+    except (UsageError, OutputError) as err:
+        return [str(err)]
+    return []
+
+
+_MODEL_FIX = "train one with `tropemix train-classifier` or use the shipped models/tropes-v1.ftz"
+
+
+def _checked_config(args: argparse.Namespace) -> MixConfig | None:
+    """The config of ``args.config`` when its input paths and model exist; otherwise None, with the problems on stderr.
+
+    Args:
+      args: the command's arguments; ``--allow-empty-source`` and ``--allow-unverified-model``
+        set the matching config fields.
+    """
+    path = args.config
+    # Reading a gs:// config without network would retry for minutes.
+    cfg = (
+        with_timeout(lambda: load_config(path), REMOTE_TIMEOUT, f"config {path}")
+        if "://" in path
+        else load_config(path)
+    )
+    cfg = allowing_empty_sources(cfg, getattr(args, "allow_empty_source", False))
+    cfg = allowing_unverified_model(cfg, getattr(args, "allow_unverified_model", False))
     problems = validate_inputs(cfg)
     if problems:
         print("invalid config:\n" + "\n".join(f"  {p}" for p in problems), file=sys.stderr)
@@ -65,7 +108,7 @@ def _checked_config(path: str) -> MixConfig | None:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    cfg = _checked_config(args.config)
+    cfg = _checked_config(args)
     if cfg is None:
         return 2
     print(f"{args.config}: OK ({len(cfg.sources)} sources, output {cfg.output.path})")
@@ -78,12 +121,12 @@ def _cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
     from pipelines.build_mix import MixOptions, execute, exit_code
     from transforms.blend import PlanError
 
-    cfg = _checked_config(args.config)
+    cfg = _checked_config(args)
     if cfg is None:
         return 2
     run_id = PipelineOptions(beam_args).view_as(MixOptions).run_id
     try:
-        return exit_code(lambda: execute(cfg, beam_args, run_id))
+        return exit_code(lambda: execute(cfg, beam_args, run_id, args.overwrite))
     except PlanError as err:
         print(str(err), file=sys.stderr)
         return 3
@@ -92,8 +135,9 @@ def _cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
 def _cmd_plan(args: argparse.Namespace, beam_args: list[str]) -> int:
     from pipelines.build_mix import format_plan, run_plan
     from transforms.blend import PlanError
+    from transforms.ids import DuplicateIdError
 
-    cfg = _checked_config(args.config)
+    cfg = _checked_config(args)
     if cfg is None:
         return 2
     try:
@@ -101,6 +145,9 @@ def _cmd_plan(args: argparse.Namespace, beam_args: list[str]) -> int:
     except PlanError as err:
         print(str(err), file=sys.stderr)
         return 3
+    except DuplicateIdError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print("\n".join(format_plan(plan)))
     print(f"plan written to {cfg.output.path.rstrip('/')}/plan.json (no shards written)")
     return 0
@@ -122,6 +169,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_classify(args: argparse.Namespace, beam_args: list[str]) -> int:
     from pipelines.stages import run_classify
 
+    match_files(args.input, "--input")
+    check_exists(args.model, "--model", _MODEL_FIX)
+    check_model_card(args.model, args.allow_unverified_model)
+
     run_classify(
         args.model,
         args.input,
@@ -130,6 +181,8 @@ def _cmd_classify(args: argparse.Namespace, beam_args: list[str]) -> int:
         beam_args,
         args.id_field,
         args.text_field,
+        args.overwrite,
+        args.allow_unverified_model,
     )
     print(f"classified documents written to {args.output}")
     return 0
@@ -138,6 +191,11 @@ def _cmd_classify(args: argparse.Namespace, beam_args: list[str]) -> int:
 def _cmd_dedup(args: argparse.Namespace, beam_args: list[str]) -> int:
     from pipelines.build_mix import exit_code
     from pipelines.stages import run_dedup
+
+    match_files(args.input, "--input")
+    for pattern in args.previous_index or []:
+        match_files(pattern, "--previous-index")
+        require_complete([pattern], "--previous-index")
 
     cfg = DedupConfig(
         threshold=args.threshold,
@@ -148,7 +206,16 @@ def _cmd_dedup(args: argparse.Namespace, beam_args: list[str]) -> int:
     )
 
     def job() -> int:
-        run_dedup(args.input, args.output, cfg, args.shards, beam_args, args.id_field, args.text_field)
+        run_dedup(
+            args.input,
+            args.output,
+            cfg,
+            args.shards,
+            beam_args,
+            args.id_field,
+            args.text_field,
+            args.overwrite,
+        )
         print(f"kept documents and ledger written to {args.output}")
         return 0
 
@@ -158,6 +225,12 @@ def _cmd_dedup(args: argparse.Namespace, beam_args: list[str]) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from training.train import load_params, train
 
+    for path in (args.labels, args.shared, *(args.dev or [])):
+        check_exists(
+            path,
+            "--labels/--shared/--dev",
+            "give the annotation directory, ../shared/data and dev JSONL files",
+        )
     card = train(args.labels, args.shared, args.output, load_params(args.params), dev=args.dev or ())
     cv = card["evaluation"]["cross_validation"]
     summary = {
@@ -175,20 +248,67 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from training.train import evaluate_model
 
-    print(json.dumps(evaluate_model(args.model, args.data), indent=2, sort_keys=True))
+    check_exists(args.model, "--model", _MODEL_FIX)
+    for path in args.data:
+        check_exists(path, "--data", "give labeled JSONL files")
+    print(
+        json.dumps(
+            evaluate_model(args.model, args.data, args.allow_unverified_model), indent=2, sort_keys=True
+        )
+    )
     return 0
+
+
+_BEAM_EPILOG = """Beam pipeline options go after `--`, for example:
+  tropemix run mix.yaml -- --direct_num_workers=2 --direct_running_mode=multi_processing
+  tropemix run mix.yaml -- --runner=DataflowRunner --project=P --region=R \\
+      --temp_location=gs://B/tmp --setup_file=./setup.py
+An option Beam does not know is rejected before anything runs."""
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tropemix")
+    except PackageNotFoundError:  # running from a checkout that was never installed
+        return "unknown"
+
+
+_UNVERIFIED_HELP = "use a remote model whose model card gives no sha256"
+_ALLOW_EMPTY_HELP = "let a source bring no documents (incremental runs); the others share the mix"
 
 
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="tropemix", description="Measure and rebalance AI-narrative tropes in training mixes."
     )
+    top.add_argument("--version", action="version", version=f"tropemix {_version()}")
     sub = top.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("run", help="run the full mix DAG; unknown flags are Beam options")
+    p = sub.add_parser(
+        "run",
+        help="run the full mix DAG; Beam options go after --",
+        epilog=_BEAM_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("config")
-    p = sub.add_parser("plan", help="count the sources and print the blend plan; writes no shards")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a non-empty output.path that holds no finished run (a failed or killed one)",
+    )
+    p.add_argument("--allow-empty-source", action="store_true", help=_ALLOW_EMPTY_HELP)
+    p.add_argument("--allow-unverified-model", action="store_true", help=_UNVERIFIED_HELP)
+    p = sub.add_parser(
+        "plan",
+        help="count the sources and print the blend plan; writes no shards",
+        epilog=_BEAM_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("config")
+    p.add_argument("--allow-empty-source", action="store_true", help=_ALLOW_EMPTY_HELP)
+    p.add_argument("--allow-unverified-model", action="store_true", help=_UNVERIFIED_HELP)
     p = sub.add_parser("validate", help="check a config and its input paths without reading data")
     p.add_argument("config")
     p = sub.add_parser("report", help="regenerate report.html from a run's report.json and manifest.json")
@@ -203,8 +323,12 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--shards", type=int, default=1)
         p.add_argument("--id-field", default="id")
         p.add_argument("--text-field", default="text")
+        p.add_argument(
+            "--overwrite", action="store_true", help="replace a non-empty output that holds no finished run"
+        )
         if name == "classify":
             p.add_argument("--model", required=True)
+            p.add_argument("--allow-unverified-model", action="store_true", help=_UNVERIFIED_HELP)
         else:
             p.add_argument("--threshold", type=float, default=0.8)
             p.add_argument("--ngram", type=int, default=5)
@@ -227,6 +351,7 @@ def parser() -> argparse.ArgumentParser:
         help="P/R/F1 with 95%% intervals per narrative, next to a keyword baseline, as JSON",
     )
     p.add_argument("--model", required=True)
+    p.add_argument("--allow-unverified-model", action="store_true", help=_UNVERIFIED_HELP)
     p.add_argument(
         "--data", nargs="+", required=True, help="JSONL of {id, text, label} or {id, text, labels}"
     )
@@ -244,6 +369,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     beam_args += extra
     configure_logging()
     try:
+        if args.command in ("run", "plan", "classify", "dedup"):
+            check_beam_flags(beam_args)
         if args.command == "validate":
             return _cmd_validate(args)
         if args.command == "report":
@@ -259,7 +386,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "train-classifier":
             return _cmd_train(args)
         return _cmd_eval(args)
-    except ConfigError as err:
+    except (ConfigError, OutputError, UsageError) as err:
         print(str(err), file=sys.stderr)
         return 2
 

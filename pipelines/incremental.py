@@ -139,6 +139,9 @@ def plan_run(cfg: MixConfig, run_id: str | None) -> RunPlan:
             "sources": sources,
             "dedup": cfg.dedup.model_copy(update={"previous_index": [*cfg.dedup.previous_index, *earlier]}),
             "output": cfg.output.model_copy(update={"path": f"{root}/runs/{run_id}"}),
+            # A source of a later run may bring nothing new: no new files, or only
+            # documents earlier runs already hold (as the curated sources do).
+            "blend": cfg.blend.model_copy(update={"allow_empty_sources": True}),
         }
     )
     return RunPlan(run_id=run_id, config=run_cfg, consumed=consumed, fresh=fresh)

@@ -691,10 +691,3 @@ def write_report_html(run_dir: str) -> str:
     write_atomically(path, render_html(report, manifest).encode("utf-8"))
     _LOG.info("report written", path=path)
     return path
-
-
-def write_report_json(run_dir: str, report: Mapping[str, Any]) -> None:
-    """Rewrites ``report.json`` (after the driver added metrics and timing)."""
-    write_atomically(
-        f"{run_dir.rstrip('/')}/report.json", json.dumps(report, indent=2, sort_keys=True).encode()
-    )

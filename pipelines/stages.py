@@ -22,6 +22,7 @@ from schemas.config import ClassifierConfig, DedupConfig, FieldMapping, ReadConf
 from schemas.records import CLASSIFY_SCHEMA, DEDUP_LEDGER_SCHEMA, SHARD_SCHEMA
 from transforms.classify import ClassifyDocuments
 from transforms.dedup import DedupDocuments, WriteDedupIndex
+from transforms.publication import prepare_output, publish
 from transforms.read import ReadSource
 from transforms.text import stable_hash
 from transforms.write import WriteSortedFiles, encode_jsonl, parquet_encoder, score_list, shard_row
@@ -105,15 +106,22 @@ def run_classify(
     beam_args: Sequence[str],
     id_field: str = "id",
     text_field: str = "text",
+    overwrite: bool = False,
+    allow_unverified_model: bool = False,
 ) -> None:
-    """Classifies every input document with the model card's thresholds; one row per document."""
-    cfg = ClassifierConfig(model=model)
-    output = output.rstrip("/")
+    """Classifies every input document with the model card's thresholds; one row per document.
+
+    The output is staged and published with a completion marker (transforms/publication.py).
+    """
+    cfg = ClassifierConfig(model=model, allow_unverified_model=allow_unverified_model)
+    final = output.rstrip("/")
+    staged = prepare_output(final, overwrite)
     with beam.Pipeline(options=pipeline_options(beam_args)) as p:
         read = p | "Read" >> ReadSource(input_source(pattern, id_field, text_field), ReadConfig())
         classified = read.docs | "Classify" >> ClassifyDocuments(cfg)
-        _write(classified, output, "classified", shards, CLASSIFY_SCHEMA, lambda r: r["id"], classify_rows)
-        _write_dead(read.dead_letter, output)
+        _write(classified, staged, "classified", shards, CLASSIFY_SCHEMA, lambda r: r["id"], classify_rows)
+        _write_dead(read.dead_letter, staged)
+    publish(staged, final, overwrite)
 
 
 def run_dedup(
@@ -124,19 +132,24 @@ def run_dedup(
     beam_args: Sequence[str],
     id_field: str = "id",
     text_field: str = "text",
+    overwrite: bool = False,
 ) -> None:
     """Deduplicates the input; writes kept documents, a ledger row per input document and the index.
 
     ``cfg.previous_index`` names earlier runs' ``dedup_index/`` files: input documents
     that collide with their survivors are dropped (reason ``earlier_run_duplicate``).
+    The output is staged and published with a completion marker, so a later run
+    accepts its index only when this one finished.
     """
-    output = output.rstrip("/")
+    final = output.rstrip("/")
+    staged = prepare_output(final, overwrite)
     source = input_source(pattern, id_field, text_field)
     try:
-        _dedup_pipeline(output, cfg, shards, beam_args, source)
+        _dedup_pipeline(staged, cfg, shards, beam_args, source)
     except Exception as err:
         raise_join_error(err)  # a lost shuffle record: one line, not the runner's traceback
         raise
+    publish(staged, final, overwrite)
 
 
 def _dedup_pipeline(

@@ -15,7 +15,15 @@ from enum import Enum
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 NARRATIVES = ("misaligned", "aligned", "mixed", "ai_nonnarrative", "none")
 
@@ -24,8 +32,20 @@ class ConfigError(ValueError):
     """A config file that cannot be used; the message names each bad field."""
 
 
+_NUMBERS = (int, float, int | None, float | None)
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_as_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        # YAML's true/false would otherwise pass as 1/0 (``num_shards: true`` -> 1 shard).
+        field = cls.model_fields.get(info.field_name or "")
+        if isinstance(value, bool) and field is not None and field.annotation in _NUMBERS:
+            raise ValueError(f"{str(value).lower()} is a boolean; give a number")
+        return value
 
 
 class Role(str, Enum):
@@ -71,6 +91,9 @@ class SourceConfig(_Strict):
       tropes_field: metadata field holding the document's trope tags (e.g. ``tropes`` of
         synthetic stories); when set, the source is not classified and its tropes and
         narrative come from these tags.
+      duplicate_ids: what to do when records of this source share an id: ``error`` (fail,
+        naming the id and where it occurs), ``rekey`` (ids from file and offset) or
+        ``keep-first`` (the rest go to the ledger as ``duplicate_id``).
     """
 
     name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
@@ -84,6 +107,7 @@ class SourceConfig(_Strict):
     priority: int | None = Field(default=None, ge=0)
     incremental: bool = True
     tropes_field: str | None = None
+    duplicate_ids: Literal["error", "rekey", "keep-first"] = "error"
 
     @model_validator(mode="after")
     def _tropes_field_is_kept(self) -> SourceConfig:
@@ -155,6 +179,8 @@ class ClassifierConfig(_Strict):
         as another language.
       lid_model: language-identification model; the lid.176 model shipped in the package.
       seed: seed for ``downsample`` policies.
+      allow_unverified_model: use a remote model whose card gives no sha256
+        (``--allow-unverified-model``); otherwise such a model is refused.
     """
 
     model: str
@@ -167,6 +193,7 @@ class ClassifierConfig(_Strict):
     min_language_score: float = Field(default=0.0, ge=0.0, le=1.0)
     lid_model: str | None = None
     seed: int = 0
+    allow_unverified_model: bool = False
 
     @field_validator("thresholds")
     @classmethod
@@ -317,6 +344,11 @@ class BlendConfig(_Strict):
         shard count to ``ceil(total / shard_size)``.
       seed: seed of sampling and shuffling.
       narrative_balance: optional minimum aligned share and how to reach it.
+      min_source_fraction: with shares and no ``total``, fail when a source's plan takes
+        less than this fraction of its available units: another, scarce source (often a
+        broken one) then limits the total.  0 turns the check off.
+      allow_empty_sources: let a source bring no documents (an incremental run without
+        new files); the others share the mix.  Otherwise an empty source fails the plan.
     """
 
     unit: Literal["documents", "bytes", "tokens"] = "documents"
@@ -327,6 +359,8 @@ class BlendConfig(_Strict):
     shard_size: int | None = Field(default=None, gt=0)
     seed: int = 0
     narrative_balance: NarrativeBalance | None = None
+    min_source_fraction: float = Field(default=0.05, ge=0.0, le=1.0)
+    allow_empty_sources: bool = False
 
     @field_validator("sources")
     @classmethod
@@ -412,6 +446,21 @@ class MixConfig(_Strict):
         raise KeyError(name)
 
 
+def allowing_empty_sources(cfg: MixConfig, allow: bool) -> MixConfig:
+    """``cfg`` with ``blend.allow_empty_sources`` set when ``allow`` (the ``--allow-empty-source`` flag)."""
+    if not allow:
+        return cfg
+    return cfg.model_copy(update={"blend": cfg.blend.model_copy(update={"allow_empty_sources": True})})
+
+
+def allowing_unverified_model(cfg: MixConfig, allow: bool) -> MixConfig:
+    """``cfg`` with ``classifier.allow_unverified_model`` set when ``allow`` (``--allow-unverified-model``)."""
+    if not allow:
+        return cfg
+    classifier = cfg.classifier.model_copy(update={"allow_unverified_model": True})
+    return cfg.model_copy(update={"classifier": classifier})
+
+
 def _is_remote(path: str) -> bool:
     return "://" in path
 
@@ -475,6 +524,39 @@ def parse_config(data: dict[str, Any], base_dir: str = ".") -> MixConfig:
     )
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe YAML loader that rejects a key repeated in one mapping (the last would silently win)."""
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if key in seen:
+            raise ConfigError(
+                f"key {key!r} appears twice in one mapping (lines {seen[key] + 1} and "
+                f"{key_node.start_mark.line + 1}); keep one"
+            )
+        seen[key] = key_node.start_mark.line
+    return dict(loader.construct_mapping(node))
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def _parse_yaml(text: bytes, path: str) -> Any:
+    try:
+        decoded = text.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"config {path} is not UTF-8 text (byte {text[err.start]:#04x} at offset {err.start}); save it as UTF-8"
+        ) from None
+    try:
+        return yaml.load(decoded, Loader=_UniqueKeyLoader)
+    except ConfigError as err:
+        raise ConfigError(f"config {path}: {err}") from None
+
+
 def load_config(path: str) -> MixConfig:
     """Loads and validates a YAML config file.
 
@@ -487,11 +569,11 @@ def load_config(path: str) -> MixConfig:
             from apache_beam.io.filesystems import FileSystems
 
             with FileSystems.open(path) as f:
-                data = yaml.safe_load(f.read().decode("utf-8"))
+                data = _parse_yaml(f.read(), path)
             base_dir = path.rsplit("/", 1)[0]
         else:
-            with open(path, encoding="utf-8") as f:
-                data = yaml.safe_load(f)
+            with open(path, "rb") as f:
+                data = _parse_yaml(f.read(), path)
             base_dir = os.path.dirname(os.path.abspath(path))
     except OSError as err:
         raise ConfigError(f"cannot read config {path}: {err}") from None

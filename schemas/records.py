@@ -15,7 +15,8 @@ class Document(TypedDict, total=False):
     """One document as it moves through the DAG.
 
     Set by read: ``id``, ``source``, ``role``, ``text``, ``meta``, ``src_path``, ``src_offset``
-    (byte offset in the decompressed file for JSONL, WARC and WET; row for Parquet; 0 for text).
+    (byte offset in the decompressed file for JSONL, WARC and WET; row for Parquet; 0 for text),
+    and ``truncated_from`` (original UTF-8 length) when the text was cut at ``read.max_doc_bytes``.
     Set by classify: ``lang`` and ``lang_score`` (lid.176), ``trope_scores``, ``tropes``,
     ``narrative``.
     Set by dedup: ``cluster_id``, ``cluster_size``.
@@ -32,6 +33,7 @@ class Document(TypedDict, total=False):
     src_offset: int
     lang: str
     lang_score: float
+    truncated_from: int
     trope_scores: dict[str, float]
     tropes: list[str]
     narrative: str

@@ -23,6 +23,7 @@ from pipelines.build_mix import pipeline_options, raise_join_error, run
 from pipelines.cli import main as cli_main
 from schemas.config import MixConfig, load_config
 from transforms.accounting import JOIN_LOSS, JoinIntegrityError
+from transforms.publication import staging_dir
 
 from .conftest import DEMO_CONFIG, FN_API_RUNNER, write_demo_config
 
@@ -52,6 +53,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[MixConfig, Path,
 def test_demo_writes_every_output(demo_run: tuple[MixConfig, Path, dict[str, Any]]) -> None:
     _, out, report = demo_run
     assert sorted(p.name for p in out.iterdir()) == [
+        "_COMPLETE",
         "dead_letter",
         "dedup_index",
         "ledger",
@@ -151,7 +153,9 @@ def test_a_stage_that_loses_documents_fails_the_run(tmp_path: Path, monkeypatch:
     with pytest.raises(Exception, match=r"conservation FAILED") as err:
         run(_config(tmp_path), [f"--runner={FN_API_RUNNER}"])
     assert "MISMATCH" in str(err.value)
-    report = json.loads((tmp_path / "report.json").read_text())
+    # Not published: the report stays in the staging directory the message names.
+    assert not any(tmp_path.iterdir())
+    report = json.loads((Path(staging_dir(str(tmp_path))) / "report.json").read_text())
     assert report["status"] == "conservation_failed"
     assert any("MISMATCH stage dedup" in line for line in report["conservation"]["lines"])
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import apache_beam as beam
 import pytest
@@ -16,6 +17,7 @@ from transforms.classify import (
     ROUTE_MODEL,
     ApplyPolicy,
     ClassifyDocuments,
+    annotate,
     check_card,
     context_params,
     decide,
@@ -219,3 +221,32 @@ def test_real_hard_negatives_fire_no_trope(model_path: str) -> None:
 
     assert_that(out, check)
     p.run()
+
+
+def test_model_cache_is_per_user_and_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from transforms.classify import model_cache_dir
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    (tmp_path / "tropemix" / "models").mkdir(parents=True, mode=0o755)
+    (tmp_path / "tropemix" / "models").chmod(0o755)
+    path = Path(model_cache_dir())
+    assert path == tmp_path / "tropemix" / "models"
+    assert path.stat().st_mode & 0o777 == 0o700
+
+
+def test_trope_scores_hold_only_taxonomy_labels(model_path: str) -> None:
+    # The raw model labels include "none" and "mixed"; a document's scores are the
+    # taxonomy's labels plus the two narrative groups they decide.
+    from schemas.taxonomy import DEFAULT_TAXONOMY, NARRATIVE_LABELS
+
+    card = read_model_card(model_path)
+    model = load_fasttext(model_path)
+    assert {"none", "mixed"} <= {label.removeprefix("__label__") for label in model.get_labels()}
+    (scored,) = score_documents(model, load_lid(), [EVIL], ["en"], context_params(card))
+    doc = annotate(
+        {"id": "d", "text": EVIL},
+        scored,
+        effective_thresholds(ClassifierConfig(model=model_path), card),
+        DEFAULT_TAXONOMY,
+    )  # type: ignore[typeddict-item]
+    assert set(doc["trope_scores"]) == set(DEFAULT_TAXONOMY.scored_labels) | set(NARRATIVE_LABELS)

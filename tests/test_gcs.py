@@ -209,3 +209,54 @@ def test_classic_dataflow_template_is_written_to_gcs(gcs: Any) -> None:
     # The job's artifacts were staged to the emulator bucket too.
     assert [b.name for b in gcs.list_blobs("tm-tpl", prefix="staging/")]
     assert not list(gcs.list_blobs("tm-tpl", prefix="out/"))
+
+
+def test_remote_model_without_card_is_refused_unless_allowed(
+    gcs: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipelines.checks import UsageError
+    from pipelines.cli import check_model_card
+    from transforms.classify import UnverifiedModelError, localize_model
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    _bucket(gcs, "tm-model").blob("bare/tropes.ftz").upload_from_filename(str(MODEL))
+    with pytest.raises(UnverifiedModelError, match=r"no model card with a sha256 .*--allow-unverified-model"):
+        localize_model("gs://tm-model/bare/tropes.ftz")
+    with pytest.raises(UsageError, match=r"--allow-unverified-model"):
+        check_model_card("gs://tm-model/bare/tropes.ftz", allow_unverified=False)
+    local = Path(localize_model("gs://tm-model/bare/tropes.ftz", allow_unverified=True))
+    assert local.parent == tmp_path / "cache" / "tropemix" / "models"
+    assert local.read_bytes() == MODEL.read_bytes()
+    assert local.parent.stat().st_mode & 0o777 == 0o700
+
+
+def test_rerun_on_gcs_replaces_the_published_run(gcs: Any) -> None:
+    """Object stores have no directory rename: the old run goes, the new one appears with its marker last."""
+    from transforms.publication import MARKER, completion, dir_exists, staging_dir
+
+    bucket = _bucket(gcs, "tm-pub")
+    bucket.blob("in/pages.jsonl").upload_from_string(
+        b"".join(json.dumps(r).encode() + b"\n" for r in RECORDS)
+    )
+    for shards in (3, 2):
+        config = {
+            "sources": [
+                {"name": "web", "inputs": ["gs://tm-pub/in/*.jsonl"], "classify": False, "dedup": False}
+            ],
+            "classifier": {"model": str(MODEL)},
+            "blend": {"sources": {"web": {"share": 1.0}}, "num_shards": shards},
+            "output": {"path": "gs://tm-pub/out", "format": "jsonl.zst"},
+        }
+        with make_pipeline() as p:
+            build(p, parse_config(yaml.safe_load(yaml.safe_dump(config))))
+    names = sorted(b.name for b in gcs.list_blobs("tm-pub", prefix="out/"))
+    assert [n for n in names if "/shards/" in n] == [
+        "out/shards/mix-00000-of-00002.jsonl.zst",
+        "out/shards/mix-00001-of-00002.jsonl.zst",
+    ]
+    assert f"out/{MARKER}" in names and "out/report.html" in names
+    marker = completion("gs://tm-pub/out")
+    assert marker is not None and sorted(marker["files"]) == sorted(
+        n[4:] for n in names if n != f"out/{MARKER}"
+    )
+    assert not dir_exists(staging_dir("gs://tm-pub/out"))

@@ -362,3 +362,56 @@ def test_warc_non_html_and_textless_pages_are_dead_lettered(tmp_path: Path) -> N
         (True, "not_html"),
         (True, "empty_text"),
     ]
+
+
+def test_deeply_nested_record_is_a_dead_letter_not_a_crash(tmp_path: Path) -> None:
+    path = tmp_path / "deep.jsonl"
+    deep = b'{"id": "deep", "text": "x", "meta": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n"
+    path.write_bytes(_jsonl(GOOD[:3]) + deep + _jsonl(GOOD[3:5]))
+    docs, rejected, _ = read_all(_source(path), path)
+    assert [d["id"] for d in docs] == [f"src/d{i}" for i in range(5)]
+    assert [(r.reason, r.record["offset"]) for r in rejected] == [("too_deep", len(_jsonl(GOOD[:3])))]
+    assert rejected[0].record["error"].startswith("too_deep: ")
+
+
+@pytest.mark.parametrize("suffix", [".gz", ".zst"])
+@pytest.mark.parametrize("records", [10, 3000])
+def test_members_after_junk_are_recovered_and_the_junk_reported(
+    tmp_path: Path, suffix: str, records: int
+) -> None:
+    def pack(data: bytes) -> bytes:
+        return gzip.compress(data, mtime=0) if suffix == ".gz" else zstandard.ZstdCompressor().compress(data)
+
+    rows = [{"id": f"r{i}", "text": f"record {i} " * 8} for i in range(records)]
+    half = records // 2
+    junk = b"\x00junk after a member\xff" * 3
+    path = tmp_path / f"junk.jsonl{suffix}"
+    path.write_bytes(pack(_jsonl(rows[:half])) + junk + pack(_jsonl(rows[half:])) + b"trailing")
+    docs, rejected, _ = read_all(_source(path), path)
+    assert [d["id"] for d in docs] == [f"src/r{i}" for i in range(records)]
+    assert [(r.reason, r.record["offset"]) for r in rejected] == [
+        ("junk_bytes", len(_jsonl(rows[:half]))),
+        ("junk_bytes", len(_jsonl(rows))),
+    ]
+    assert rejected[0].record["error"].startswith(f"junk_bytes: {len(junk)} bytes")
+    assert rejected[1].record["error"].startswith("junk_bytes: 8 bytes")
+
+
+def test_byte_order_mark_is_stripped(tmp_path: Path) -> None:
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + _jsonl(GOOD[:2]))
+    docs, rejected, _ = read_all(_source(path), path)
+    assert rejected == [] and [d["id"] for d in docs] == ["src/d0", "src/d1"]
+    assert docs[0]["src_offset"] == 0
+    text = tmp_path / "page.md"
+    text.write_bytes("\ufeffA page.".encode())
+    docs, rejected, _ = read_all(_source(text, "text"), text)
+    assert [d["text"] for d in docs] == ["A page."]
+
+
+def test_a_directory_matched_by_a_glob_is_a_dead_letter(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    docs, rejected, _ = read_all(_source(tmp_path / "sub"), tmp_path / "sub")
+    assert docs == [] and [(r.reason, r.record["path"]) for r in rejected] == [
+        ("not_a_file", str(tmp_path / "sub"))
+    ]

@@ -20,6 +20,7 @@ from pipelines.cli import main as cli_main
 from pipelines.report import metrics_check, render_html, timing
 from transforms.accounting import count_key, mix_summary
 from transforms.logs import configure_logging
+from transforms.publication import staging_dir
 
 from .conftest import REPO, write_demo_config
 
@@ -100,7 +101,7 @@ def test_report_json_holds_the_mix_and_timing(demo: tuple[Path, dict[str, Any], 
     after = mix["narratives_after"]["mixed"] / sum(mix["narratives_after"].values())
     assert after < before
     assert mix["drops"]["read"] == {"bad_json": 1, "empty_text": 1, "wrong_type": 1}
-    assert set(report["conservation"]["stages"]) == {"classify", "policy", "dedup", "blend", "write"}
+    assert set(report["conservation"]["stages"]) == {"ids", "classify", "policy", "dedup", "blend", "write"}
     stages = report["timing"]["stages"]
     assert report["timing"]["wall_seconds"] > 0
     assert stages["read"]["docs_in"] == 197 and stages["dedup"]["docs_in"] == 190
@@ -221,9 +222,13 @@ def test_a_stage_that_loses_documents_exits_non_zero_naming_it(
     n_in, n_out, n_dropped, diff = map(int, stage_line.groups())
     assert diff == n_in - n_out - n_dropped > 0
     assert re.search(r"MISMATCH web: .*\(difference \d+", err)
-    report = json.loads((out / "report.json").read_text())
+    # A failed run is not published; its report stays in the staging directory the message names.
+    assert not out.exists()
+    staged = Path(staging_dir(str(out)))
+    assert f"report (not published): {staged}/report.html" in err
+    report = json.loads((staged / "report.json").read_text())
     assert report["status"] == "conservation_failed"
-    assert "conservation FAILED" in (out / "report.html").read_text()
+    assert "conservation FAILED" in (staged / "report.html").read_text()
 
 
 def test_mix_summary_from_counts() -> None:

@@ -38,6 +38,19 @@ class JoinIntegrityError(ConservationError):
     """
 
 
+def truncation_note(doc: Mapping[str, Any], detail: str = "") -> str:
+    """``detail`` plus ``truncated_from=<bytes>`` when the reader cut the document's text.
+
+    Args:
+      doc: a document or a dedup stub.
+      detail: the row's own detail.
+    """
+    if "truncated_from" not in doc:
+        return detail
+    note = f"truncated_from={doc['truncated_from']}"
+    return f"{detail}; {note}" if detail else note
+
+
 def ledger_drop(doc: Document, stage: str, reason: str, detail: str = "") -> LedgerRow:
     """The ledger row of a document dropped at ``stage`` for ``reason``.
 
@@ -53,7 +66,7 @@ def ledger_drop(doc: Document, stage: str, reason: str, detail: str = "") -> Led
         fate="dropped",
         stage=stage,
         reason=reason,
-        detail=detail,
+        detail=truncation_note(doc, detail),
         narrative=doc.get("narrative", "none"),
         cluster_id=doc.get("cluster_id", ""),
         cluster_size=doc.get("cluster_size", 0),
@@ -344,8 +357,11 @@ def realized_narratives(shards: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 class _WriteRecordsFn(beam.DoFn):
-    def __init__(self, output: str, run_name: str, config: dict[str, Any], sources: list[str]) -> None:
+    def __init__(
+        self, output: str, published: str, run_name: str, config: dict[str, Any], sources: list[str]
+    ) -> None:
         self._output = output.rstrip("/")
+        self._published = published.rstrip("/")
         self._run_name = run_name
         self._config = config
         self._sources = sources
@@ -357,7 +373,11 @@ class _WriteRecordsFn(beam.DoFn):
         shards: list[dict[str, Any]],
         unconverged: int,
     ) -> Iterator[dict[str, Any]]:
-        shards = sorted(shards, key=lambda s: s["shard"])
+        # Files are named where they will be read: under the published path, not the staging one.
+        shards = [
+            {**s, "path": self._published + s["path"][len(self._output) :]}
+            for s in sorted(shards, key=lambda s: s["shard"])
+        ]
         conservation = check_conservation(counts, self._sources)
         manifest = {"run_name": self._run_name, "plan": plan, "shards": shards}
         report = {
@@ -392,7 +412,8 @@ class WriteRunRecords(beam.PTransform):
     counts do not balance.
 
     Args:
-      output: run directory.
+      output: directory the run writes to (its staging directory).
+      published: where the run is published; the manifest names files there.
       run_name: name recorded in both files.
       config: the run config as a JSON-able dict.
       sources: source names.
@@ -404,6 +425,7 @@ class WriteRunRecords(beam.PTransform):
     def __init__(
         self,
         output: str,
+        published: str,
         run_name: str,
         config: dict[str, Any],
         sources: list[str],
@@ -412,7 +434,7 @@ class WriteRunRecords(beam.PTransform):
         unconverged: beam.PCollection,
     ) -> None:
         super().__init__()
-        self._fn = _WriteRecordsFn(output, run_name, config, sources)
+        self._fn = _WriteRecordsFn(output, published, run_name, config, sources)
         self._counts = counts
         self._shards = shards
         self._unconverged = unconverged

@@ -21,7 +21,7 @@ from apache_beam.metrics import Metrics
 from schemas.config import BlendConfig
 from schemas.records import Document, LedgerRow
 from schemas.taxonomy import DEFAULT_COUNTERS
-from transforms.accounting import JOIN_LOSS, JoinIntegrityError
+from transforms.accounting import JOIN_LOSS, JoinIntegrityError, truncation_note
 from transforms.packing import pack, unpack
 from transforms.text import stable_hash
 from transforms.units import MeasureUnits
@@ -157,6 +157,73 @@ def _counter_strata(
     return weights, assigned
 
 
+def _renormalized(shares: Mapping[str, float]) -> dict[str, float]:
+    total = sum(shares.values())
+    return {n: v / total if total else 0.0 for n, v in shares.items()}
+
+
+def check_supply(cfg: BlendConfig, docs: Mapping[str, int]) -> None:
+    """Fails when a source with a share or target brings no documents, or when no source brings any.
+
+    Args:
+      cfg: blend config; ``allow_empty_sources`` lets single empty sources through.
+      docs: documents per source after read, policy and dedup.
+
+    Raises:
+      PlanError: naming each empty source; its dead letters and ledger say why.
+    """
+    wanted = [n for n, s in sorted(cfg.sources.items()) if (s.share or s.target or 0) > 0]
+    empty = [n for n in wanted if not docs.get(n)]
+    if wanted and len(empty) == len(wanted):
+        raise PlanError(
+            f"blend plan cannot be met: the mix would be empty; no source brings any {cfg.unit} "
+            f"({', '.join(f'{n!r}: {docs.get(n, 0)} documents' for n in wanted)} after read, policy and dedup); "
+            "check the inputs and the dead letters"
+        )
+    if empty and not cfg.allow_empty_sources:
+        raise PlanError(
+            "blend plan cannot be met: "
+            + "; ".join(f"source {n!r} yields 0 documents" for n in empty)
+            + " after read, policy and dedup; check its inputs and dead letters, or pass --allow-empty-source"
+        )
+
+
+def check_starved(cfg: BlendConfig, avail: Mapping[str, int], targets: Mapping[str, int]) -> None:
+    """Fails when a scarce source limits a share-based total so far that another source is sampled away.
+
+    Only with shares and no ``total``: then the total is what the scarcest source allows,
+    and a broken source (a few surviving records) would shrink every other one.
+
+    Args:
+      cfg: blend config with ``min_source_fraction``.
+      avail: units per source after read, policy and dedup.
+      targets: planned units per source.
+
+    Raises:
+      PlanError: naming the starved sources, their numbers and the limiting source.
+    """
+    if not cfg.uses_shares or cfg.total is not None or not cfg.min_source_fraction:
+        return
+    shares = {n: float(s.share or 0.0) for n, s in cfg.sources.items() if avail.get(n) and s.share}
+    if not shares:
+        return
+    limiting = min(shares, key=lambda n: (avail[n] * cfg.sources[n].max_epochs / shares[n], n))
+    starved = [
+        f"source {n!r}: planned {targets[n]} of {avail[n]} available {cfg.unit} "
+        f"({targets[n] / avail[n]:.2%} < blend.min_source_fraction {cfg.min_source_fraction:.0%})"
+        for n in sorted(shares)
+        if n != limiting and targets[n] < cfg.min_source_fraction * avail[n]
+    ]
+    if starved:
+        raise PlanError(
+            "blend plan cannot be met: "
+            + "; ".join(starved)
+            + f", because source {limiting!r} has only {avail[limiting]} {cfg.unit} for share "
+            f"{shares[limiting]:g}; fix that source's inputs, lower its share, set blend.total, "
+            "or lower blend.min_source_fraction"
+        )
+
+
 def compute_plan(
     cfg: BlendConfig, profile: Iterable[Sequence[Any]], roles: Mapping[str, str] | None = None
 ) -> dict[str, Any]:
@@ -186,8 +253,12 @@ def compute_plan(
     avail = {n: sum(r[4] for r in rows if r[0] == n) for n in names}
     docs = {n: sum(r[3] for r in rows if r[0] == n) for n in names}
     epochs = {n: cfg.sources[n].max_epochs for n in names}
+    check_supply(cfg, docs)
     if cfg.uses_shares:
         shares = {n: float(cfg.sources[n].share or 0.0) for n in names}
+        if cfg.allow_empty_sources:
+            # An empty source (an incremental run without new files) leaves the mix to the others.
+            shares = _renormalized({n: v if avail[n] else 0.0 for n, v in shares.items()})
         if cfg.total is not None:
             total = cfg.total
         else:
@@ -209,6 +280,7 @@ def compute_plan(
             )
     if problems:
         raise PlanError("blend plan cannot be met:\n  " + "\n  ".join(problems))
+    check_starved(cfg, avail, targets)
 
     balance = cfg.narrative_balance
     cls_avail: dict[str, dict[str, int]] = {n: {} for n in names}
@@ -296,6 +368,13 @@ def compute_plan(
     sources: dict[str, Any] = {}
     total_units = sum(targets.values())
     num_shards = max(1, math.ceil(total_units / cfg.shard_size)) if cfg.shard_size else cfg.num_shards
+    # Documents the plan can write at most: exactly the total for documents, else every copy allowed.
+    most_docs = total_units if unit == "documents" else sum(docs[n] * epochs[n] for n in names)
+    if num_shards > max(1, most_docs):
+        raise PlanError(
+            f"blend plan cannot be met: {num_shards} shards for at most {most_docs} documents would write "
+            f"empty shards; set blend.num_shards to at most {max(1, most_docs)} (or raise blend.shard_size)"
+        )
     for name in names:
         sub_avail: dict[str, list[int]] = {}
         for source, narrative, tags, d, units in rows:
@@ -516,7 +595,7 @@ def written_or_sampled_out(doc: Document, copies: int) -> LedgerRow:
         fate="written" if copies else "dropped",
         stage="blend",
         reason="" if copies else "sampled_out",
-        detail="",
+        detail=truncation_note(doc),
         narrative=doc.get("narrative", "none"),
         cluster_id=doc.get("cluster_id", doc["id"]),
         cluster_size=doc.get("cluster_size", 1),

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
@@ -112,23 +111,57 @@ def resolve_taxonomy(cfg: ClassifierConfig, card: dict[str, Any]) -> Taxonomy:
     return taxonomy
 
 
-def localize_model(model_path: str) -> str:
-    """Returns a local path of the model, copying a remote one once per machine.
+class UnverifiedModelError(ValueError):
+    """A remote model without a model card checksum, used without ``--allow-unverified-model``."""
 
-    The copy is verified against the ``sha256`` of the model card when one exists.
+
+def model_cache_dir() -> str:
+    """This user's model cache, ``$XDG_CACHE_HOME/tropemix/models`` (``~/.cache`` by default), mode 0700.
+
+    A shared, predictable directory such as ``/tmp/tropemix-models`` would let another
+    user plant a model there; this one belongs to the user and nobody else can enter it.
+
+    Raises:
+      PermissionError: the directory exists but belongs to another user.
+    """
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    path = os.path.join(base, "tropemix", "models")
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    info = os.stat(path)
+    if info.st_uid != os.getuid():
+        raise PermissionError(
+            f"model cache {path} belongs to another user; set XDG_CACHE_HOME to your own directory"
+        )
+    if info.st_mode & 0o077:
+        os.chmod(path, 0o700)
+    return path
+
+
+def localize_model(model_path: str, allow_unverified: bool = False) -> str:
+    """Returns a local path of the model, copying a remote one once per machine and user.
+
+    The copy is verified against the ``sha256`` of the model card; a remote model
+    without one is refused unless ``allow_unverified``.
 
     Args:
       model_path: local path or any ``FileSystems`` URL such as ``gs://``.
+      allow_unverified: use a remote model whose card gives no checksum.
+
+    Raises:
+      UnverifiedModelError: a remote model without a card checksum.
+      ModelChecksumError: the model does not match its card.
     """
     expected = read_model_card(model_path).get("sha256")
     if "://" in model_path:
+        if not expected and not allow_unverified:
+            raise UnverifiedModelError(
+                f"classifier.model {model_path} has no model card with a sha256 ({model_card_path(model_path)}); "
+                "add the card written by `tropemix train-classifier`, or pass --allow-unverified-model"
+            )
         # The card's checksum is part of the cache key: a new model at the same path is a new copy.
         digest = hashlib.sha256(f"{model_path}#{expected or ''}".encode()).hexdigest()[:16]
-        local = os.path.join(
-            tempfile.gettempdir(), "tropemix-models", f"{digest}-{os.path.basename(model_path)}"
-        )
+        local = os.path.join(model_cache_dir(), f"{digest}-{os.path.basename(model_path)}")
         if not os.path.exists(local) or (expected and _sha256_file(local) != expected):
-            os.makedirs(os.path.dirname(local), exist_ok=True)
             tmp = f"{local}.{os.getpid()}.part"
             with FileSystems.open(model_path) as src, open(tmp, "wb") as dst:
                 for block in iter(lambda: src.read(1 << 20), b""):
@@ -143,13 +176,13 @@ def localize_model(model_path: str) -> str:
     return local
 
 
-def load_fasttext(model_path: str) -> Any:
-    """Loads a fastText model from a local or remote path."""
+def load_fasttext(model_path: str, allow_unverified: bool = False) -> Any:
+    """Loads a fastText model from a local or remote path (see ``localize_model``)."""
     import fasttext
 
     # fastText prints a deprecation warning to stderr on every load; it is harmless.
     fasttext.FastText.eprint = lambda *args, **kwargs: None
-    return fasttext.load_model(localize_model(model_path))
+    return fasttext.load_model(localize_model(model_path, allow_unverified))
 
 
 # fastText reports each label as p + 1e-5 (the smoothing of its log scores); asking
@@ -302,7 +335,10 @@ class _ClassifyBatchFn(beam.DoFn):
         card = read_model_card(path)
         check_card(card, path)
         self._models = self._shared.acquire(
-            lambda: _Models(load_fasttext(path), load_lid(localize_model(lid_path))), tag=f"{path}|{lid_path}"
+            lambda: _Models(
+                load_fasttext(path, self._cfg.allow_unverified_model), load_lid(localize_model(lid_path))
+            ),
+            tag=f"{path}|{lid_path}",
         )
         self._thresholds = effective_thresholds(self._cfg, card)
         self._context = context_params(card)

@@ -62,6 +62,7 @@ from transforms.minhash import (
 )
 from transforms.packing import pack, unpack
 from transforms.progress import ProgressTicker
+from transforms.publication import require_complete
 from transforms.text import normalize_for_dedup, stable_hash
 from transforms.write import WriteSortedFiles, parquet_encoder
 
@@ -230,7 +231,13 @@ class _KeysFn(beam.DoFn):
             # A text without a word has no shingles: it can only be an exact duplicate,
             # otherwise all such documents would share every bucket.
             bands = buckets[i].tolist() if has_shingles[i] else []
-            stub = {"id": doc["id"], "source": doc["source"], "narrative": doc.get("narrative", "none")}
+            stub: dict[str, Any] = {
+                "id": doc["id"],
+                "source": doc["source"],
+                "narrative": doc.get("narrative", "none"),
+            }
+            if "truncated_from" in doc:
+                stub["truncated_from"] = doc["truncated_from"]
             sig = sigs[i].tobytes() if verify and bands else None
             exact = exact_hash(normalized[i])
             yield exact, (node, (stub, bands, sig))
@@ -618,12 +625,13 @@ def _apply(item: tuple[Node, dict[str, Any]]) -> Iterator[Any]:
 
 
 def check_index(patterns: Sequence[str], cfg: DedupConfig) -> None:
-    """Fails unless every earlier index file was written with this config's hashing parameters.
+    """Fails unless every earlier index file is in a finished run and has this config's hashing parameters.
 
     Args:
       patterns: ``dedup.previous_index`` globs.
       cfg: this run's dedup config.
     """
+    require_complete(patterns)
     want = index_fingerprint(cfg)
     for pattern in patterns:
         matched = FileSystems.match([pattern])[0].metadata_list

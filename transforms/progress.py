@@ -22,11 +22,14 @@ import os
 import threading
 import time
 import uuid
-from typing import IO
+from collections.abc import Callable, Iterator
+from typing import IO, Any
+
+import apache_beam as beam
 
 _FLUSH_SECONDS = 0.5
 # Pipeline order: the rate shown is that of the furthest stage that moved.
-STAGES = ("read", "classify", "dedup")
+STAGES = ("read", "classify", "dedup", "blend", "write")
 
 
 class ProgressTicker:
@@ -67,6 +70,37 @@ class ProgressTicker:
                 f.write(str(self._count))
             os.replace(tmp, path)
             self._written = self._count
+
+
+class TickFn(beam.DoFn):
+    """A side branch that ticks ``stage`` once per element (or by ``weight``) and outputs nothing.
+
+    Stages after the plan (blend, write) have no DoFn of their own worth a ticker; this
+    one rides along on their output so the progress line keeps moving to the end.
+
+    Args:
+      directory: local directory shared with the driver.
+      stage: one of ``STAGES``.
+      weight: documents an element stands for, e.g. a written file's rows.
+    """
+
+    def __init__(self, directory: str, stage: str, weight: Callable[[Any], int] = lambda _: 1) -> None:
+        self._directory = directory
+        self._stage = stage
+        self._weight = weight
+        self._ticker: ProgressTicker | None = None
+
+    def setup(self) -> None:
+        self._ticker = ProgressTicker(self._directory, self._stage)
+
+    def process(self, element: Any) -> Iterator[Any]:
+        assert self._ticker is not None
+        self._ticker.tick(self._weight(element))
+        return iter(())
+
+    def finish_bundle(self) -> None:
+        if self._ticker:
+            self._ticker.flush()
 
 
 def read_progress(directory: str) -> dict[str, int]:

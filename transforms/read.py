@@ -14,6 +14,12 @@ inside it); compressed files, Parquet, WARC, WET and text files are one range ea
 read streaming by one worker.  Compressed streams go through ``_StreamReader``
 rather than Beam's ``CompressedFile``: it raises on a truncated stream where Beam's
 reader reports a silent EOF, and it hands out every complete record before the damage.
+Bytes between members that start no gzip member or zstd frame are skipped up to the
+next magic number and reported as one ``junk_bytes`` dead letter per run (with the
+byte count), so members after junk are still read.  A UTF-8 byte-order mark at the
+start of a file is dropped.  Any per-record failure (bad UTF-8 or JSON, nesting past
+the recursion limit, a record that exhausts memory) is a dead letter with its reason;
+for Parquet the footer's row count is checked against the rows read.
 
 Derived ids (when a record has no id) come from the file name and the record's
 position, never from its content: ``<file>@<byte offset>`` for JSONL (offset in
@@ -51,6 +57,8 @@ SEEN = "seen"
 NAMESPACE = "tropemix.read"
 _LOG = stage_logger("read")
 _COMPRESSED = (".gz", ".zst")
+# A UTF-8 byte-order mark some editors put at the start of a file; not part of the first record.
+_BOM = b"\xef\xbb\xbf"
 _CHUNK = 1 << 20
 # Small compressed reads: a corrupt block loses at most what this much input decodes to.
 _COMPRESSED_CHUNK = 1 << 16
@@ -151,9 +159,11 @@ def make_document(
         raise BadRecord("wrong_type", f"field {fields.text!r} is a {type(text).__name__}, not a string")
     if not text.strip():
         raise BadRecord("empty_text", f"field {fields.text!r} is empty")
+    truncated_from = None
     if len(text) * 4 > read_cfg.max_doc_bytes and len(text.encode("utf-8")) > read_cfg.max_doc_bytes:
         if read_cfg.oversize == "dead_letter":
             raise BadRecord("oversize", f"text is over read.max_doc_bytes={read_cfg.max_doc_bytes}")
+        truncated_from = len(text.encode("utf-8"))
         text = truncate_utf8(text, read_cfg.max_doc_bytes)
     raw_id = obj.get(fields.id)
     if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)) or raw_id == "":
@@ -165,7 +175,7 @@ def make_document(
         json.dumps([raw_id, meta], ensure_ascii=False, default=str).encode("utf-8")
     except UnicodeEncodeError as err:
         raise BadRecord("bad_utf8", f"lone surrogate in the record: {err}") from None
-    return Document(
+    doc = Document(
         id=f"{source.name}/{raw_id}",
         source=source.name,
         role=source.role.value,
@@ -174,6 +184,10 @@ def make_document(
         src_path=path,
         src_offset=offset,
     )
+    if truncated_from is not None:
+        # The ledger row of the document names its original length (accounting.truncation_note).
+        doc["truncated_from"] = truncated_from
+    return doc
 
 
 class _Decompressor(Protocol):
@@ -196,39 +210,85 @@ class _StreamReader(io.RawIOBase):
       new_member: returns a fresh decompressor for the next gzip member or zstd frame.
     """
 
-    def __init__(self, raw: IO[bytes], new_member: Callable[[], _Decompressor]) -> None:
+    def __init__(self, raw: IO[bytes], new_member: Callable[[], _Decompressor], magic: bytes) -> None:
         super().__init__()
         self._raw = raw
         self._new_member = new_member
+        self._magic = magic
         self._member = new_member()
         self._in_member = False
         self._buf = b""
         self._pos = 0
         self._offset = 0
         self._done = False
+        self._carry = b""
+        self._error: Exception | None = None
+        # Bytes between members that start no member: [decompressed offset, byte count] per run.
+        self.junk: list[list[int]] = []
+
+    def _note_junk(self, n: int, at: int) -> None:
+        if self.junk and self.junk[-1][0] == at:
+            self.junk[-1][1] += n
+        elif n:
+            self.junk.append([at, n])
+
+    def _to_member_start(self, data: bytes, at: int, last: bool) -> bytes:
+        """``data`` from the next member's magic bytes on; what precedes them is junk."""
+        i = data.find(self._magic)
+        if i < 0:
+            # The magic may straddle two reads: keep its possible beginning for the next one.
+            keep = 0 if last else len(self._magic) - 1
+            self._note_junk(len(data) - keep, at)
+            self._carry = data[len(data) - keep :] if keep else b""
+            return b""
+        self._note_junk(i, at)
+        return data[i:]
 
     def readable(self) -> bool:
         return True
 
     def _fill(self) -> None:
         while self._pos >= len(self._buf) and not self._done:
-            data = self._raw.read(_COMPRESSED_CHUNK)
+            if self._error is not None:
+                raise self._error
+            fresh = self._raw.read(_COMPRESSED_CHUNK)
+            data, self._carry = self._carry + fresh, b""
             if not data:
                 if self._in_member:
                     raise EOFError("compressed stream ended inside a member or frame")
                 self._done = True
                 return
-            out = []
-            while data:
-                out.append(self._member.decompress(data))
-                self._in_member = True
-                if self._member.eof:
-                    data = self._member.unused_data
-                    self._member = self._new_member()
-                    self._in_member = False
-                else:
-                    data = b""
+            out: list[bytes] = []
+            try:
+                self._decode(data, out, last=not fresh)
+            except _DAMAGE_ERRORS as err:
+                # Hand out what decoded before the damage first; raise on the next read.
+                self._error = err
             self._buf, self._pos = b"".join(out), 0
+
+    def _decode(self, data: bytes, out: list[bytes], last: bool) -> None:
+        while data:
+            if not self._in_member:
+                data = self._to_member_start(data, self._offset + sum(map(len, out)), last)
+                if not data:
+                    return
+                try:
+                    out.append(self._member.decompress(data))
+                except _DAMAGE_ERRORS:
+                    # Magic bytes inside junk, not a member: skip one byte and look again.
+                    self._member = self._new_member()
+                    self._note_junk(1, self._offset + sum(map(len, out)))
+                    data = data[1:]
+                    continue
+            else:
+                out.append(self._member.decompress(data))
+            self._in_member = True
+            if self._member.eof:
+                data = self._member.unused_data
+                self._member = self._new_member()
+                self._in_member = False
+            else:
+                data = b""
 
     def readinto(self, buffer: Any) -> int:
         self._fill()
@@ -260,6 +320,11 @@ class _StreamReader(io.RawIOBase):
         super().close()
 
 
+# gzip: ID1 ID2 and CM=8 (deflate); zstd: the frame magic number.
+_GZIP_MAGIC = b"\x1f\x8b\x08"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
 def _gzip_member() -> _Decompressor:
     # wbits=31: gzip header and trailer, CRC and length checked at the end of each member.
     return zlib.decompressobj(wbits=31)  # type: ignore[return-value]
@@ -277,10 +342,16 @@ def open_stream(path: str) -> IO[bytes]:
     """
     raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
     if path.endswith(".gz"):
-        return io.BufferedReader(_StreamReader(raw, _gzip_member), buffer_size=_CHUNK)
+        return io.BufferedReader(_StreamReader(raw, _gzip_member, _GZIP_MAGIC), buffer_size=_CHUNK)
     if path.endswith(".zst"):
-        return io.BufferedReader(_StreamReader(raw, _zstd_frame), buffer_size=_CHUNK)
+        return io.BufferedReader(_StreamReader(raw, _zstd_frame, _ZSTD_MAGIC), buffer_size=_CHUNK)
     return raw
+
+
+def junk_of(stream: IO[bytes]) -> list[list[int]]:
+    """``[decompressed offset, bytes]`` of the junk a compressed stream skipped between members."""
+    raw = getattr(stream, "raw", None)
+    return raw.junk if isinstance(raw, _StreamReader) else []
 
 
 def file_ranges(path: str, size: int, fmt: str, split_bytes: int) -> list[FileRange]:
@@ -356,10 +427,20 @@ class _Reader:
             return make_document(obj, self._source, self._read, path, offset, derived_id)
         except BadRecord as err:
             return self.reject(err.reason, path, offset, str(err), raw)
+        except RecursionError:
+            return self.reject(
+                "too_deep", path, offset, "metadata nested deeper than the recursion limit", raw
+            )
+        except MemoryError:
+            return self.reject("out_of_memory", path, offset, "building this document ran out of memory", raw)
 
     def read(self, rng: FileRange) -> Iterator[Document | Rejected]:
         fmt = self._source.format
-        if fmt == "jsonl":
+        if "://" not in rng.path and os.path.isdir(rng.path):
+            # A glob that matches a directory: one record seen, nothing readable in it.
+            self._tally.seen += 1
+            yield self.reject("not_a_file", rng.path, 0, "a directory; the glob should name files", b"")
+        elif fmt == "jsonl":
             yield from self._jsonl(rng)
         elif fmt == "parquet":
             yield from self._parquet(rng.path)
@@ -381,8 +462,10 @@ class _Reader:
         path = rng.path
         pos = rng.start
         seen = self._tally.seen
+        junk: list[list[int]] = []
         try:
             with open_stream(path) as stream:
+                junk = junk_of(stream)
                 for offset, line, complete in jsonl_lines(
                     stream, rng.start, rng.stop, self._read.max_line_bytes
                 ):
@@ -391,30 +474,43 @@ class _Reader:
                         continue
                     self._tally.seen += 1
                     if not complete:
-                        yield self.reject(
-                            "line_too_long",
-                            path,
-                            offset,
-                            f"over read.max_line_bytes={self._read.max_line_bytes}",
-                            line,
-                        )
+                        limit = f"over read.max_line_bytes={self._read.max_line_bytes}"
+                        yield self.reject("line_too_long", path, offset, limit, line)
                         continue
-                    try:
-                        # Strict decoding: json.loads(bytes) would let encoded surrogates through.
-                        obj = json.loads(line.decode("utf-8"))
-                    except UnicodeDecodeError as err:
-                        yield self.reject("bad_utf8", path, offset, str(err), line)
-                        continue
-                    except json.JSONDecodeError as err:
-                        yield self.reject("bad_json", path, offset, str(err), line)
-                        continue
-                    yield self.document(obj, path, offset, line)
+                    yield self._jsonl_record(
+                        line[len(_BOM) :] if offset == 0 and line.startswith(_BOM) else line, path, offset
+                    )
         except _DAMAGE_ERRORS as err:
             # Everything before ``pos`` was kept; the damaged rest is one dead letter.
+            yield from self._junk(path, junk)
             yield self._broken(path, pos, err)
             return
+        yield from self._junk(path, junk)
         if rng.stop < 0 and self._tally.seen == seen:
             yield self._empty(path)
+
+    def _jsonl_record(self, line: bytes, path: str, offset: int) -> Document | Rejected:
+        try:
+            # Strict decoding: json.loads(bytes) would let encoded surrogates through.
+            obj = json.loads(line.decode("utf-8"))
+        except UnicodeDecodeError as err:
+            return self.reject("bad_utf8", path, offset, str(err), line)
+        except json.JSONDecodeError as err:
+            return self.reject("bad_json", path, offset, str(err), line)
+        except RecursionError:
+            return self.reject(
+                "too_deep", path, offset, "JSON nested deeper than the parser's recursion limit", line
+            )
+        except MemoryError:
+            return self.reject("out_of_memory", path, offset, "parsing this record ran out of memory", line)
+        return self.document(obj, path, offset, line)
+
+    def _junk(self, path: str, junk: list[list[int]]) -> Iterator[Rejected]:
+        # Each run of skipped bytes is one record seen and one dead letter, so the file balances.
+        for at, n in junk:
+            self._tally.seen += 1
+            message = f"{n} bytes that start no compressed member were skipped; later members were read"
+            yield self.reject("junk_bytes", path, at, message, b"")
 
     def _parquet(self, path: str) -> Iterator[Document | Rejected]:
         fields = self._source.fields
@@ -443,9 +539,15 @@ class _Reader:
                         yield self.document(
                             obj, path, row, json.dumps(obj, default=str), f"{os.path.basename(path)}#{row}"
                         )
+                footer_rows = pf.metadata.num_rows
         except _PARQUET_ERRORS as err:
             yield self._broken(path, row + 1, err, "corrupt_parquet")
             return
+        if row != footer_rows:
+            # The footer is an independent count: rows it lists that the batches did not yield.
+            self._tally.seen += 1
+            message = f"the footer lists {footer_rows} rows but {row} were read"
+            yield self.reject("row_count_mismatch", path, row + 1, message, b"")
         if row == 0:
             yield self._empty(path)
 
@@ -462,7 +564,7 @@ class _Reader:
             yield self.reject("file_too_large", path, 0, f"over read.max_line_bytes={limit}", data)
             return
         try:
-            text = data.decode("utf-8")
+            text = data.decode("utf-8").removeprefix("\ufeff")
         except UnicodeDecodeError as err:
             yield self.reject("bad_utf8", path, 0, str(err), data)
             return
@@ -552,6 +654,8 @@ class _ReadRangeFn(beam.DoFn):
         self._docs = Metrics.counter(NAMESPACE, f"docs.{name}")
         self._format_docs = Metrics.counter(NAMESPACE, f"format.{source.format}")
         self._dead = Metrics.counter(NAMESPACE, f"dead_letters.{name}")
+        self._truncated = Metrics.counter(NAMESPACE, "truncated")
+        self._source_truncated = Metrics.counter(NAMESPACE, f"truncated.{name}")
         self._ranges = Metrics.counter(NAMESPACE, f"ranges.{name}")
         self._chars = Metrics.distribution(NAMESPACE, "doc_chars")
         self._source_chars = Metrics.distribution(NAMESPACE, f"doc_chars.{name}")
@@ -576,6 +680,9 @@ class _ReadRangeFn(beam.DoFn):
             else:
                 docs += 1
                 self._docs.inc()
+                if "truncated_from" in item:
+                    self._truncated.inc()
+                    self._source_truncated.inc()
                 self._format_docs.inc()
                 chars = len(item["text"])
                 self._chars.update(chars)
