@@ -2,8 +2,23 @@
 
 from __future__ import annotations
 
-from transforms.ai_gate import SEPARATOR, ai_context, has_mention, mention_spans, merge_windows
+import gzip
+import json
+
+from transforms.ai_gate import (
+    AI_ACRONYM,
+    AI_WORDS,
+    SEPARATOR,
+    acronym_spans,
+    ai_context,
+    has_mention,
+    mention_spans,
+    merge_windows,
+    word_spans,
+)
 from transforms.langid import UNDETERMINED, identify, lid_input, load_lid
+
+from .conftest import REPO
 
 
 def test_gate_finds_words_for_artificial_minds() -> None:
@@ -70,3 +85,27 @@ def test_language_identification_on_real_prefixes() -> None:
     assert out[1][0] == "de"
     assert out[2] == (UNDETERMINED, 0.0) and out[3] == (UNDETERMINED, 0.0)
     assert "\n" not in lid_input("a\nb\n" * 400) and len(lid_input("x " * 1000)) <= 500
+
+
+EDGE_CASES = [
+    "The AI. AIs and A.I. and MAIL, AIR, SAI, A.Is, 'AI' xAI AI_x _AI A.I.x",
+    "chat-bots, chatbots and a bot; both bottles; robots' robotic robotics",
+    "supercomputer, super-computer, computing, mechanism, mecha, mechs, biomechanical",
+    "machine learning machines; a language model; GPT-4o; HAL 9000; self-aware; uploaded",
+    "İstanbul robot",  # lowercasing changes the length of U+0130
+]
+
+
+def test_fast_spans_equal_the_regex_spans() -> None:
+    # The stem search must find exactly what the regexes define, on edge cases and on
+    # real pages when ../shared/data is beside the repository.
+    texts = list(EDGE_CASES)
+    pages = REPO.parent / "shared" / "data" / "wikipedia" / "pages-00.jsonl.gz"
+    if pages.exists():
+        with gzip.open(pages, "rt", encoding="utf-8") as f:
+            texts += [json.loads(line)["text"] for _, line in zip(range(300), f, strict=False)]
+    for text in texts:
+        low = text.lower()
+        assert word_spans(low) == [m.span() for m in AI_WORDS.finditer(low)], text[:80]
+        assert acronym_spans(text) == [m.span() for m in AI_ACRONYM.finditer(text)], text[:80]
+        assert has_mention(text) == bool(AI_WORDS.search(low) or AI_ACRONYM.search(text))
