@@ -65,6 +65,7 @@ from transforms.accounting import (
 )
 from transforms.blend import BlendSources, PlanBlend, PlanError, order_key, with_body
 from transforms.classify import ApplyPolicy, ClassifyDocuments
+from transforms.components import ComponentsNotConverged
 from transforms.dedup import DedupDocuments, WriteDedupIndex
 from transforms.logs import configure_logging, stage_logger
 from transforms.progress import ProgressPrinter
@@ -178,7 +179,7 @@ def survivors(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None)
 
     Returns:
       ``dead_letters``, ``survivors`` (documents entering the blend),
-      ``dropped`` (policy and dedup ledger rows), ``unconverged`` and ``dedup_index`` (dedup) and
+      ``dropped`` (policy and dedup ledger rows), ``dedup_index`` (dedup) and
       ``counts`` (a list of ``(key, n)`` PCollections).
     """
     counts: list[beam.PCollection] = []
@@ -264,7 +265,6 @@ def survivors(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None)
         "dead_letters": dead_letters,
         "survivors": survived,
         "dropped": [*policy_dropped, dedup["dropped"]],
-        "unconverged": dedup["unconverged"],
         "dedup_index": dedup["index"],
         "counts": counts,
     }
@@ -368,7 +368,6 @@ def build(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None) -> 
         [s.name for s in cfg.sources],
         counts | "AllCounts" >> beam.Flatten(),
         shard_stats,
-        upstream["unconverged"],
     )
     return {
         "dead_letters": dead_letters,
@@ -438,6 +437,11 @@ def raise_plan_error(err: BaseException) -> None:
 def raise_join_error(err: BaseException) -> None:
     """Re-raises a runner's wrapped ``JoinIntegrityError`` as a plain one with its message."""
     _reraise_unwrapped(err, ("DocJoin: ", "BodyJoin: "), JoinIntegrityError)
+
+
+def raise_components_error(err: BaseException) -> None:
+    """Re-raises a runner's wrapped ``ComponentsNotConverged`` as a plain one with its message."""
+    _reraise_unwrapped(err, ("ConnectedComponents: ",), ComponentsNotConverged)
 
 
 def format_plan(plan: dict[str, Any]) -> list[str]:
@@ -510,10 +514,6 @@ def summary_lines(cfg: MixConfig, report: dict[str, Any]) -> list[str]:
                 lines.append(
                     f"warning: Beam counter {c['metric']} = {c['metric_value']} but the ledger counts {c['counted']}"
                 )
-    if report["dedup"]["unconverged_nodes"]:
-        lines.append(
-            f"warning: clustering did not converge for {report['dedup']['unconverged_nodes']} nodes; raise dedup.max_rounds"
-        )
     return lines
 
 
@@ -566,6 +566,7 @@ def run(cfg: MixConfig, beam_args: Sequence[str] = ()) -> dict[str, Any] | None:
         except Exception as err:
             raise_plan_error(err)
             raise_join_error(err)
+            raise_components_error(err)
             report_path = f"{out}/report.json"
             if not FileSystems.exists(report_path) or read_report(out)["conservation"]["ok"]:
                 raise
@@ -640,10 +641,10 @@ def execute(cfg: MixConfig, beam_args: Sequence[str], run_id: str | None = None)
 
 
 def exit_code(job: Callable[[], int]) -> int:
-    """Runs ``job``; a failed conservation check becomes exit code 1 and its message on stderr."""
+    """Runs ``job``; a failed conservation or clustering check becomes exit code 1 and its message on stderr."""
     try:
         return job()
-    except ConservationError as err:
+    except (ConservationError, ComponentsNotConverged) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
 
