@@ -43,10 +43,14 @@ def _ids(ordered: bool) -> list[str]:
     return [hashlib.blake2b(str(i).encode(), digest_size=6).hexdigest() for i in range(LENGTH)]
 
 
-def _write_chain(path: Path, ordered: bool) -> list[str]:
+def _write_chain(path: Path, ordered: bool, best: int | None = None) -> list[str]:
+    """Writes the chain as JSONL; document ``best`` alone gets a ``quality`` score."""
     ids = _ids(ordered)
     path.parent.mkdir(parents=True, exist_ok=True)
-    rows = [json.dumps({"id": i, "text": t}) for i, t in zip(ids, _chain_texts(5), strict=True)]
+    rows = [
+        json.dumps({"id": i, "text": t, **({"quality": 0.9} if n == best else {})})
+        for n, (i, t) in enumerate(zip(ids, _chain_texts(5), strict=True))
+    ]
     path.write_text("\n".join(rows) + "\n")
     return ids
 
@@ -90,12 +94,18 @@ def test_tropemix_dedup_fails_naming_the_setting_when_rounds_are_too_few(
 
 
 def test_tropemix_run_gives_a_chain_one_cluster(tmp_path: Path) -> None:
-    ids = _write_chain(tmp_path / "web" / "chain.jsonl", ordered=False)
+    """The survivor is the one the survivor order picks: the best score, mid-chain."""
+    ids = _write_chain(tmp_path / "web" / "chain.jsonl", ordered=False, best=150)
+    source = {
+        "name": "web",
+        "inputs": [str(tmp_path / "web" / "*.jsonl")],
+        "fields": {"metadata": ["quality"]},
+        "classify": False,
+        "dedup": True,
+    }
     config = {
         "run_name": "chain",
-        "sources": [
-            {"name": "web", "inputs": [str(tmp_path / "web" / "*.jsonl")], "classify": False, "dedup": True}
-        ],
+        "sources": [source],
         "classifier": {"model": str(MODEL)},
         "blend": {"unit": "documents", "sources": {"web": {"share": 1.0}}, "num_shards": 1},
         "output": {"path": str(tmp_path / "out")},
@@ -103,7 +113,7 @@ def test_tropemix_run_gives_a_chain_one_cluster(tmp_path: Path) -> None:
     path = tmp_path / "chain.yaml"
     path.write_text(yaml.safe_dump(config))
     assert cli_main(["run", str(path), "--", f"--runner={FN_API_RUNNER}"]) == 0
-    survivor = f"web/{min(ids)}"
+    survivor = f"web/{ids[150]}"
     ledger = _rows(f"{tmp_path}/out/ledger/*.parquet")
     assert len(ledger) == LENGTH
     assert {(r["cluster_id"], r["cluster_size"]) for r in ledger} == {(survivor, LENGTH)}
