@@ -12,14 +12,16 @@ monitoring infos, in all and inside ``ConnectedComponents``), the
 only ``DedupDocuments`` and ``DedupConfig``, so ``PYTHONPATH`` can point it at an
 older checkout for a before/after comparison.
 
-    PYTHONPATH=. python benchmarks/dedup_components.py graph --input docs.jsonl
-    PYTHONPATH=. python benchmarks/dedup_components.py pipeline --input docs.jsonl
+The corpus is ``benchmarks/dedup_speed.py stage``'s: 250-word chunks of Wikipedia
+pages plus near copies (1 in 6), ids ``0000000``...
+
+    PYTHONPATH=. python benchmarks/dedup_components.py graph --docs 100000
+    PYTHONPATH=. python benchmarks/dedup_components.py pipeline --docs 10000
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -34,9 +36,16 @@ from transforms.dedup import DedupDocuments
 RUNNER = "apache_beam.runners.portability.fn_api_runner.FnApiRunner"
 
 
-def read_docs(path: str) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as f:
-        return [{**json.loads(line), "source": "input", "narrative": "none"} for line in f]
+def corpus(count: int) -> list[dict[str, Any]]:
+    """The stage benchmark's documents, as ``tropemix dedup`` reads them (blank texts skipped)."""
+    from benchmarks.dedup_speed import chunks
+
+    texts = chunks(count, 250, seed=0)
+    return [
+        {"id": f"input/{i:07d}", "text": t, "source": "input", "narrative": "none"}
+        for i, t in enumerate(texts)
+        if t.strip()
+    ]
 
 
 def link_edges(docs: list[dict[str, Any]], cfg: DedupConfig) -> list[tuple[Any, Any]]:
@@ -134,11 +143,11 @@ def bench_pipeline(docs: list[dict[str, Any]], cfg: DedupConfig) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("what", choices=["graph", "pipeline"])
-    parser.add_argument("--input", required=True, help="JSONL with id and text")
+    parser.add_argument("--docs", type=int, default=10_000)
     parser.add_argument("--threshold", type=float, default=0.8)
     args = parser.parse_args()
     cfg = DedupConfig(threshold=args.threshold)
-    docs = read_docs(args.input)
+    docs = corpus(args.docs)
     if args.what == "graph":
         bench_graph(docs, cfg)
     else:

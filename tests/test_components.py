@@ -129,7 +129,9 @@ def _pipeline_edges() -> list[tuple[Node, Node]]:
     rng = random.Random(1)
     nodes = [_node(i, "hashed") for i in range(80)] + [(0, "earlier")]
     edges = [(a, b) for a, b in ((rng.choice(nodes), rng.choice(nodes)) for _ in range(70)) if a != b]
-    return edges + _chain(150, "sorted", start=1000) + _chain(40, "reversed", start=2000)
+    # Repeated and reversed edges: every node must still get exactly one label.
+    repeats = [(b, a) for a, b in edges[:20]] + edges[:5]
+    return edges + repeats + _chain(150, "sorted", start=1000) + _chain(40, "reversed", start=2000)
 
 
 @pytest.mark.parametrize("partitions", [1, 5])

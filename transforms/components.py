@@ -19,6 +19,15 @@ Each step groups the edge records of a partition of the node space (``salt_of``)
 in lists (``transforms/grouping.py``): the runner moves one element per list, not
 per edge.  The step functions are pure: ``local_components`` runs the same rounds
 without a runner, for tests and measurement.
+
+Hand-written because no library runs connected components on a Beam PCollection
+(datatrove's union-find runs on one task, GraphFrames on Spark).  Chosen by
+measurement (``benchmarks/dedup_components.py``, BENCHMARKS.md): on chains of
+10,000 nodes large-star / small-star settles in 11 to 15 rounds with sorted,
+reversed or hashed ids, where min-label propagation needs up to 9,999 and
+propagation with one pointer jump per round 14 to 10,000 (it has no bound without
+hooking); on the LSH graphs of 10k and 100k benchmark documents it settles in 2 and
+4 rounds.
 """
 
 from __future__ import annotations
