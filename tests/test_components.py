@@ -38,7 +38,11 @@ def _reference(edges: list[tuple[Node, Node]]) -> dict[Node, Node]:
     sets = DisjointSet([n for edge in edges for n in edge])
     for a, b in edges:
         sets.merge(a, b)
-    return {node: min(subset) for subset in sets.subsets() for node in subset}
+    labels: dict[Node, Node] = {}
+    for subset in sets.subsets():
+        low = min(subset)
+        labels.update(dict.fromkeys(subset, low))
+    return labels
 
 
 def _node(i: int, ids: str) -> Node:
