@@ -216,7 +216,8 @@ def local_components(edges: Iterable[Edge], max_rounds: int, partitions: int = 1
         for lists, part in zip(groups, bounds, strict=True):
             for out in large_star(lists, part):
                 if isinstance(out, TaggedOutput):
-                    labels.__setitem__(*out.value)
+                    node, label = out.value
+                    labels[node] = label
                 else:
                     larger.append(out)
         records = [r for lists in _partition_lists(larger, partitions) for r in small_star(lists)]
