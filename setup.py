@@ -38,6 +38,8 @@ EXTRAS = {
         "pytest>=8",
         "pytest-xdist>=3.5",
         "hypothesis>=6.100",
+        # Union-find reference of the connected-components tests.
+        "scipy>=1.9",
         "duckdb>=1.0",
         "gcp-storage-emulator>=2024.8.3",
     ],

@@ -66,6 +66,7 @@ from transforms.accounting import (
 )
 from transforms.blend import BlendSources, PlanBlend, PlanError, order_key, with_body
 from transforms.classify import ApplyPolicy, ClassifyDocuments, length_bucket
+from transforms.components import ComponentsNotConverged
 from transforms.dedup import DedupDocuments, WriteDedupIndex
 from transforms.ids import DuplicateIdError, UniqueIds
 from transforms.logs import configure_logging, stage_logger
@@ -185,7 +186,7 @@ def survivors(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None)
 
     Returns:
       ``dead_letters``, ``survivors`` (documents entering the blend),
-      ``dropped`` (policy and dedup ledger rows), ``unconverged`` and ``dedup_index`` (dedup) and
+      ``dropped`` (policy and dedup ledger rows), ``dedup_index`` (dedup) and
       ``counts`` (a list of ``(key, n)`` PCollections).
     """
     counts: list[beam.PCollection] = []
@@ -288,7 +289,6 @@ def survivors(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None)
         "dead_letters": dead_letters,
         "survivors": survived,
         "dropped": [*id_dropped, *policy_dropped, dedup["dropped"]],
-        "unconverged": dedup["unconverged"],
         "dedup_index": dedup["index"],
         "counts": counts,
     }
@@ -405,7 +405,6 @@ def build(
         [s.name for s in cfg.sources],
         counts | "AllCounts" >> beam.Flatten(),
         shard_stats,
-        upstream["unconverged"],
     )
     published = report | "Publish" >> Publish(staged, final, overwrite, write_report_html)
     return {
@@ -484,6 +483,11 @@ def raise_join_error(err: BaseException) -> None:
     _reraise_unwrapped(err, ("DocJoin: ", "BodyJoin: "), JoinIntegrityError)
 
 
+def raise_components_error(err: BaseException) -> None:
+    """Re-raises a runner's wrapped ``ComponentsNotConverged`` as a plain one with its message."""
+    _reraise_unwrapped(err, ("ConnectedComponents: ",), ComponentsNotConverged)
+
+
 def format_plan(plan: dict[str, Any]) -> list[str]:
     """The plan as printed by ``tropemix plan``: per source, then narrative balance and tropes."""
     unit = plan["unit"]
@@ -554,10 +558,6 @@ def summary_lines(cfg: MixConfig, report: dict[str, Any]) -> list[str]:
                 lines.append(
                     f"warning: Beam counter {c['metric']} = {c['metric_value']} but the ledger counts {c['counted']}"
                 )
-    if report["dedup"]["unconverged_nodes"]:
-        lines.append(
-            f"warning: clustering did not converge for {report['dedup']['unconverged_nodes']} nodes; raise dedup.max_rounds"
-        )
     return lines
 
 
@@ -605,6 +605,7 @@ def run(cfg: MixConfig, beam_args: Sequence[str] = (), overwrite: bool = False) 
             raise_plan_error(err)
             raise_input_error(err)
             raise_join_error(err)
+            raise_components_error(err)
             # A failed run is never published: its report stays in the staging directory.
             report_path = f"{staged}/report.json"
             if not FileSystems.exists(report_path) or read_report(staged)["conservation"]["ok"]:
@@ -696,13 +697,14 @@ def execute(
 
 
 def exit_code(job: Callable[[], int]) -> int:
-    """Runs ``job``; a failed conservation check (1) or an unusable output path (2) becomes an exit code.
+    """Runs ``job``; a failed conservation or clustering check (1) or an unusable output path (2)
+    becomes an exit code.
 
     The message goes to stderr.
     """
     try:
         return job()
-    except ConservationError as err:
+    except (ConservationError, ComponentsNotConverged) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except (OutputError, DuplicateIdError, UsageError) as err:

@@ -5,7 +5,7 @@ tropemix plan CONFIG.yaml [-- beam options]
 tropemix validate CONFIG.yaml
 tropemix report RUN_DIR
 tropemix classify --model M --input GLOB --output DIR [beam options]
-tropemix dedup --input GLOB --output DIR [--threshold 0.8] [--previous-index GLOB ...] [beam options]
+tropemix dedup --input GLOB --output DIR [--threshold 0.8] [--max-rounds N] [--previous-index GLOB ...] [beam options]
 tropemix train-classifier --labels data/annotation --shared ../shared/data [--params P.yaml] --output MODEL.ftz
 tropemix eval-classifier --model M --data LABELED.jsonl [...]
 """
@@ -202,6 +202,7 @@ def _cmd_dedup(args: argparse.Namespace, beam_args: list[str]) -> int:
         ngram=args.ngram,
         num_perm=args.num_perm,
         seed=args.seed,
+        max_rounds=args.max_rounds,
         previous_index=args.previous_index or [],
     )
 
@@ -334,6 +335,13 @@ def parser() -> argparse.ArgumentParser:
             p.add_argument("--ngram", type=int, default=5)
             p.add_argument("--num-perm", type=int, default=128)
             p.add_argument("--seed", type=int, default=1)
+            p.add_argument(
+                "--max-rounds",
+                type=int,
+                default=DedupConfig.model_fields["max_rounds"].default,
+                help="large-star/small-star rounds unrolled for the clusters (dedup.max_rounds); "
+                "the job fails, naming it, when they are not enough",
+            )
             p.add_argument(
                 "--previous-index",
                 nargs="*",

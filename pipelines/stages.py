@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import apache_beam as beam
 
-from pipelines.build_mix import pipeline_options, raise_join_error
+from pipelines.build_mix import pipeline_options, raise_components_error, raise_join_error
 from schemas.config import ClassifierConfig, DedupConfig, FieldMapping, ReadConfig, SourceConfig
 from schemas.records import CLASSIFY_SCHEMA, DEDUP_LEDGER_SCHEMA, SHARD_SCHEMA
 from transforms.classify import ClassifyDocuments
@@ -140,6 +140,10 @@ def run_dedup(
     that collide with their survivors are dropped (reason ``earlier_run_duplicate``).
     The output is staged and published with a completion marker, so a later run
     accepts its index only when this one finished.
+
+    Raises:
+      ComponentsNotConverged: the clusters needed more than ``cfg.max_rounds`` rounds;
+        the message names the unsettled nodes and the setting to raise.
     """
     final = output.rstrip("/")
     staged = prepare_output(final, overwrite)
@@ -147,7 +151,9 @@ def run_dedup(
     try:
         _dedup_pipeline(staged, cfg, shards, beam_args, source)
     except Exception as err:
-        raise_join_error(err)  # a lost shuffle record: one line, not the runner's traceback
+        # A lost shuffle record or unconverged clusters: one line, not the runner's traceback.
+        raise_join_error(err)
+        raise_components_error(err)
         raise
     publish(staged, final, overwrite)
 

@@ -21,7 +21,6 @@ from transforms.accounting import JoinIntegrityError
 from transforms.dedup import (
     CURRENT,
     EARLIER,
-    ConnectedComponents,
     Decision,
     DedupDocuments,
     ExactGroups,
@@ -38,7 +37,7 @@ from transforms.dedup import (
     salt_of,
     score_of,
 )
-from transforms.grouping import _ListsPerKeyFn
+from transforms.grouping import ListsPerKeyFn
 from transforms.packing import pack
 from transforms.text import normalize_for_dedup
 
@@ -62,23 +61,6 @@ def _edit(text: str, seed: int, edits: int = 3) -> str:
 
 def _doc(doc_id: str, text: str, source: str = "web", **meta: Any) -> dict[str, Any]:
     return {"id": doc_id, "source": source, "text": text, "meta": dict(meta), "narrative": "none"}
-
-
-def _union_find(edges: list[tuple[Any, Any]]) -> dict[Any, Any]:
-    parent: dict[Any, Any] = {}
-
-    def find(x: Any) -> Any:
-        parent.setdefault(x, x)
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for a, b in edges:
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    return {x: find(x) for x in parent}
 
 
 # --- pure functions -------------------------------------------------------------------------
@@ -147,7 +129,7 @@ def _salted_links(members: list[tuple[Any, Any]], salts: int) -> set[tuple[Any, 
 
 
 def _partitioned(items: list[tuple[Any, Any]], partitions: int) -> dict[int, list[Any]]:
-    fn = _ListsPerKeyFn(functools.partial(_item_partition, partitions=partitions), _whole, None)
+    fn = ListsPerKeyFn(functools.partial(_item_partition, partitions=partitions), _whole, None)
     fn.start_bundle()
     lists = [kv for item in items for kv in fn.process(item)] + [wv.value for wv in fn.finish_bundle()]
     grouped: dict[int, list[Any]] = {}
@@ -171,31 +153,9 @@ def test_partitioned_links_are_the_salted_links_whatever_the_flush_and_partition
     assert {e for item in _partitioned(members, 16).items() for e in _partition_edges(item, 4)} == expected
 
 
-def test_clustering_and_bucket_linking() -> None:
-    """Connected components against union-find, non-convergence, and bounded bucket fan-in."""
-    graphs = [
-        [(i, i + 1) for i in range(12)],  # a chain: 12 hops
-        [(200, i) for i in range(201, 260)] + [(300, i) for i in range(301, 320)],  # two stars
-        [(i + 1, i) for i in range(400, 410, 2)] + [(407, 403), (450, 451), (451, 452), (452, 450)],  # cycle
-        [(500 + i, 600 + i) for i in range(7)] + [(600 + i, 501 + i) for i in range(6)],  # zig-zag: 13 hops
-    ]
-    # As document nodes: zero-padded ids keep the integers' order.
-    edges = [((CURRENT, f"{a:04d}"), (CURRENT, f"{b:04d}")) for g in graphs for a, b in g]
-    random.Random(0).shuffle(edges)
-    expected = sorted(_union_find(edges).items())
-    # Min-label propagation needs as many rounds as the longest path to a component minimum.
+def test_bucket_linking_and_exact_groups() -> None:
+    """Bounded bucket fan-in, and every exact-group member told its group's minimum and size."""
     p = make_pipeline()
-    created = p | "Edges" >> beam.Create(edges)
-    cc = created | "CC" >> ConnectedComponents(max_rounds=13, partitions=4)
-    assert_that(cc["labels"], equal_to(expected), label="Labels")
-    assert_that(cc["unconverged"], equal_to([0]), label="Converged")
-    short = created | "Short" >> ConnectedComponents(max_rounds=3, partitions=4)
-    assert_that(
-        short["unconverged"],
-        lambda counts: None if counts and counts[0] > 0 else (_ for _ in ()).throw(AssertionError(counts)),
-        label="NotConverged",
-    )
-
     # One bucket of 1,000 members (boilerplate) plus a bucket of one member.
     members = [((0, 77), (CURRENT, f"web/{i:04d}")) for i in range(1000)] + [((1, 5), (CURRENT, "web/x"))]
     linked = p | "Members" >> beam.Create(members) | "Link" >> LinkBuckets(salts=8, partitions=4)
@@ -225,21 +185,6 @@ def test_clustering_and_bucket_linking() -> None:
         equal_to([(11, (EARLIER, "old"), 51), (12, (CURRENT, "s"), 1)]),
         label="Summary",
     )
-    p.run()
-
-
-@pytest.mark.parametrize("partitions", [1, 5])
-def test_connected_components_do_not_depend_on_how_lists_split(monkeypatch: Any, partitions: int) -> None:
-    """Lists flushed every 3 messages and 1 or 5 partitions: the same labels as union-find."""
-    monkeypatch.setattr("transforms.grouping.MAX_BUFFERED_ITEMS", 3)
-    rng = random.Random(1)
-    nodes = [(CURRENT, f"n{i:03d}") for i in range(60)] + [(EARLIER, "old")]
-    edges = [(a, b) for a, b in ((rng.choice(nodes), rng.choice(nodes)) for _ in range(50)) if a != b]
-    expected = sorted(_union_find(edges).items())
-    p = make_pipeline()
-    cc = p | beam.Create(edges) | ConnectedComponents(max_rounds=61, partitions=partitions)
-    assert_that(cc["labels"], equal_to(expected), label="Labels")
-    assert_that(cc["unconverged"], equal_to([0]), label="Converged")
     p.run()
 
 

@@ -371,7 +371,6 @@ class _WriteRecordsFn(beam.DoFn):
         plan: dict[str, Any],
         counts: dict[str, int],
         shards: list[dict[str, Any]],
-        unconverged: int,
     ) -> Iterator[dict[str, Any]]:
         # Files are named where they will be read: under the published path, not the staging one.
         shards = [
@@ -387,7 +386,6 @@ class _WriteRecordsFn(beam.DoFn):
             "realized": realized_shares(plan, shards),
             "mix": mix_summary(counts, shards),
             "realized_narratives": realized_narratives(shards),
-            "dedup": {"unconverged_nodes": unconverged},
             "counts": dict(sorted(counts.items())),
             "plan": plan,
             "config": self._config,
@@ -419,7 +417,6 @@ class WriteRunRecords(beam.PTransform):
       sources: source names.
       counts: ``(key, n)`` pairs from every stage.
       shards: stats dicts of the written shards.
-      unconverged: one-element count of unconverged clustering nodes.
     """
 
     def __init__(
@@ -431,13 +428,11 @@ class WriteRunRecords(beam.PTransform):
         sources: list[str],
         counts: beam.PCollection,
         shards: beam.PCollection,
-        unconverged: beam.PCollection,
     ) -> None:
         super().__init__()
         self._fn = _WriteRecordsFn(output, published, run_name, config, sources)
         self._counts = counts
         self._shards = shards
-        self._unconverged = unconverged
 
     def expand(self, plan: beam.PCollection) -> beam.PCollection:
         counts = (
@@ -447,5 +442,4 @@ class WriteRunRecords(beam.PTransform):
             self._fn,
             counts=beam.pvalue.AsSingleton(counts),
             shards=beam.pvalue.AsList(self._shards),
-            unconverged=beam.pvalue.AsSingleton(self._unconverged),
         )

@@ -17,9 +17,9 @@ minimum in a cluster is its survivor; document bodies move in one join only.
    neighbours.
 4. ``VerifyEdges`` (optional): keeps a candidate pair only when the Jaccard
    similarity estimated from the two signatures reaches ``verify_threshold``.
-5. ``ConnectedComponents``: min-label propagation, a bounded number of rounds,
-   each one join of label messages and adjacency in lists per partition of the
-   node space, plus a convergence check.
+5. ``ConnectedComponents`` (``transforms/components.py``): exact components by
+   large-star / small-star rounds on edge records in lists per partition of the
+   node space; the job fails rather than release labels of an unconverged graph.
 6. ``Decide`` / ``ApplyDecisions``: the component minimum survives; the cluster
    size sums exact-group sizes; one join by node (``DocJoin``) applies the decision
    to the winner's document and its exact copies' stubs.
@@ -35,7 +35,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple, cast
 
@@ -48,6 +47,7 @@ from apache_beam.metrics import Metrics
 from schemas.config import DedupConfig, SurvivorConfig
 from schemas.records import DEDUP_INDEX_SCHEMA, Document
 from transforms.accounting import JOIN_LOSS, JoinIntegrityError, ledger_drop
+from transforms.components import ConnectedComponents, salt_of
 from transforms.grouping import ListsPerKey
 from transforms.minhash import (
     MinHashParams,
@@ -178,15 +178,6 @@ def bands_of_normalized(normalized: list[str], cfg: DedupConfig, perms: tuple[An
         has_shingles = np.array([len(s) > 0 for s in shingles], dtype=bool)
     buckets = band_hashes(sigs, bands, rows) >> np.uint64(1)
     return sigs, buckets.astype(np.int64), has_shingles
-
-
-def salt_of(node: Node, salts: int) -> int:
-    """CRC-32 of a node's id modulo ``salts``, stable across processes and cheap per band.
-
-    It picks a node's salted group within an LSH bucket (``LinkBuckets``) and its
-    partition of the node space (``ConnectedComponents``).
-    """
-    return zlib.crc32(node[-1].encode("utf-8")) % salts
 
 
 class _KeysFn(beam.DoFn):
@@ -458,99 +449,6 @@ class VerifyEdges(beam.PTransform):
         )
 
 
-def _item_partition_of_node(item: tuple[Node, Any], partitions: int) -> int:
-    return salt_of(item[0], partitions)
-
-
-def _min_labels(lists: Iterable[list[tuple[Any, Any]]]) -> dict[Any, Any]:
-    """The minimum label sent to each node, from lists of ``(node, label)`` messages."""
-    labels: dict[Any, Any] = {}
-    for messages in lists:
-        for node, label in messages:
-            old = labels.get(node)
-            if old is None or label < old:
-                labels[node] = label
-    return labels
-
-
-def _send_labels(item: tuple[int, dict[str, Any]], last: bool) -> Iterator[Any]:
-    """One round for a partition's nodes: each takes its minimum message and sends it on.
-
-    The label goes to the node itself and to every neighbour; the last round also
-    keeps it as ``previous``, for the check round.
-    """
-    _, grouped = item
-    labels = _min_labels(grouped["messages"])
-    for node, label in labels.items():
-        yield node, label
-        if last:
-            yield beam.pvalue.TaggedOutput("previous", (node, label))
-    for edges in grouped["adjacency"]:
-        for node, neighbour in edges:
-            yield neighbour, labels[node]
-
-
-def _final_labels(item: tuple[int, dict[str, Any]]) -> Iterator[Any]:
-    """Each node's label after the last round, and how many of a partition's nodes it changed."""
-    _, grouped = item
-    before = _min_labels(grouped["previous"])
-    changed = 0
-    for node, label in _min_labels(grouped["messages"]).items():
-        yield node, label
-        changed += before[node] != label
-    if changed:
-        yield beam.pvalue.TaggedOutput("changed", changed)
-
-
-class ConnectedComponents(beam.PTransform):
-    """Min-label propagation: every node ends labeled with the minimum node of its component.
-
-    Each round, the nodes of a partition (``salt_of`` their id) take the minimum label
-    sent to them and send it to themselves and their neighbours.  Messages and the
-    adjacency travel in lists per partition (``ListsPerKey``), so a round costs the
-    runner one element per list instead of one per node and edge, and no component
-    is ever gathered on one worker.  After ``max_rounds`` one more round counts nodes
-    whose label still changes; the count goes to the ``unconverged`` output (zero means
-    the labels are exact components).
-
-    Args:
-      max_rounds: propagation rounds.  A chain of ``d`` hops needs ``d`` rounds.
-      partitions: partitions of the node space.
-    """
-
-    def __init__(self, max_rounds: int, partitions: int) -> None:
-        super().__init__()
-        self._rounds = max_rounds
-        self._partitions = partitions
-
-    def _lists(self, label: str, pairs: beam.PCollection) -> beam.PCollection:
-        by_node = functools.partial(_item_partition_of_node, partitions=self._partitions)
-        return pairs | label >> ListsPerKey(by_node, _whole)
-
-    def expand(self, edges: beam.PCollection) -> dict[str, beam.PCollection]:
-        directed = edges | "BothWays" >> beam.FlatMap(lambda e: [(e[0], e[1]), (e[1], e[0])])
-        adjacency = self._lists("AdjacencyLists", directed)
-        # The first messages make each node's label the minimum of itself and its neighbours.
-        messages = self._lists("InitLists", directed | "InitLabels" >> beam.Map(lambda e: (e[0], min(e))))
-        for r in range(self._rounds + 1):
-            sent = (
-                {"messages": messages, "adjacency": adjacency}
-                | f"Join{r}" >> beam.CoGroupByKey()
-                | f"Send{r}"
-                >> beam.FlatMap(_send_labels, r == self._rounds).with_outputs("previous", main="sent")
-            )
-            messages = self._lists(f"Lists{r}", sent.sent)
-        # Only the last round keeps its labels (``previous``), for the check round.
-        previous = self._lists("PreviousLists", sent.previous)
-        final = (
-            {"messages": messages, "previous": previous}
-            | "JoinLast" >> beam.CoGroupByKey()
-            | "FinalLabels" >> beam.FlatMap(_final_labels).with_outputs("changed", main="labels")
-        )
-        unconverged = final.changed | "CountChanged" >> beam.CombineGlobally(sum)
-        return {"labels": final.labels, "unconverged": unconverged}
-
-
 def _cluster_member(item: tuple[Node, dict[str, Any]]) -> Iterator[Any]:
     node, grouped = item
     # Earlier survivors reached only through bands carry no exact-group weight: they count once.
@@ -723,8 +621,9 @@ class DedupDocuments(beam.PTransform):
 
     Returns a dict: ``kept`` documents (with ``cluster_id`` and ``cluster_size``),
     ``dropped`` ledger rows, ``index`` entries of the survivors for later runs
-    (``{"id", "exact", "bands"}``, see ``index_rows``), and
-    ``unconverged`` (a one-element count, zero when the clustering converged).
+    (``{"id", "exact", "bands"}``, see ``index_rows``).  The job fails with
+    ``ComponentsNotConverged`` before any of them is released when the clustering
+    did not converge within ``cfg.max_rounds``.
 
     Args:
       cfg: dedup config; ``previous_index`` files are read as earlier survivors.
@@ -781,9 +680,9 @@ class DedupDocuments(beam.PTransform):
         )
         if cfg.verify_threshold is not None:
             edges = edges | "VerifyEdges" >> VerifyEdges(exact.sigs, cfg.verify_threshold, cfg.bits)
-        cc = edges | "ConnectedComponents" >> ConnectedComponents(cfg.max_rounds, cfg.partitions)
+        labels = edges | "ConnectedComponents" >> ConnectedComponents(cfg.max_rounds, cfg.partitions)
         members = (
-            {"label": cc["labels"], "weight": weights}
+            {"label": labels, "weight": weights}
             | "NodeJoin" >> beam.CoGroupByKey()
             | "ClusterMembers" >> beam.FlatMap(_cluster_member).with_outputs("singles", main="clustered")
         )
@@ -811,5 +710,4 @@ class DedupDocuments(beam.PTransform):
             "kept": applied.kept,
             "dropped": applied.dropped,
             "index": applied.index,
-            "unconverged": cc["unconverged"],
         }

@@ -8,10 +8,11 @@ list per key, so that cost is paid once per list; a ``GroupByKey`` or
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import Any
 
 import apache_beam as beam
+from apache_beam.pvalue import TaggedOutput
 from apache_beam.transforms.window import GlobalWindows
 
 # Records of small types (ids, hashes, nodes) a bundle buffers before it flushes:
@@ -19,24 +20,46 @@ from apache_beam.transforms.window import GlobalWindows
 MAX_BUFFERED_ITEMS = 1 << 18
 
 
-class _ListsPerKeyFn(beam.DoFn):
+class ListsPerKeyFn(beam.DoFn):
+    """``ListsPerKey`` as a bare ``DoFn``, which can also compute the records it lists.
+
+    Unrolled loops use it to keep their job graph small: one transform per step
+    instead of a step and a composite.
+
+    Args:
+      key_of: record -> key.
+      value_of: record -> the value kept in the list.
+      max_items: records buffered before a flush (default ``MAX_BUFFERED_ITEMS``).
+      records_of: input element -> the records it stands for (default: itself); the
+        ``TaggedOutput`` values it yields pass through unlisted, to side outputs.
+    """
+
     def __init__(
-        self, key_of: Callable[[Any], Hashable], value_of: Callable[[Any], Any], max_items: int | None
+        self,
+        key_of: Callable[[Any], Hashable],
+        value_of: Callable[[Any], Any],
+        max_items: int | None,
+        records_of: Callable[[Any], Iterable[Any]] | None = None,
     ) -> None:
         self._key_of = key_of
         self._value_of = value_of
         self._max_items = max_items
+        self._records_of = records_of
         self._lists: dict[Hashable, list[Any]] = {}
         self._buffered = 0
 
     def start_bundle(self) -> None:
         self._lists, self._buffered = {}, 0
 
-    def process(self, item: Any) -> Iterator[tuple[Hashable, list[Any]]]:
-        self._lists.setdefault(self._key_of(item), []).append(self._value_of(item))
-        self._buffered += 1
-        if self._buffered >= (self._max_items or MAX_BUFFERED_ITEMS):
-            yield from self._flush()
+    def process(self, item: Any) -> Iterator[Any]:
+        for record in self._records_of(item) if self._records_of else (item,):
+            if isinstance(record, TaggedOutput):
+                yield record
+                continue
+            self._lists.setdefault(self._key_of(record), []).append(self._value_of(record))
+            self._buffered += 1
+            if self._buffered >= (self._max_items or MAX_BUFFERED_ITEMS):
+                yield from self._flush()
 
     def finish_bundle(self) -> Iterator[Any]:
         # Batch pipelines run in the global window, as BatchElements assumes too.
@@ -67,7 +90,7 @@ class ListsPerKey(beam.PTransform):
         max_items: int | None = None,
     ) -> None:
         super().__init__()
-        self._fn = _ListsPerKeyFn(key_of, value_of, max_items)
+        self._fn = ListsPerKeyFn(key_of, value_of, max_items)
 
     def expand(self, records: beam.PCollection) -> beam.PCollection:
         return records | "Lists" >> beam.ParDo(self._fn)
