@@ -65,7 +65,7 @@ from transforms.accounting import (
     shard_counts,
 )
 from transforms.blend import BlendSources, PlanBlend, PlanError, order_key, with_body
-from transforms.classify import ApplyPolicy, ClassifyDocuments, length_bucket
+from transforms.classify import ApplyPolicy, ClassifyDocuments, SampleExcerpts, length_bucket
 from transforms.components import ComponentsNotConverged
 from transforms.dedup import DedupDocuments, WriteDedupIndex
 from transforms.ids import DuplicateIdError, UniqueIds
@@ -198,6 +198,7 @@ def survivors(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None)
     # driver and decoded again), so a Flatten of whole documents just to count them
     # would move the corpus through the driver once more.
     id_dropped: list[beam.PCollection] = []
+    classified_all: list[beam.PCollection] = []
     for source in cfg.sources:
         result = p | f"Read[{source.name}]" >> ReadSource(source, cfg.read, progress_dir)
         dead.append(result.dead_letter)
@@ -247,6 +248,7 @@ def survivors(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None)
         # The corpus before the mix: every document's narrative (unclassified sources'
         # above) and fired trope labels.
         counts.append(classified | f"CountNarrativesIn[{name}]" >> CountBy(_narrative_key))
+        classified_all.append(classified)
         # So a user sees a skew by length or language at a glance (report.html).
         counts.append(
             classified
@@ -291,6 +293,12 @@ def survivors(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None)
         "dropped": [*id_dropped, *policy_dropped, dedup["dropped"]],
         "dedup_index": dedup["index"],
         "counts": counts,
+        "excerpts": (
+            _flatten(p, classified_all, "AllClassified")
+            | "SampleExcerpts" >> SampleExcerpts(cfg.output.report_excerpts)
+            if cfg.output.report_excerpts
+            else None
+        ),
     }
 
 
@@ -405,6 +413,7 @@ def build(
         [s.name for s in cfg.sources],
         counts | "AllCounts" >> beam.Flatten(),
         shard_stats,
+        upstream["excerpts"],
     )
     published = report | "Publish" >> Publish(staged, final, overwrite, write_report_html)
     return {

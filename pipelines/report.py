@@ -507,6 +507,17 @@ def narrative_rate_tables(mix: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def excerpt_tables(excerpts: Mapping[str, Sequence[Mapping[str, str]]]) -> list[str]:
+    """Sampled excerpts per narrative (``output.report_excerpts``), to check labels by reading."""
+    if not excerpts:
+        return []
+    parts = ["<h2>Sampled excerpts per narrative</h2>"]
+    for narrative in _ordered(list(excerpts), NARRATIVE_ORDER):
+        rows = [[e["source"], e["id"], e["excerpt"]] for e in excerpts[narrative]]
+        parts += [f"<h3>{html.escape(narrative)}</h3>", _table(["source", "id", "excerpt"], rows)]
+    return parts
+
+
 def render_html(report: Mapping[str, Any], manifest: Mapping[str, Any]) -> str:
     """The self-contained ``report.html`` of a run.
 
@@ -587,6 +598,7 @@ def render_html(report: Mapping[str, Any], manifest: Mapping[str, Any]) -> str:
         )
     parts.append("</div>")
     parts.extend(narrative_rate_tables(mix))
+    parts.extend(excerpt_tables(report.get("excerpts", {})))
     parts.append("<h2>Shares</h2>")
     parts.append(
         _table(

@@ -406,6 +406,8 @@ class OutputConfig(_Strict):
       incremental: treat ``path`` as the root of scheduled incremental runs
         (state/inputs.json plus runs/<run_id>/); see pipelines/incremental.py.
       format: shard file format: ``parquet`` (``SHARD_SCHEMA``, zstd) or ``jsonl.zst``.
+      report_excerpts: sampled excerpts per narrative of classified documents shown in
+        report.json and report.html, so a user can check the labels by reading (0: none).
     """
 
     path: str
@@ -414,6 +416,7 @@ class OutputConfig(_Strict):
     row_group_size: int = Field(default=10_000, ge=100)
     incremental: bool = False
     format: Literal["parquet", "jsonl.zst"] = "parquet"
+    report_excerpts: int = Field(default=0, ge=0, le=50)
 
 
 class MixConfig(_Strict):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import html
 import io
 import json
 import logging
@@ -294,3 +295,19 @@ def test_render_html_escapes_names() -> None:
     page = render_html(report, {})
     assert "<script>x</script>" not in page and "&lt;script&gt;" in page
     assert page.count("<img ") == 7  # every plot still renders, saying what is missing
+
+
+def test_report_shows_sampled_excerpts_when_asked(demo: tuple[Path, dict[str, Any], str]) -> None:
+    # examples/demo.yaml opts in with output.report_excerpts: 3.
+    out, report, _ = demo
+    excerpts = report["excerpts"]
+    before = report["mix"]["narratives_before"]
+    assert set(excerpts) <= set(before)
+    for narrative, rows in excerpts.items():
+        assert 1 <= len(rows) <= 3 and len(rows) == min(3, before[narrative] if narrative != "none" else 3)
+        assert all(
+            r["excerpt"] and r["source"] in {"web", "stories"} and len(r["excerpt"]) <= 400 for r in rows
+        )
+    page = (out / "report.html").read_text()
+    assert "Sampled excerpts per narrative" in page
+    assert html.escape(excerpts["ai_nonnarrative"][0]["excerpt"][:60], quote=True) in page

@@ -371,6 +371,7 @@ class _WriteRecordsFn(beam.DoFn):
         plan: dict[str, Any],
         counts: dict[str, int],
         shards: list[dict[str, Any]],
+        excerpts: list[dict[str, Any]],
     ) -> Iterator[dict[str, Any]]:
         # Files are named where they will be read: under the published path, not the staging one.
         shards = [
@@ -390,6 +391,8 @@ class _WriteRecordsFn(beam.DoFn):
             "plan": plan,
             "config": self._config,
         }
+        if excerpts:
+            report["excerpts"] = excerpts[0]
         write_atomically(
             f"{self._output}/manifest.json", json.dumps(manifest, indent=2, sort_keys=True).encode()
         )
@@ -417,6 +420,7 @@ class WriteRunRecords(beam.PTransform):
       sources: source names.
       counts: ``(key, n)`` pairs from every stage.
       shards: stats dicts of the written shards.
+      excerpts: the one dict of ``SampleExcerpts`` (``output.report_excerpts``), or None.
     """
 
     def __init__(
@@ -428,18 +432,24 @@ class WriteRunRecords(beam.PTransform):
         sources: list[str],
         counts: beam.PCollection,
         shards: beam.PCollection,
+        excerpts: beam.PCollection | None = None,
     ) -> None:
         super().__init__()
         self._fn = _WriteRecordsFn(output, published, run_name, config, sources)
         self._counts = counts
         self._shards = shards
+        self._excerpts = excerpts
 
     def expand(self, plan: beam.PCollection) -> beam.PCollection:
         counts = (
             self._counts | "SumCounts" >> beam.CombinePerKey(sum) | "CountsDict" >> beam.combiners.ToDict()
         )
+        excerpts = (
+            self._excerpts if self._excerpts is not None else plan.pipeline | "NoExcerpts" >> beam.Create([])
+        )
         return plan | "WriteRecords" >> beam.ParDo(
             self._fn,
             counts=beam.pvalue.AsSingleton(counts),
             shards=beam.pvalue.AsList(self._shards),
+            excerpts=beam.pvalue.AsList(excerpts),
         )

@@ -37,7 +37,7 @@ from transforms.ai_gate import MAX_WINDOWS, WHOLE_BELOW_CHARS, WINDOW_CHARS, ai_
 from transforms.langid import LID_MODEL_PATH, identify, load_lid
 from transforms.logs import stage_logger
 from transforms.progress import ProgressTicker
-from transforms.text import fasttext_text, unit_interval
+from transforms.text import fasttext_text, stable_hash, unit_interval
 
 NAMESPACE = "tropemix.classify"
 POLICY_NAMESPACE = "tropemix.policy"
@@ -229,6 +229,50 @@ LENGTH_BUCKETS = ((2000, "<2k"), (8000, "2k-8k"), (32000, "8k-32k"))
 def length_bucket(chars: int) -> str:
     """The report's length bucket of a document of ``chars`` characters."""
     return next((name for limit, name in LENGTH_BUCKETS if chars < limit), ">=32k")
+
+
+EXCERPT_CHARS = 400
+
+
+def excerpt_row(doc: Document) -> tuple[str, tuple[int, str, str, str]]:
+    """``(narrative, (sampling hash, id, source, excerpt))``: the excerpt is what the trope
+    model read (the AI context), else the document's start, cut at ``EXCERPT_CHARS``."""
+    text = ai_context(doc["text"]) or doc["text"]
+    return doc["narrative"], (
+        stable_hash("excerpt", doc["id"]),
+        doc["id"],
+        doc["source"],
+        text[:EXCERPT_CHARS],
+    )
+
+
+class SampleExcerpts(beam.PTransform):
+    """Up to ``n`` documents per narrative, chosen by a hash of their id (the same on every run).
+
+    Returns one ``{narrative: [{id, source, excerpt}, ...]}`` dict.
+
+    Args:
+      n: excerpts per narrative.
+    """
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self._n = n
+
+    def expand(self, docs: beam.PCollection) -> beam.PCollection:
+        def as_dicts(pairs: list[tuple[str, list[tuple[int, str, str, str]]]]) -> dict[str, Any]:
+            return {
+                narrative: [{"id": i, "source": s, "excerpt": e} for _, i, s, e in sorted(rows)]
+                for narrative, rows in sorted(pairs)
+            }
+
+        return (
+            docs
+            | "Key" >> beam.Map(excerpt_row)
+            | "Smallest" >> beam.combiners.Top.PerKey(self._n, key=lambda row: -row[0])
+            | "AllNarratives" >> beam.combiners.ToList()
+            | "AsDict" >> beam.Map(as_dicts)
+        )
 
 
 class Scored(NamedTuple):
