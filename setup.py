@@ -35,6 +35,8 @@ EXTRAS = {
     ],
     "test": [
         "apache-beam[gcp]==2.77.0",
+        # The Dask cluster tests start a real scheduler and workers (pipelines/dask_runner.py).
+        "apache-beam[dask]==2.77.0",
         "pytest>=8",
         "pytest-xdist>=3.5",
         "hypothesis>=6.100",
