@@ -33,6 +33,7 @@ Select it with ``--runner=dask`` (``pipelines.build_mix.pipeline_options``) and
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import itertools
@@ -43,7 +44,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import apache_beam as beam
-import dask
 import dask.bag as db
 from apache_beam import pvalue
 from apache_beam.metrics.cells import DistributionData, DistributionResult
@@ -62,6 +62,7 @@ from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils import counters
 from apache_beam.utils.windowed_value import WindowedValue
 from dask.bag.core import groupby_tasks
+from dask.highlevelgraph import HighLevelGraph
 
 # Partitions of a GroupByKey or Reshuffle when --dask_npartitions is not given.  A task
 # shuffle of n partitions costs about n * min(n, 32) tasks, so this bounds the graph.
@@ -119,22 +120,11 @@ def _publish_metrics(topic: str, step: str, container: MetricsContainer) -> None
     worker.log_event(topic, {"task": task, "worker": worker.address, "step": step, **encoded})
 
 
-def run_bundle(
-    items: Iterable[Any],
-    fn: beam.DoFn,
-    label: str,
-    window_fn: Any,
-    args: Sequence[Any],
-    kwargs: Mapping[str, Any],
-    side_views: Sequence[tuple[Any, Any]],
-    tagged: bool,
-    topic: str,
-    *side_values: list[Any],
-) -> list[Any]:
-    """Runs a DoFn over one partition and returns everything it emitted.
+@dataclasses.dataclass(frozen=True)
+class ParDoSpec:
+    """What a partition of a ParDo needs to run its DoFn.
 
     Args:
-      items: the partition's elements (plain values).
       fn: the DoFn.
       label: the transform's full label, the metrics step.
       window_fn: the main input's window function.
@@ -143,11 +133,29 @@ def run_bundle(
       side_views: ``(view class, view options)`` per side input.
       tagged: emit ``(tag, value)`` pairs; the ParDo has several outputs (fix 1).
       topic: the Dask event topic of this run's metrics (fix 7).
-      side_values: every element of each side input, computed once upstream (fix 4);
-        trailing positional arguments, as Dask only resolves tasks passed at top level.
     """
+
+    fn: beam.DoFn
+    label: str
+    window_fn: Any
+    args: Sequence[Any]
+    kwargs: Mapping[str, Any]
+    side_views: Sequence[tuple[Any, Any]]
+    tagged: bool
+    topic: str
+
+
+def run_bundle(items: Iterable[Any], spec: ParDoSpec, *side_values: list[Any]) -> list[Any]:
+    """Runs a DoFn over one partition and returns everything it emitted.
+
+    Args:
+      items: the partition's elements (plain values).
+      spec: the ParDo.
+      side_values: every element of each side input, computed once upstream (fix 4).
+    """
+    window_fn, label = spec.window_fn, spec.label
     out: list[Any] = []
-    receivers = _Receivers(out, tagged)
+    receivers = _Receivers(out, spec.tagged)
     handler = _OutputHandler(
         window_fn=window_fn,
         main_receivers=receivers[None],
@@ -159,15 +167,15 @@ def run_bundle(
     )
     side_inputs = [
         SideInputMap(view, options, [get_windowed_value(v, window_fn) for v in values])
-        for (view, options), values in zip(side_views, side_values, strict=True)
+        for (view, options), values in zip(spec.side_views, side_values, strict=True)
     ]
     invoker = DoFnInvoker.create_invoker(
-        DoFnSignature(fn),
+        DoFnSignature(spec.fn),
         handler,
         context=DoFnContext(label, state=None),
         side_inputs=side_inputs,
-        input_args=list(args),
-        input_kwargs=dict(kwargs),
+        input_args=list(spec.args),
+        input_kwargs=dict(spec.kwargs),
         user_state_context=None,
         bundle_finalizer_param=beam.DoFn.BundleFinalizerParam(),
     )
@@ -187,17 +195,37 @@ def run_bundle(
             invoker.invoke_teardown()
     finally:
         statesampler.set_current_tracker(previous)
-    _publish_metrics(topic, label, container)
+    _publish_metrics(spec.topic, label, container)
     return out
 
 
-def _concat(parts: list[list[Any]]) -> list[Any]:
+def _concat(parts: list[Iterable[Any]]) -> list[Any]:
     return list(itertools.chain.from_iterable(parts))
 
 
-def _as_value(bag: db.Bag) -> Any:
-    """The whole bag as one list-valued task (fix 4): computed once, shipped to each consumer."""
-    return bag.reduction(list, _concat, split_every=8)
+def pardo_bag(bag: db.Bag, spec: ParDoSpec, sides: Sequence[db.Bag]) -> db.Bag:
+    """``run_bundle`` over each partition of ``bag``, with each side input as one task it depends on (fix 4).
+
+    The graph is written out by hand: ``Bag.map_partitions`` takes a whole-bag value
+    only as a ``dask.bag.Item``, and unpacking one optimizes its entire upstream graph
+    again for every ParDo (most of the graph's build time on the tropemix DAG).
+
+    Args:
+      bag: the main input.
+      spec: the ParDo.
+      sides: the side inputs' bags, in the order of ``spec.side_views``.
+    """
+    name = f"pardo-{uuid.uuid4().hex}"
+    dsk: dict[Any, Any] = {}
+    side_keys = []
+    for j, side in enumerate(sides):
+        key = f"{name}-side-{j}"
+        dsk[key] = (_concat, [(side.name, i) for i in range(side.npartitions)])
+        side_keys.append(key)
+    for i in range(bag.npartitions):
+        dsk[(name, i)] = (run_bundle, (bag.name, i), spec, *side_keys)
+    deps: list[Any] = [bag, *sides]  # Bag does not match dask's DaskCollection protocol for mypy
+    return db.Bag(HighLevelGraph.from_collections(name, dsk, dependencies=deps), name, bag.npartitions)
 
 
 def _select(pair: tuple[Any, Any], tag: Any) -> bool:
@@ -281,12 +309,14 @@ class _BagBuilder(PipelineVisitor):
         self._consumed.add(pcoll)
         return self.bags[pcoll]
 
-    def sinks(self) -> list[db.Bag]:
-        """Every PCollection nothing consumes, reduced to its length (fix 2).
+    def sinks(self) -> Any:
+        """One task that depends on every PCollection nothing consumes (fix 2): their total length.
 
-        Counting forces each partition while shipping only a number to the driver.
+        Counting forces each partition while shipping only a number to the driver.  One
+        collection, not one per sink: ``dask.optimize`` of several fuses each on its own,
+        so work upstream of two sinks would run twice.
         """
-        return [bag.count() for pcoll, bag in self.bags.items() if pcoll not in self._consumed]
+        return db.concat([bag for pcoll, bag in self.bags.items() if pcoll not in self._consumed]).count()
 
     def visit_transform(self, node: AppliedPTransform) -> None:
         inputs = [self._input(p) for p in node.inputs if isinstance(p, pvalue.PCollection)]
@@ -328,10 +358,9 @@ class _BagBuilder(PipelineVisitor):
         transform: Any = node.transform
         main: Any = next(iter(node.main_inputs.values()))
         views = [(type(si), si._view_options()) for si in node.side_inputs]
-        side_values = [_as_value(self._input(si.pvalue)) for si in node.side_inputs]
+        sides = [self._input(si.pvalue) for si in node.side_inputs]
         tagged = len(node.outputs) > 1
-        out = bag.map_partitions(
-            run_bundle,
+        spec = ParDoSpec(
             transform.fn,
             node.full_label,
             _window_fn(main),
@@ -340,8 +369,8 @@ class _BagBuilder(PipelineVisitor):
             views,
             tagged,
             self._topic,
-            *side_values,
         )
+        out = pardo_bag(bag, spec, sides)
         for tag, pcoll in node.outputs.items():
             # Fix 1: each output PCollection is its own tag's elements of the shared bag.
             self.bags[pcoll] = out.filter(functools.partial(_select, tag=tag)).map(_value) if tagged else out
@@ -447,5 +476,5 @@ class TropemixDaskRunner(DaskRunner):
         pipeline.replace_all(overrides.dask_overrides())
         builder = _BagBuilder(bag_kwargs, partitions, topic)
         pipeline.visit(builder)
-        futures = client.compute(list(dask.optimize(*builder.sinks())))
+        futures = [client.compute(builder.sinks())]
         return TropemixDaskResult(client, futures, topic, collected)
