@@ -7,7 +7,13 @@ tropemix DAG runs on the cluster and must write the same bytes as the in-process
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -20,7 +26,12 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineResult
 
-from .conftest import DaskCluster
+from benchmarks.corpus import CorpusSpec, write_corpus
+from pipelines.build_mix import run
+from pipelines.dask_runner import MISSING_METRICS
+from schemas.config import MixConfig, load_config, parse_config
+
+from .conftest import DEMO_CONFIG, FN_API_RUNNER, MODEL, DaskCluster, write_demo_config
 
 STOCK = "apache_beam.runners.dask.dask_runner.DaskRunner"
 FIXED = "pipelines.dask_runner.TropemixDaskRunner"
@@ -264,3 +275,122 @@ def test_equal_keys_group_together(dask_cluster: DaskCluster, runner: str, tmp_p
 
     _run(dask_cluster, runner, build, "--dask_npartitions=2")
     assert sorted(_collected(tmp_path)) == [[k, ["int", "numpy"]] for k in range(20)]
+
+
+# --- the whole tropemix DAG on the cluster -------------------------------------------------------
+
+# Few partitions: these inputs are small, and scheduling cost grows with partitions.
+DASK_ARGS = ("--runner=dask", "--dask_npartitions=2")
+OUTPUTS = ("shards", "ledger", "dead_letter", "dedup_index")
+
+
+def _hashes(out: Path) -> dict[str, str]:
+    """sha256 of every shard, ledger, dead-letter and dedup-index file of a run, by relative path."""
+    return {
+        str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for folder in OUTPUTS
+        for p in sorted((out / folder).glob("*"))
+    }
+
+
+def _with_output(cfg: MixConfig, out: Path) -> MixConfig:
+    return cfg.model_copy(update={"output": cfg.output.model_copy(update={"path": str(out)})})
+
+
+def _same_bytes_on_dask(cfg: MixConfig, local: Path, out: Path, cluster: DaskCluster) -> dict[str, Any]:
+    """Runs ``cfg`` on the cluster into ``out``; asserts the same outputs as the in-process run in ``local``."""
+    report = run(_with_output(cfg, out), [*DASK_ARGS, f"--dask_client_address={cluster.address}"])
+    assert report is not None and report["conservation"]["ok"]
+    expected = _hashes(local)
+    assert any(name.startswith("ledger/") for name in expected)
+    assert _hashes(out) == expected
+    return report
+
+
+@pytest.fixture(scope="module")
+def demo_local(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo's outputs on the in-process runner."""
+    out = tmp_path_factory.mktemp("demo-local")
+    run(_with_output(load_config(str(DEMO_CONFIG)), out), [f"--runner={FN_API_RUNNER}"])
+    return out
+
+
+def test_demo_byte_identical_on_dask(dask_cluster: DaskCluster, demo_local: Path, tmp_path: Path) -> None:
+    report = _same_bytes_on_dask(load_config(str(DEMO_CONFIG)), demo_local, tmp_path, dask_cluster)
+    # Beam's counters reach the report through Dask's event log and agree with the ledger.
+    assert report["metrics"]["available"] and report["metrics_check"]["ok"]
+    assert report["metrics"]["missing"] == list(MISSING_METRICS)
+
+
+@pytest.fixture(scope="module")
+def corpus_2k(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+    """The 2,000-document benchmark corpus (``benchmarks/corpus.py``), in eight files."""
+    out = tmp_path_factory.mktemp("corpus-2k")
+    write_corpus(CorpusSpec(2000), out, shard_docs=250, workers=1, shared_data=shared_data)
+    return out
+
+
+def _corpus_config(corpus: Path) -> MixConfig:
+    return parse_config(
+        {
+            "run_name": "corpus-2k",
+            "sources": [
+                {
+                    "name": "bench",
+                    "role": "web",
+                    "inputs": [str(corpus / "*.jsonl.gz")],
+                    "fields": {"id": "id", "text": "text", "metadata": ["kind", "dup_of"]},
+                }
+            ],
+            "classifier": {"model": str(MODEL)},
+            "blend": {"sources": {"bench": {"share": 1.0, "max_epochs": 1}}, "num_shards": 4},
+            "output": {"path": str(corpus / "unused")},
+        }
+    )
+
+
+def test_2k_corpus_byte_identical_on_dask(dask_cluster: DaskCluster, corpus_2k: Path, tmp_path: Path) -> None:
+    cfg = _corpus_config(corpus_2k)
+    run(_with_output(cfg, tmp_path / "local"), [f"--runner={FN_API_RUNNER}"])
+    report = _same_bytes_on_dask(cfg, tmp_path / "local", tmp_path / "dask", dask_cluster)
+    assert report["conservation"]["sources"]["bench"]["records_in"] == 2000
+
+
+def _keys_held(cluster: DaskCluster, name: str) -> int:
+    """How many task results the worker called ``name`` holds."""
+    from distributed import Client
+
+    with Client(cluster.address, timeout=30) as client:
+        workers = client.scheduler_info(n_workers=-1)["workers"]
+        address = next(a for a, w in workers.items() if w["name"] == name)
+        return len(client.has_what([address])[address])
+
+
+def test_a_killed_worker_changes_no_byte(dask_cluster: DaskCluster, demo_local: Path, tmp_path: Path) -> None:
+    victim = dask_cluster.start_worker("victim")
+    dask_cluster.wait_for_workers(3)
+    config = write_demo_config(tmp_path, tmp_path / "dask")
+    job = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "tropemix"),
+            "run",
+            str(config),
+            "--",
+            *DASK_ARGS,
+            f"--dask_client_address={dask_cluster.address}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    # Mid-run: the victim holds results other tasks still need, so Dask must recompute them.
+    while job.poll() is None and _keys_held(dask_cluster, "victim") == 0:
+        time.sleep(0.2)
+    assert job.poll() is None, "the run ended before the victim held a result"
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    output = job.communicate()[0].decode()
+    assert job.returncode == 0, output
+    assert "conservation OK" in output
+    report = json.loads((tmp_path / "dask" / "report.json").read_text())
+    assert report["conservation"]["ok"] and report["metrics_check"]["ok"]
+    assert _hashes(tmp_path / "dask") == _hashes(demo_local)
