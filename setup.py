@@ -43,6 +43,8 @@ EXTRAS = {
         "duckdb>=1.0",
         "gcp-storage-emulator>=2024.8.3",
     ],
+    # Worker and client environment of a Dask cluster (`--runner=dask`, deploy/dask/README.md).
+    "dask": ["apache-beam[dask]==2.77.0"],
     "dev": [
         "ruff==0.17.6",
         "mypy==2.4.1",
