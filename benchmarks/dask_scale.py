@@ -29,7 +29,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.harness import Measurement, measure  # noqa: E402
+from benchmarks.harness import measure  # noqa: E402
 from benchmarks.vs_datatrove import tropemix_config  # noqa: E402
 
 ROLES = ("dask scheduler", "dask worker", "pipelines.build_mix")
@@ -82,10 +82,14 @@ def serve_and_run(config: Path, work: Path, workers: int, memory_limit: str, par
             proc.wait()
 
 
-def peak_by_role(m: Measurement) -> dict[str, float]:
-    """Peak RSS MB of each cluster process, named by role (``dask worker #1``, ...)."""
+def by_role(values: dict[str, float]) -> dict[str, float]:
+    """``pid:command`` -> value of the cluster's processes, named by role (``dask worker #1``, ...).
+
+    Args:
+      values: a ``Measurement``'s ``peak_rss_mb`` or ``cpu_by_process_s``.
+    """
     out: dict[str, float] = {}
-    for key, mb in sorted(m.peak_rss_mb.items()):
+    for key, mb in sorted(values.items()):
         role = next((r for r in ROLES if r in key), None)
         if role is None:
             continue
@@ -116,7 +120,8 @@ def bench(corpus: Path, args: argparse.Namespace) -> dict[str, Any]:
         "wall_s": round(m.wall_s, 1),
         "docs_per_s": round(docs / m.wall_s, 1),
         "cpu_ms_per_doc": round(1000 * m.cpu_s / docs, 2),
-        "peak_rss_mb": peak_by_role(m),
+        "peak_rss_mb": by_role(m.peak_rss_mb),
+        "cpu_s": by_role(m.cpu_by_process_s),
         "peak_total_rss_mb": round(m.peak_total_rss_mb),
         "conservation": report.get("conservation", {}).get("summary"),
         # Dask logs when a worker's memory passes its pause threshold or unmanaged memory is high.
