@@ -35,6 +35,8 @@ EXTRAS = {
     ],
     "test": [
         "apache-beam[gcp]==2.77.0",
+        # The Dask cluster tests start a real scheduler and workers (pipelines/dask_runner.py).
+        "apache-beam[dask]==2.77.0",
         "pytest>=8",
         "pytest-xdist>=3.5",
         "hypothesis>=6.100",
@@ -43,6 +45,8 @@ EXTRAS = {
         "duckdb>=1.0",
         "gcp-storage-emulator>=2024.8.3",
     ],
+    # Worker and client environment of a Dask cluster (`--runner=dask`, deploy/dask/README.md).
+    "dask": ["apache-beam[dask]==2.77.0"],
     "dev": [
         "ruff==0.17.6",
         "mypy==2.4.1",

@@ -13,6 +13,11 @@ On Dataflow (paths in the config must be ``gs://``)::
         --project=PROJECT --region=REGION --temp_location=gs://BUCKET/tmp \
         --setup_file=./setup.py
 
+On a Dask distributed cluster (see deploy/dask/README.md)::
+
+    python -m pipelines.build_mix --config examples/demo.yaml --runner=dask \
+        --dask_client_address=SCHEDULER_HOST:8786
+
 On Flink, through the Beam Flink job server::
 
     python -m pipelines.build_mix --config examples/demo.yaml --runner=FlinkRunner \
@@ -85,6 +90,8 @@ from transforms.write import (
 )
 
 DEFAULT_RUNNER = "apache_beam.runners.portability.fn_api_runner.FnApiRunner"
+# ``--runner=dask``: Beam's DaskRunner with the fixes tropemix needs (pipelines/dask_runner.py).
+DASK_RUNNER = "pipelines.dask_runner.TropemixDaskRunner"
 _LOG = stage_logger("run")
 
 
@@ -102,6 +109,8 @@ def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
     standard = options.view_as(StandardOptions)
     if not standard.runner:
         standard.runner = DEFAULT_RUNNER
+    elif standard.runner.lower() == "dask":
+        standard.runner = DASK_RUNNER
     if _is_local(options):
         limit_malloc_arenas()
         untime_runner_flushes()

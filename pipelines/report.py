@@ -58,8 +58,9 @@ def collect_metrics(result: Any) -> dict[str, Any]:
 
     Returns:
       ``{"available": bool, "counters": {"ns/name": n}, "distributions": {"ns/name":
-      {count, sum, min, max, mean}}}``; ``available`` is false when the runner
-      does not report metrics.
+      {count, sum, min, max, mean}}, "missing": [...]}``; ``available`` is false when
+      the runner does not report metrics, and ``missing`` names what a runner that does
+      cannot carry (its result's ``missing_metrics``; the Dask runner's, for one).
     """
     try:
         query = result.metrics().query()
@@ -95,6 +96,7 @@ def collect_metrics(result: Any) -> dict[str, Any]:
         "available": True,
         "counters": dict(sorted(counters.items())),
         "distributions": dict(sorted(distributions.items())),
+        "missing": list(getattr(result, "missing_metrics", ())),
     }
 
 
