@@ -8,6 +8,7 @@ credentials the Cloud Storage client retries for minutes.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
 import threading
@@ -28,6 +29,10 @@ class UsageError(ValueError):
 
 def _options_parser() -> _BeamArgumentParser:
     # The parser Beam's own ``get_all_options`` builds: every registered options class.
+    # An options class registers when its module is imported; the Dask runner's
+    # (``--dask_client_address``, ``--dask_npartitions``) needs the optional dask extra.
+    with contextlib.suppress(ImportError):
+        import apache_beam.runners.dask.dask_runner  # noqa: F401
     parser = _BeamArgumentParser(allow_abbrev=False)
     for cls in {str(c): c for c in PipelineOptions.__subclasses__()}.values():
         cls._add_argparse_args(parser)
