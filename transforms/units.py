@@ -83,9 +83,10 @@ class _LoadedTokenizer:
 
 
 class _UnitsFn(beam.DoFn):
-    def __init__(self, unit: str, tokenizer_path: str | None) -> None:
+    def __init__(self, unit: str, tokenizer_path: str | None, assistant_only: frozenset[str]) -> None:
         self._unit = unit
         self._path = tokenizer_path
+        self._assistant_only = assistant_only
         self._shared = shared.Shared()
         self._tokenizer: Any = None
 
@@ -97,31 +98,49 @@ class _UnitsFn(beam.DoFn):
             ).tokenizer
 
     def process(self, batch: list[Document]) -> Iterator[Document]:
+        # transforms.chat counts with count_units, so it is imported here, not at the top (a cycle).
+        from transforms.chat import chat_token_counts
+
         units = count_units([d["text"] for d in batch], self._unit, self._tokenizer)
+        chat = chat_token_counts(batch, units if self._unit == "tokens" else None, self._tokenizer)
+        for i, (doc, tokens) in enumerate(zip(batch, chat, strict=True)):
+            if tokens is not None and self._unit == "tokens" and doc["source"] in self._assistant_only:
+                units[i] = tokens[1]
         Metrics.counter(NAMESPACE, self._unit).inc(sum(units))
-        for doc, n in zip(batch, units, strict=True):
-            yield {**doc, "units": n}
+        for doc, n, tokens in zip(batch, units, chat, strict=True):
+            yield {**doc, "units": n} if tokens is None else {**doc, "units": n, "chat_tokens": list(tokens)}
 
 
 class MeasureUnits(beam.PTransform):
     """Adds ``units`` (documents, bytes or tokens) to every document, a batch at a time.
 
+    Chat documents also get ``chat_tokens``: tokens of the whole rendering and of the
+    assistant turns (through the tokenizer, else the estimate, whatever the unit).
+
     Args:
       unit: ``documents``, ``bytes`` or ``tokens``.
       tokenizer: ``tokenizer.json`` path for ``tokens``; None for the built-in estimate.
       batch_size: documents per ``encode_batch`` call.
+      assistant_only: chat sources whose ``tokens`` are their assistant turns alone.
     """
 
-    def __init__(self, unit: str, tokenizer: str | None = None, batch_size: int = 256) -> None:
+    def __init__(
+        self,
+        unit: str,
+        tokenizer: str | None = None,
+        batch_size: int = 256,
+        assistant_only: frozenset[str] = frozenset(),
+    ) -> None:
         super().__init__()
         self._unit = unit
         self._tokenizer = tokenizer
         self._batch_size = batch_size
+        self._assistant_only = assistant_only
 
     def expand(self, docs: beam.PCollection) -> beam.PCollection:
         return (
             docs
             | "Batch"
             >> beam.BatchElements(min_batch_size=min(8, self._batch_size), max_batch_size=self._batch_size)
-            | "Count" >> beam.ParDo(_UnitsFn(self._unit, self._tokenizer))
+            | "Count" >> beam.ParDo(_UnitsFn(self._unit, self._tokenizer, self._assistant_only))
         )
