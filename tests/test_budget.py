@@ -27,7 +27,12 @@ def _recipe(**budgets: int) -> BlendConfig:
     )
 
 
-AVAILABLE = {"web": (1000, 500_000), "stories": (40, 12_000), "advice": (25, 2_000), "constitution": (7, 20_000)}
+AVAILABLE = {
+    "web": (1000, 500_000),
+    "stories": (40, 12_000),
+    "advice": (25, 2_000),
+    "constitution": (7, 20_000),
+}
 
 
 def test_budgets_beside_a_share_and_the_epochs_they_need() -> None:

@@ -242,7 +242,7 @@ class _DecontaminateFn(beam.DoFn):
         self._shared = shared.Shared()
         self._index: EvalIndex | None = None
         self._checked = Metrics.counter(NAMESPACE, "checked")
-        self._dropped = Metrics.counter(NAMESPACE, "dropped")
+        self._dropped = Metrics.counter(NAMESPACE, f"dropped.{REASON}")
 
     def setup(self) -> None:
         cfg = self._cfg
@@ -259,7 +259,7 @@ class _DecontaminateFn(beam.DoFn):
                 yield doc
                 continue
             self._dropped.inc()
-            Metrics.counter(NAMESPACE, f"dropped.{doc['source']}").inc()
+            Metrics.counter(NAMESPACE, f"source.{doc['source']}").inc()
             yield beam.pvalue.TaggedOutput(DROPPED, decontaminated_row(doc, match))
 
 
