@@ -9,15 +9,16 @@ from typing import Any
 
 import apache_beam as beam
 import pytest
+import yaml
 import zstandard
 from apache_beam.testing.util import assert_that, equal_to
 
-from schemas.config import ChatConfig, ReadConfig, SourceConfig
+from schemas.config import ChatConfig, ConfigError, ReadConfig, SourceConfig, parse_config
 from transforms.chat import assistant_text, chat_token_counts, render_plain, renderer
 from transforms.read import FileRange, Rejected, Tally, read_range
 from transforms.units import MeasureUnits, count_units, load_tokenizer
 
-from .conftest import make_pipeline
+from .conftest import REPO, make_pipeline
 
 GOOD = {
     "id": "c1",
@@ -174,3 +175,41 @@ def test_measure_units_counts_assistant_turns_for_chosen_sources(bpe_tokenizer: 
     )
     assert_that(out, equal_to([("a/1", assistant, (whole, assistant)), ("b/1", whole, (whole, assistant))]))
     p.run()
+
+
+def _recipe_data() -> dict[str, Any]:
+    return dict(yaml.safe_load((REPO / "examples" / "recipe.yaml").read_text()))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda d: d["sources"][0].update(chat={"template": "t.json"}),
+            r"sources\.0: .*'chat' only applies to format 'chat', not 'jsonl'",
+        ),
+        (
+            lambda d: d["blend"]["sources"]["web"].update(chat_tokens="assistant"),
+            r"blend\.sources \['web'\]: chat_tokens 'assistant' needs a format 'chat' source",
+        ),
+        (
+            lambda d: d["decontaminate"].update(sources=["advise"]),
+            r"decontaminate\.sources names \['advise'\]",
+        ),
+        (lambda d: d["decontaminate"].update(ngrams=13), r"decontaminate\.ngrams: unknown key"),
+        (lambda d: d["sources"][3].update(format="chats"), r"sources\.3\.format: .*'chat'"),
+    ],
+)
+def test_recipe_config_errors_name_the_field(change: Any, message: str) -> None:
+    data = _recipe_data()
+    change(data)
+    with pytest.raises(ConfigError, match=message):
+        parse_config(data, "/base")
+
+
+def test_recipe_paths_resolve_against_the_config(tmp_path: Path) -> None:
+    cfg = parse_config(_recipe_data(), "/base/examples")
+    advice = cfg.source("advice")
+    assert advice.chat is not None and advice.chat.template == "/base/examples/recipe/tokenizer_config.json"
+    assert cfg.decontaminate is not None
+    assert cfg.decontaminate.evals[0].path == "/base/examples/recipe/evals/*.jsonl"
