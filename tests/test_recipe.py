@@ -85,3 +85,12 @@ def test_recipe_shards_keep_messages_and_report_both_token_counts(
     assistant = tokens["chat_tokens|advice|assistant"]
     assert 0 < assistant < rendered
     assert f"advice (chat): {rendered} tokens rendered, {assistant} in assistant turns" in summary
+
+
+def test_recipe_report_html_shows_roles_budgets_and_chat_tokens(
+    recipe_run: tuple[MixConfig, dict[str, Any]],
+) -> None:
+    cfg, _ = recipe_run
+    page = Path(cfg.output.path, "report.html").read_text(encoding="utf-8")
+    assert "Chat sources: tokens of the written copies" in page
+    assert "<td>advice</td>" in page and "<td>synthetic_story</td>" in page
