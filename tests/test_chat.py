@@ -14,9 +14,9 @@ import zstandard
 from apache_beam.testing.util import assert_that, equal_to
 
 from schemas.config import ChatConfig, ConfigError, ReadConfig, SourceConfig, parse_config
-from transforms.chat import assistant_text, chat_token_counts, render_plain, renderer
+from transforms.chat import assistant_text, render_plain, renderer
 from transforms.read import FileRange, Rejected, Tally, read_range
-from transforms.units import MeasureUnits, count_units, load_tokenizer
+from transforms.units import MeasureUnits, chat_token_counts, count_units, load_tokenizer
 
 from .conftest import REPO, make_pipeline
 

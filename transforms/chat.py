@@ -25,7 +25,6 @@ from apache_beam.io.filesystems import FileSystems
 from schemas.config import ChatConfig, ReadConfig, SourceConfig
 from schemas.records import Document
 from transforms.read import BadRecord, make_document
-from transforms.units import count_units
 
 CHAT_ROLES = ("system", "user", "assistant", "tool")
 Message = dict[str, str]
@@ -184,32 +183,6 @@ def make_chat_document(
 def assistant_text(messages: Iterable[Mapping[str, str]]) -> str:
     """The assistant turns of a conversation, joined as a trainer's loss mask would see them."""
     return "\n\n".join(m["content"] for m in messages if m["role"] == "assistant")
-
-
-def chat_token_counts(
-    docs: Sequence[Mapping[str, Any]], conversation: Sequence[int] | None, tokenizer: Any
-) -> list[tuple[int, int] | None]:
-    """``(conversation tokens, assistant tokens)`` per chat document, None for the others.
-
-    Args:
-      docs: documents; chat documents carry ``messages``.
-      conversation: token counts of each document's text when already known (unit
-        ``tokens``), else None to count them here.
-      tokenizer: a loaded ``tokenizers.Tokenizer``, or None for the built-in estimate.
-    """
-    chat = [i for i, d in enumerate(docs) if d.get("messages") is not None]
-    out: list[tuple[int, int] | None] = [None] * len(docs)
-    if not chat:
-        return out
-    whole = (
-        [conversation[i] for i in chat]
-        if conversation is not None
-        else count_units([docs[i]["text"] for i in chat], "tokens", tokenizer)
-    )
-    assistant = count_units([assistant_text(docs[i]["messages"]) for i in chat], "tokens", tokenizer)
-    for i, w, a in zip(chat, whole, assistant, strict=True):
-        out[i] = (w, a)
-    return out
 
 
 CHAT_TOKENS = "chat_tokens"

@@ -11,7 +11,7 @@ count on the shared data is recorded in BENCHMARKS.md.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import apache_beam as beam
@@ -20,6 +20,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.utils import shared
 
 from schemas.records import Document
+from transforms.chat import assistant_text
 
 NAMESPACE = "tropemix.units"
 
@@ -75,6 +76,32 @@ def count_units(texts: Sequence[str], unit: str, tokenizer: Any = None) -> list[
     return [len(e.ids) for e in tokenizer.encode_batch(list(texts), add_special_tokens=False)]
 
 
+def chat_token_counts(
+    docs: Sequence[Mapping[str, Any]], conversation: Sequence[int] | None, tokenizer: Any
+) -> list[tuple[int, int] | None]:
+    """``(conversation tokens, assistant tokens)`` per chat document, None for the others.
+
+    Args:
+      docs: documents; chat documents carry ``messages``.
+      conversation: token counts of each document's text when already known (unit
+        ``tokens``), else None to count them here.
+      tokenizer: a loaded ``tokenizers.Tokenizer``, or None for the built-in estimate.
+    """
+    chat = [i for i, d in enumerate(docs) if d.get("messages") is not None]
+    out: list[tuple[int, int] | None] = [None] * len(docs)
+    if not chat:
+        return out
+    whole = (
+        [conversation[i] for i in chat]
+        if conversation is not None
+        else count_units([docs[i]["text"] for i in chat], "tokens", tokenizer)
+    )
+    assistant = count_units([assistant_text(docs[i]["messages"]) for i in chat], "tokens", tokenizer)
+    for i, w, a in zip(chat, whole, assistant, strict=True):
+        out[i] = (w, a)
+    return out
+
+
 class _LoadedTokenizer:
     """Holder for a tokenizer; ``Shared`` needs a weak-referenceable object."""
 
@@ -98,9 +125,6 @@ class _UnitsFn(beam.DoFn):
             ).tokenizer
 
     def process(self, batch: list[Document]) -> Iterator[Document]:
-        # transforms.chat counts with count_units, so it is imported here, not at the top (a cycle).
-        from transforms.chat import chat_token_counts
-
         units = count_units([d["text"] for d in batch], self._unit, self._tokenizer)
         chat = chat_token_counts(batch, units if self._unit == "tokens" else None, self._tokenizer)
         for i, (doc, tokens) in enumerate(zip(batch, chat, strict=True)):
