@@ -94,3 +94,19 @@ def test_recipe_report_html_shows_roles_budgets_and_chat_tokens(
     page = Path(cfg.output.path, "report.html").read_text(encoding="utf-8")
     assert "Chat sources: tokens of the written copies" in page
     assert "<td>advice</td>" in page and "<td>synthetic_story</td>" in page
+
+
+def test_recipe_shards_are_byte_identical_across_worker_counts(
+    recipe_run: tuple[MixConfig, dict[str, Any]], tmp_path: Path
+) -> None:
+    cfg, _ = recipe_run
+    again = _config(tmp_path)
+    run(
+        again,
+        [f"--runner={FN_API_RUNNER}", "--direct_num_workers=2", "--direct_running_mode=multi_threading"],
+    )
+    for sub in ("shards", "ledger"):
+        first = sorted(Path(cfg.output.path, sub).iterdir())
+        second = sorted(Path(again.output.path, sub).iterdir())
+        assert [p.name for p in first] == [p.name for p in second]
+        assert all(a.read_bytes() == b.read_bytes() for a, b in zip(first, second, strict=True))
