@@ -70,9 +70,9 @@ from transforms.accounting import (
     shard_counts,
 )
 from transforms.blend import BlendSources, PlanBlend, PlanError, order_key, with_body
+from transforms.chat import chat_token_pairs, chat_token_summary
 from transforms.classify import ApplyPolicy, ClassifyDocuments, SampleExcerpts, length_bucket
 from transforms.components import ComponentsNotConverged
-from transforms.chat import chat_token_pairs, chat_token_summary
 from transforms.decontaminate import Decontaminate
 from transforms.dedup import DedupDocuments, WriteDedupIndex
 from transforms.ids import DuplicateIdError, UniqueIds
