@@ -13,6 +13,7 @@ import yaml
 import zstandard
 from apache_beam.testing.util import assert_that, equal_to
 
+from pipelines.cli import validate_inputs
 from schemas.config import ChatConfig, ConfigError, ReadConfig, SourceConfig, parse_config
 from transforms.chat import assistant_text, render_plain, renderer
 from transforms.read import FileRange, Rejected, Tally, read_range
@@ -213,3 +214,13 @@ def test_recipe_paths_resolve_against_the_config(tmp_path: Path) -> None:
     assert advice.chat is not None and advice.chat.template == "/base/examples/recipe/tokenizer_config.json"
     assert cfg.decontaminate is not None
     assert cfg.decontaminate.evals[0].path == "/base/examples/recipe/evals/*.jsonl"
+
+
+def test_validate_names_a_missing_template_and_an_empty_eval_glob(shared_data: Path) -> None:
+    data = _recipe_data()
+    data["sources"][3]["chat"]["template"] = "recipe/missing_tokenizer_config.json"
+    data["decontaminate"]["evals"][0]["path"] = "recipe/evals/*.parquet"
+    problems = "\n".join(validate_inputs(parse_config(data, str(REPO / "examples"))))
+    assert "sources.3.chat.template" in problems and "missing_tokenizer_config.json" in problems
+    assert "decontaminate.evals.0.path" in problems
+    assert validate_inputs(parse_config(_recipe_data(), str(REPO / "examples"))) == []
