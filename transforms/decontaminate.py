@@ -35,12 +35,14 @@ from apache_beam.utils import shared
 from schemas.config import DecontaminateConfig, EvalSet
 from schemas.records import Document, LedgerRow
 from transforms.accounting import ledger_drop
+from transforms.logs import stage_logger
 from transforms.read import open_stream
 
 NAMESPACE = "tropemix.decontaminate"
 STAGE = "decontaminate"
 REASON = "decontaminated"
 DROPPED = "dropped"
+_LOG = stage_logger(STAGE)
 _WORD = re.compile(r"\w+")
 # Odd 64-bit multipliers: one spreads a word's CRC-32 over 64 bits, one rolls the n-gram.
 _SPREAD = np.uint64(0x9E3779B97F4A7C15)
@@ -249,6 +251,14 @@ class _DecontaminateFn(beam.DoFn):
         self._index = self._shared.acquire(
             lambda: _LoadedIndex(load_index(cfg)), tag=cfg.model_dump_json()
         ).index
+        # Records shorter than an n-gram can never match; say so rather than pass them silently.
+        log = _LOG.warning if self._index.short else _LOG.info
+        log(
+            "eval index loaded",
+            records=len(self._index.names),
+            ngrams=int(self._index.hashes.size),
+            too_short=self._index.short,
+        )
 
     def process(self, batch: list[Document]) -> Iterator[Any]:
         assert self._index is not None
