@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 CODE := pipelines transforms schemas training
 
-.PHONY: install demo test lint format typecheck model shared-mix bench clean prism
+.PHONY: install demo recipe test lint format typecheck model shared-mix bench clean prism
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,12 @@ install: $(STAMP)
 ## Run the demo mix end to end on the in-process runner; output in out/demo/.
 demo: $(STAMP)
 	$(VENV)/bin/tropemix run examples/demo.yaml
+
+## The flagship recipe (README, "The recipe"): web text, stories, the constitution and
+## difficult-advice conversations on token budgets, decontaminated against eval
+## scenarios; output in out/recipe/.  Needs ../shared/data beside the repo.
+recipe: $(STAMP)
+	$(VENV)/bin/tropemix run examples/recipe.yaml
 
 ## Beam's Prism runner (Go), built from source at the pinned Beam version into the
 ## virtualenv. `make test` builds it when Go is installed, and the suite then checks

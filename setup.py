@@ -26,6 +26,8 @@ INSTALL_REQUIRES = [
     "resiliparse>=2.0.1,<3",
     # Token units of the blend: Hugging Face tokenizers reading a user's tokenizer.json.
     "tokenizers>=0.20,<1",
+    # Users' chat templates (tokenizer_config.json) for format: chat; nothing else pulls it in.
+    "jinja2>=3.1,<4",
 ]
 
 EXTRAS = {
@@ -43,6 +45,8 @@ EXTRAS = {
         # Union-find reference of the connected-components tests.
         "scipy>=1.9",
         "duckdb>=1.0",
+        # Shards must load in Hugging Face datasets (the messages and trope_scores columns).
+        "datasets>=3,<5",
         "gcp-storage-emulator>=2024.8.3",
     ],
     # Worker and client environment of a Dask cluster (`--runner=dask`, deploy/dask/README.md).

@@ -70,8 +70,10 @@ from transforms.accounting import (
     shard_counts,
 )
 from transforms.blend import BlendSources, PlanBlend, PlanError, order_key, with_body
+from transforms.chat import chat_token_pairs, chat_token_summary
 from transforms.classify import ApplyPolicy, ClassifyDocuments, SampleExcerpts, length_bucket
 from transforms.components import ComponentsNotConverged
+from transforms.decontaminate import Decontaminate
 from transforms.dedup import DedupDocuments, WriteDedupIndex
 from transforms.ids import DuplicateIdError, UniqueIds
 from transforms.logs import configure_logging, stage_logger
@@ -185,6 +187,36 @@ def _stage_counts(pcoll: beam.PCollection, stage: str, kind: str, label: str) ->
     return pcoll | label >> CountBy(lambda _: count_key("stage", stage, kind))
 
 
+def _decontaminate(
+    cfg: MixConfig,
+    name: str,
+    docs: beam.PCollection,
+    counts: list[beam.PCollection],
+    dropped: list[beam.PCollection],
+) -> beam.PCollection:
+    """``docs`` of source ``name`` without those overlapping the eval sets, when configured.
+
+    Args:
+      cfg: the run config.
+      name: source name.
+      docs: the source's documents as read.
+      counts: receives the stage's in/out/dropped counts.
+      dropped: receives the stage's ledger rows.
+    """
+    decon = cfg.decontaminate
+    if decon is None or (decon.sources and name not in decon.sources):
+        return docs
+    # Before classification: a contaminated document is not worth scoring.
+    result = docs | f"Decontaminate[{name}]" >> Decontaminate(decon)
+    dropped.append(result.dropped)
+    counts.append(_stage_counts(docs, "decontaminate", "in", f"CountDecontaminateIn[{name}]"))
+    counts.append(_stage_counts(result.kept, "decontaminate", "out", f"CountDecontaminateOut[{name}]"))
+    counts.append(
+        _stage_counts(result.dropped, "decontaminate", "dropped", f"CountDecontaminateDropped[{name}]")
+    )
+    return result.kept
+
+
 def survivors(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None) -> dict[str, Any]:
     """Applies read, classify, policy and dedup: everything the blend plan counts.
 
@@ -208,6 +240,7 @@ def survivors(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None)
     # would move the corpus through the driver once more.
     id_dropped: list[beam.PCollection] = []
     classified_all: list[beam.PCollection] = []
+    decontaminated: list[beam.PCollection] = []
     for source in cfg.sources:
         result = p | f"Read[{source.name}]" >> ReadSource(source, cfg.read, progress_dir)
         dead.append(result.dead_letter)
@@ -221,10 +254,11 @@ def survivors(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None)
         counts.append(_stage_counts(result.docs, "ids", "in", f"CountIdsIn[{source.name}]"))
         counts.append(_stage_counts(ids["docs"], "ids", "out", f"CountIdsOut[{source.name}]"))
         counts.append(_stage_counts(ids["dropped"], "ids", "dropped", f"CountIdsDropped[{source.name}]"))
+        docs = _decontaminate(cfg, source.name, ids["docs"], counts, decontaminated)
         if source.classify and source.tropes_field is None:
-            to_classify.append((source.name, ids["docs"]))
+            to_classify.append((source.name, docs))
         else:
-            narrated = ids["docs"] | f"Narrative[{source.name}]" >> beam.Map(
+            narrated = docs | f"Narrative[{source.name}]" >> beam.Map(
                 _unclassified, source.narrative, source.tropes_field
             )
             unclassified.append(narrated)
@@ -299,7 +333,7 @@ def survivors(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None)
     return {
         "dead_letters": dead_letters,
         "survivors": survived,
-        "dropped": [*id_dropped, *policy_dropped, dedup["dropped"]],
+        "dropped": [*id_dropped, *decontaminated, *policy_dropped, dedup["dropped"]],
         "dedup_index": dedup["index"],
         "counts": counts,
         "excerpts": (
@@ -353,6 +387,7 @@ def build(
         >> CountBy(lambda r: count_key("stage", "blend", "out" if r["fate"] == "written" else "dropped"))
     )
     counts.append(_stage_counts(blend["assigned"], "write", "in", "CountWriteIn"))
+    counts.append(blend["assigned"] | "CountChatTokens" >> SumBy(chat_token_pairs))
     dedup_sources = {s.name for s in cfg.sources if s.dedup}
 
     out = cfg.output
@@ -514,13 +549,14 @@ def format_plan(plan: dict[str, Any]) -> list[str]:
         + (f", tokenizer {plan['tokenizer']}" if plan.get("tokenizer") else "")
     ]
     lines.append(
-        f"  {'source':<16}{'available':>14}{'target':>14}{'share':>9}{'rate/epochs':>14}  strata (available -> target)"
+        f"  {'source':<16}{'role':<16}{'available':>14}{'target':>14}{'share':>9}{'epochs needed':>24}"
+        "  strata (available -> target)"
     )
     for name, s in sorted(plan["sources"].items()):
-        how = f"rate {s['epochs']:.4f}" if s["epochs"] <= 1 else f"{s['epochs']:.2f} epochs"
         strata = ", ".join(f"{st} {v['available']} -> {v['target']}" for st, v in sorted(s["strata"].items()))
         lines.append(
-            f"  {name:<16}{s['available']:>14}{s['target']:>14}{s['target_share']:>9.4f}{how:>14}  {strata}"
+            f"  {name:<16}{s.get('role') or '':<16}{s['available']:>14}{s['target']:>14}"
+            f"{s['target_share']:>9.4f}{epochs_needed(s):>24}  {strata}"
         )
     balance = plan.get("narrative_balance")
     if balance:
@@ -542,6 +578,12 @@ def format_plan(plan: dict[str, Any]) -> list[str]:
             f"counter-stories {t['counter_stories']} {unit} ({t['counter_share']:.2%})"
         )
     return lines
+
+
+def epochs_needed(source: dict[str, Any]) -> str:
+    """``2.35 of max 10 (budget)``: the passes over a source its target needs, against its cap."""
+    how = "budget" if source.get("budget") is not None else "share"
+    return f"{source['epochs']:.2f} of max {source['max_epochs']} ({how})"
 
 
 def read_report(output: str) -> dict[str, Any]:
@@ -566,6 +608,11 @@ def summary_lines(cfg: MixConfig, report: dict[str, Any]) -> list[str]:
     if timing_info and timing_info["docs_per_second"]:
         lines.append(
             f"time:         {timing_info['wall_seconds']:.1f} s, {timing_info['docs_per_second']:,.0f} records/s"
+        )
+    for name, tokens in chat_token_summary(report["counts"]).items():
+        lines.append(
+            f"  {name} (chat): {tokens.get('conversation', 0)} tokens rendered, "
+            f"{tokens.get('assistant', 0)} in assistant turns"
         )
     lines.append(report["conservation"]["summary"])
     lines.extend("  " + line for line in report["conservation"]["lines"])

@@ -52,6 +52,13 @@ def validate_inputs(cfg: MixConfig, timeout: float = REMOTE_TIMEOUT) -> list[str
             problems += _problem(
                 match_files, pattern, f"sources.{i}.inputs.{j} (source {source.name!r})", timeout
             )
+        if source.chat is not None and source.chat.template is not None:
+            fix = "point chat.template at a tokenizer_config.json or a Jinja template file"
+            problems += _problem(
+                check_exists, source.chat.template, f"sources.{i}.chat.template", fix, timeout
+            )
+    for j, eval_set in enumerate(cfg.decontaminate.evals if cfg.decontaminate else []):
+        problems += _problem(match_files, eval_set.path, f"decontaminate.evals.{j}.path", timeout)
     for j, pattern in enumerate(cfg.dedup.previous_index):
         problems += _problem(match_files, pattern, f"dedup.previous_index.{j}", timeout)
         problems += _problem(require_complete, [pattern], f"dedup.previous_index.{j}")

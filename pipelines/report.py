@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 from apache_beam.io.filesystems import FileSystems
 
+from transforms.chat import chat_token_summary
 from transforms.logs import stage_logger
 from transforms.write import write_atomically
 
@@ -36,6 +37,7 @@ _LOG = stage_logger("report")
 # Top-level step label prefix -> stage, for the execution-time metric.
 STAGE_STEPS = (
     ("Read[", "read"),
+    ("Decontaminate", "decontaminate"),
     ("Classify", "classify"),
     ("Policy", "policy"),
     ("Dedup", "dedup"),
@@ -644,11 +646,23 @@ def render_html(report: Mapping[str, Any], manifest: Mapping[str, Any]) -> str:
     )
     parts.append(
         _table(
-            ["source", "share", "available", "target", "max epochs", "epochs", "strata (target / available)"],
+            [
+                "source",
+                "role",
+                "share",
+                "budget",
+                "available",
+                "target",
+                "max epochs",
+                "epochs",
+                "strata (target / available)",
+            ],
             [
                 [
                     n,
+                    p.get("role"),
                     p["share"],
+                    p.get("budget"),
                     p["available"],
                     p["target"],
                     p["max_epochs"],
@@ -661,6 +675,15 @@ def render_html(report: Mapping[str, Any], manifest: Mapping[str, Any]) -> str:
             ],
         )
     )
+    chat = chat_token_summary(report.get("counts", {}))
+    if chat:
+        parts.append("<h3>Chat sources: tokens of the written copies</h3>")
+        parts.append(
+            _table(
+                ["source", "rendered conversation", "assistant turns"],
+                [[n, t.get("conversation", 0), t.get("assistant", 0)] for n, t in chat.items()],
+            )
+        )
     shards = manifest.get("shards", [])
     parts.append(
         _table(

@@ -52,6 +52,8 @@ class Role(str, Enum):
     WEB = "web"
     SYNTHETIC_STORY = "synthetic_story"
     CONSTITUTION = "constitution"
+    # Chat conversations of principled advice on hard situations (``format: chat``).
+    ADVICE = "advice"
     OTHER = "other"
 
 
@@ -59,6 +61,7 @@ class Role(str, Enum):
 DEFAULT_ROLE_PRIORITY = {
     Role.CONSTITUTION: 0,
     Role.SYNTHETIC_STORY: 1,
+    Role.ADVICE: 1,
     Role.OTHER: 2,
     Role.WEB: 3,
 }
@@ -72,6 +75,20 @@ class FieldMapping(_Strict):
     metadata: list[str] = Field(default_factory=list)
 
 
+class ChatConfig(_Strict):
+    """How a ``format: chat`` source's conversations become text for the stages.
+
+    Args:
+      messages_field: record field holding the list of ``{role, content}`` messages.
+      template: Jinja chat template that renders the conversation for classification,
+        dedup and token counts: a ``tokenizer_config.json`` (its ``chat_template``) or a
+        template file, local or ``gs://``.  None renders plain ``role: content`` turns.
+    """
+
+    messages_field: str = "messages"
+    template: str | None = None
+
+
 class SourceConfig(_Strict):
     """One named input of the mix.
 
@@ -81,7 +98,9 @@ class SourceConfig(_Strict):
       inputs: file globs, local or ``gs://``.
       format: ``jsonl`` (plain, ``.gz`` or ``.zst``), ``parquet``, ``warc`` (HTML ``response``
         records, main text extracted), ``wet`` (plain-text ``conversion`` records) or
-        ``text`` (one document per file).
+        ``text`` (one document per file) or ``chat`` (JSONL records holding a list of
+        ``{role, content}`` messages, plain, ``.gz`` or ``.zst``).
+      chat: rendering of ``chat`` records; defaults to plain role-prefixed turns.
       classify: run the trope classifier on it.
       dedup: take part in exact and near-duplicate removal.
       narrative: narrative assigned when ``classify`` is false.
@@ -99,8 +118,9 @@ class SourceConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
     role: Role = Role.WEB
     inputs: list[str] = Field(min_length=1)
-    format: Literal["jsonl", "parquet", "text", "warc", "wet"] = "jsonl"
+    format: Literal["jsonl", "parquet", "text", "warc", "wet", "chat"] = "jsonl"
     fields: FieldMapping = Field(default_factory=FieldMapping)
+    chat: ChatConfig | None = None
     classify: bool = True
     dedup: bool = True
     narrative: Literal["misaligned", "aligned", "mixed", "ai_nonnarrative", "none"] = "none"
@@ -113,6 +133,8 @@ class SourceConfig(_Strict):
     def _tropes_field_is_kept(self) -> SourceConfig:
         if self.tropes_field is not None and self.tropes_field not in self.fields.metadata:
             raise ValueError(f"tropes_field {self.tropes_field!r} is not kept; add it to fields.metadata")
+        if self.chat is not None and self.format != "chat":
+            raise ValueError(f"'chat' only applies to format 'chat', not {self.format!r}; remove it")
         return self
 
     @property
@@ -295,14 +317,18 @@ class BlendSource(_Strict):
     """Target of one source in the mix: a ``share`` of the total, or an absolute ``target``.
 
     Args:
-      share: fraction of the mix's units that come from this source.
-      target: absolute units of this source; use it on every source instead of shares.
+      share: fraction of the mix's units that come from this source; with budgets on
+        other sources, the fraction of what the budgets leave.
+      target: absolute units (a budget such as 3,000,000 tokens) of this source.
       max_epochs: how many times a document may be repeated to reach the target.
+      chat_tokens: for a ``chat`` source with unit ``tokens``: count the whole rendered
+        ``conversation`` or only its ``assistant`` turns (where a trainer's loss usually goes).
     """
 
     share: float | None = Field(default=None, ge=0.0, le=1.0)
     target: int | None = Field(default=None, ge=0)
     max_epochs: int = Field(default=1, ge=1, le=1000)
+    chat_tokens: Literal["conversation", "assistant"] = "conversation"
 
     @model_validator(mode="after")
     def _share_or_target(self) -> BlendSource:
@@ -341,8 +367,9 @@ class BlendConfig(_Strict):
       tokenizer: Hugging Face ``tokenizer.json`` (local or ``gs://``) for ``tokens``; without
         one, tokens are the built-in estimate ``transforms/units.py:estimate_tokens``.
       total: total units of the mix; when absent, the largest total that no source's
-        ``available * max_epochs`` limits.  Only with shares.
-      sources: share (summing to 1) or absolute target, and epoch cap, per source name.
+        ``available * max_epochs`` limits.  Only with shares; budgets count towards it.
+      sources: share (the shares summing to 1) or absolute target (a budget), and epoch
+        cap, per source name; budgets and shares may be mixed (``transforms/budget.py``).
       num_shards: output shard count.
       shard_size: target units per shard instead of ``num_shards``; the plan sets the
         shard count to ``ceil(total / shard_size)``.
@@ -371,9 +398,8 @@ class BlendConfig(_Strict):
     def _shares_sum_to_one(cls, value: dict[str, BlendSource]) -> dict[str, BlendSource]:
         if not value:
             raise ValueError("list at least one source with a share")
+        # Shares may sit beside budgets: they then split what the budgets leave.
         with_share = [s.share for s in value.values() if s.share is not None]
-        if with_share and len(with_share) != len(value):
-            raise ValueError("give every source a 'share' or every source a 'target', not a mix")
         if with_share:
             total = sum(with_share)
             if abs(total - 1.0) > 1e-6:
@@ -382,8 +408,8 @@ class BlendConfig(_Strict):
 
     @model_validator(mode="after")
     def _total_needs_shares(self) -> BlendConfig:
-        if self.total is not None and not self.uses_shares:
-            raise ValueError("'total' only applies with shares; with absolute targets remove it")
+        if self.total is not None and not any(s.share is not None for s in self.sources.values()):
+            raise ValueError("'total' only applies with shares; with absolute targets only, remove it")
         if self.shard_size is not None and "num_shards" in self.model_fields_set:
             raise ValueError("give 'num_shards' or 'shard_size' (units per shard), not both")
         if self.tokenizer is not None and self.unit != "tokens":
@@ -419,6 +445,43 @@ class OutputConfig(_Strict):
     report_excerpts: int = Field(default=0, ge=0, le=50)
 
 
+class EvalSet(_Strict):
+    """One evaluation file (or glob) whose records must stay out of the mix.
+
+    Args:
+      path: file glob, local or ``gs://``; plain, ``.gz`` or ``.zst``.
+      format: ``jsonl`` (one record per line, text in ``text_field``), ``text`` (each
+        file one record) or ``chat`` (JSONL records with a ``messages`` list; every
+        message's content counts).
+      text_field: JSONL field holding the text.
+      id_field: JSONL field holding the record id; the line number when absent.
+    """
+
+    path: str
+    format: Literal["jsonl", "text", "chat"] = "jsonl"
+    text_field: str = "text"
+    id_field: str = "id"
+
+
+class DecontaminateConfig(_Strict):
+    """Drops training documents that share long word n-grams with evaluation records.
+
+    Args:
+      evals: evaluation files.
+      ngram: words per n-gram (13 as in the GPT-3 and OLMo reports).
+      threshold: a document is contaminated by an eval record when it holds at least
+        this fraction of the record's distinct n-grams (and at least one).
+      sources: source names to check; all sources when empty.
+      batch_size: documents per batch.
+    """
+
+    evals: list[EvalSet] = Field(min_length=1)
+    ngram: int = Field(default=13, ge=4, le=64)
+    threshold: float = Field(default=0.1, gt=0.0, le=1.0)
+    sources: list[str] = Field(default_factory=list)
+    batch_size: int = Field(default=256, gt=0)
+
+
 class MixConfig(_Strict):
     """A whole tropemix run."""
 
@@ -427,6 +490,7 @@ class MixConfig(_Strict):
     read: ReadConfig = Field(default_factory=ReadConfig)
     classifier: ClassifierConfig
     dedup: DedupConfig = Field(default_factory=DedupConfig)
+    decontaminate: DecontaminateConfig | None = None
     blend: BlendConfig
     output: OutputConfig
 
@@ -444,6 +508,18 @@ class MixConfig(_Strict):
             raise ValueError(
                 f"blend.sources has no share for {missing}; give each source a share (0 is allowed)"
             )
+        formats = {s.name: s.format for s in self.sources}
+        not_chat = sorted(
+            n for n, b in self.blend.sources.items() if b.chat_tokens == "assistant" and formats[n] != "chat"
+        )
+        if not_chat:
+            raise ValueError(
+                f"blend.sources {not_chat}: chat_tokens 'assistant' needs a format 'chat' source"
+            )
+        if self.decontaminate is not None:
+            stray = sorted(set(self.decontaminate.sources) - set(names))
+            if stray:
+                raise ValueError(f"decontaminate.sources names {stray}, which are not in sources {names}")
         return self
 
     def source(self, name: str) -> SourceConfig:
@@ -507,8 +583,21 @@ def parse_config(data: dict[str, Any], base_dir: str = ".") -> MixConfig:
     except ValidationError as err:
         raise ConfigError(_format_errors(err)) from None
     sources = [
-        s.model_copy(update={"inputs": [_resolve(p, base_dir) for p in s.inputs]}) for s in cfg.sources
+        s.model_copy(
+            update={
+                "inputs": [_resolve(p, base_dir) for p in s.inputs],
+                "chat": s.chat
+                and s.chat.model_copy(
+                    update={"template": s.chat.template and _resolve(s.chat.template, base_dir)}
+                ),
+            }
+        )
+        for s in cfg.sources
     ]
+    decon = cfg.decontaminate
+    if decon is not None:
+        evals = [e.model_copy(update={"path": _resolve(e.path, base_dir)}) for e in decon.evals]
+        decon = decon.model_copy(update={"evals": evals})
     return cfg.model_copy(
         update={
             "sources": sources,
@@ -527,6 +616,7 @@ def parse_config(data: dict[str, Any], base_dir: str = ".") -> MixConfig:
             "dedup": cfg.dedup.model_copy(
                 update={"previous_index": [_resolve(p, base_dir) for p in cfg.dedup.previous_index]}
             ),
+            "decontaminate": decon,
         }
     )
 

@@ -16,11 +16,13 @@ class Document(TypedDict, total=False):
 
     Set by read: ``id``, ``source``, ``role``, ``text``, ``meta``, ``src_path``, ``src_offset``
     (byte offset in the decompressed file for JSONL, WARC and WET; row for Parquet; 0 for text),
-    and ``truncated_from`` (original UTF-8 length) when the text was cut at ``read.max_doc_bytes``.
+    and ``truncated_from`` (original UTF-8 length) when the text was cut at ``read.max_doc_bytes``;
+    for chat records also ``messages`` (``text`` is then their rendering).
     Set by classify: ``lang`` and ``lang_score`` (lid.176), ``trope_scores``, ``tropes``,
     ``narrative``.
     Set by dedup: ``cluster_id``, ``cluster_size``.
-    Set by blend: ``units`` (its documents, bytes or tokens), ``epoch`` (which repetition
+    Set by blend: ``units`` (its documents, bytes or tokens), for chat documents
+    ``chat_tokens`` (conversation and assistant-turn tokens), ``epoch`` (which repetition
     of the document a copy is).
     """
 
@@ -29,6 +31,7 @@ class Document(TypedDict, total=False):
     role: str
     text: str
     meta: dict[str, Any]
+    messages: list[dict[str, str]]
     src_path: str
     src_offset: int
     lang: str
@@ -40,6 +43,7 @@ class Document(TypedDict, total=False):
     cluster_id: str
     cluster_size: int
     units: int
+    chat_tokens: list[int]
     epoch: int
 
 
@@ -83,6 +87,8 @@ RAW_LIMIT_BYTES = 64 * 1024
 # map: Hugging Face ``datasets`` has no feature type for maps and refuses to load
 # a Parquet file that holds one (huggingface/datasets#5612).
 TROPE_SCORES_TYPE = pa.list_(pa.struct([("label", pa.string()), ("score", pa.float32())]))
+# The turns of a chat document, as read; a trainer applies its own template to them.
+MESSAGES_TYPE = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
 
 SHARD_SCHEMA = pa.schema(
     [
@@ -100,6 +106,8 @@ SHARD_SCHEMA = pa.schema(
         # Null for documents that were not classified (a source with a fixed narrative).
         pa.field("lang", pa.string(), nullable=True),
         pa.field("lang_score", pa.float32(), nullable=True),
+        # Null for documents that are not chat conversations.
+        pa.field("messages", MESSAGES_TYPE, nullable=True),
     ],
     metadata={"producer": "tropemix", "meta": "JSON object of the source metadata fields kept"},
 )

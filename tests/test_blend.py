@@ -101,7 +101,7 @@ def test_absolute_targets() -> None:
         "full_epochs": 2,
         "remainder": 600,
     }
-    with pytest.raises(PlanError, match=r"'stories': target 3000 bytes \(absolute target\) .* = 2400"):
+    with pytest.raises(PlanError, match=r"'stories': target 3000 bytes \(budget\) .* = 2400"):
         compute_plan(
             cfg.model_copy(
                 update={"sources": {**cfg.sources, "stories": BlendSource(target=3000, max_epochs=2)}}

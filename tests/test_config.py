@@ -105,8 +105,9 @@ def test_validate_cli_rejects_typo(tmp_path: Path, capsys: pytest.CaptureFixture
             r"blend\.sources\.web: .*exactly one of 'share' .* or 'target'",
         ),
         (
+            # Beside a budget the other shares still split the rest, so they must sum to 1.
             lambda d: d["blend"]["sources"].update(web={"target": 100}),
-            r"blend\.sources: .*every source a 'share' or every source a 'target'",
+            r"blend\.sources: .*shares sum to 0\.2; make them sum to 1",
         ),
         (
             lambda d: d["blend"].update(tokenizer="tok.json"),

@@ -118,3 +118,28 @@ def test_jsonl_zst_shards_are_reproducible_and_readable(tmp_path: Path) -> None:
         .fetchone()
     )  # type: ignore[misc]
     assert (n, urls) == (50, 50)
+
+
+def test_messages_column_loads_in_pyarrow_duckdb_and_datasets(tmp_path: Path) -> None:
+    import datasets
+
+    messages = [{"role": "user", "content": "Should I report it?"}, {"role": "assistant", "content": "Yes."}]
+    docs = [{**d, "messages": messages} if i % 5 == 0 else d for i, d in enumerate(DOCS)]
+    path = tmp_path / "mix-00000-of-00001.parquet"
+    path.write_bytes(encode_parquet([shard_row(d) for d in docs], SHARD_SCHEMA, 10))
+    table = ds.dataset(str(path), format="parquet").to_table()
+    assert table.schema.field("messages").nullable
+    assert table.column("messages").null_count == 40
+    assert table.column("messages")[0].as_py() == messages
+    (chats, turns) = (
+        duckdb.connect()
+        .execute(f"SELECT count(messages), sum(len(messages)) FROM read_parquet('{path}')")
+        .fetchone()
+    )  # type: ignore[misc]
+    assert (chats, turns) == (10, 20)
+    loaded = datasets.load_dataset(
+        "parquet", data_files=str(path), split="train", cache_dir=str(tmp_path / "hf")
+    )
+    assert loaded.num_rows == 50
+    assert loaded[0]["messages"] == messages and loaded[1]["messages"] is None
+    assert loaded[0]["trope_scores"][0]["label"] == "coercion"

@@ -224,6 +224,47 @@ def check_starved(cfg: BlendConfig, avail: Mapping[str, int], targets: Mapping[s
         )
 
 
+def budget_targets(
+    cfg: BlendConfig, avail: Mapping[str, int], epochs: Mapping[str, int]
+) -> tuple[dict[str, int], dict[str, str]]:
+    """Targets when some sources have an absolute budget: budgets as given, shares of the rest.
+
+    The shares split what the budgets leave of ``total``; without ``total``, the largest
+    rest that no share source's ``available * max_epochs`` limits.
+
+    Args:
+      cfg: blend config with at least one ``target``.
+      avail: units per source.
+      epochs: ``max_epochs`` per source.
+
+    Returns:
+      ``(targets, how each target was set)``.
+
+    Raises:
+      PlanError: the budgets alone exceed ``total``.
+    """
+    names = sorted(cfg.sources)
+    targets = {n: int(cfg.sources[n].target or 0) for n in names if cfg.sources[n].target is not None}
+    wanted = {n: "budget" for n in targets}
+    shares = {n: float(cfg.sources[n].share or 0.0) for n in names if cfg.sources[n].share is not None}
+    if not shares:
+        return targets, wanted
+    budgeted = sum(targets.values())
+    if cfg.total is not None:
+        rest = cfg.total - budgeted
+        if rest < 0:
+            raise PlanError(
+                f"blend plan cannot be met: budgets sum to {budgeted} {cfg.unit}, more than blend.total "
+                f"{cfg.total}; raise blend.total or lower the budgets"
+            )
+    else:
+        caps = [avail[n] * epochs[n] / shares[n] for n in shares if shares[n] > 0]
+        rest = math.floor(min(caps) + 1e-9) if caps else 0
+    targets.update(allocate(rest, shares))
+    wanted.update({n: f"{shares[n]:.4%} of the {rest} the budgets leave" for n in shares})
+    return targets, wanted
+
+
 def compute_plan(
     cfg: BlendConfig, profile: Iterable[Sequence[Any]], roles: Mapping[str, str] | None = None
 ) -> dict[str, Any]:
@@ -267,8 +308,7 @@ def compute_plan(
         targets = allocate(total, shares)
         wanted = {n: f"{shares[n]:.4%} of {total}" for n in names}
     else:
-        targets = {n: int(cfg.sources[n].target or 0) for n in names}
-        wanted = {n: "absolute target" for n in names}
+        targets, wanted = budget_targets(cfg, avail, epochs)
     problems = []
     for name in names:
         target, have, cap = targets[name], avail[name], epochs[name]
@@ -277,6 +317,7 @@ def compute_plan(
             problems.append(
                 f"source {name!r}: target {target} {unit} ({wanted[name]}) but only "
                 f"{have} available x max_epochs {cap} = {have * cap}; needs {need}"
+                + (f"; raise max_epochs to {math.ceil(target / have)} or lower the budget" if have else "")
             )
     if problems:
         raise PlanError("blend plan cannot be met:\n  " + "\n  ".join(problems))
@@ -407,7 +448,10 @@ def compute_plan(
                 "remainder": remainder,
             }
         sources[name] = {
+            "role": roles.get(name),
             "share": cfg.sources[name].share,
+            "budget": cfg.sources[name].target,
+            "within_max_epochs": targets[name] <= avail[name] * epochs[name],
             "target_share": targets[name] / total_units if total_units else 0.0,
             "available_docs": docs[name],
             "available": avail[name],
@@ -632,7 +676,8 @@ class PlanBlend(beam.PTransform):
 
     def expand(self, docs: beam.PCollection) -> dict[str, beam.PCollection]:
         cfg, roles = self._cfg, self._roles
-        measured = docs | "Units" >> MeasureUnits(cfg.unit, cfg.tokenizer)
+        assistant_only = frozenset(n for n, b in cfg.sources.items() if b.chat_tokens == "assistant")
+        measured = docs | "Units" >> MeasureUnits(cfg.unit, cfg.tokenizer, assistant_only=assistant_only)
         profile = (
             measured
             | "ProfileKey"
@@ -666,7 +711,7 @@ def _assign_shard(
 # Fields that only the written shard needs.  They leave the documents before the two
 # ranking shuffles, packed, come back in one join, and stay packed (under ``BODY``)
 # through the writer's shuffle until ``with_body`` opens them for the file.
-BODY_FIELDS = ("text", "meta")
+BODY_FIELDS = ("text", "meta", "messages")
 BODY = "_body"
 _BODY_KEY = "_body_key"
 

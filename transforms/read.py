@@ -1,4 +1,4 @@
-"""Readers: JSONL (plain, .gz, .zst), Parquet, WARC, WET and one-document-per-file text.
+"""Readers: JSONL and chat JSONL (plain, .gz, .zst), Parquet, WARC, WET and one-document-per-file text.
 
 Every record a reader sees ends up either as a document on the main output or as a
 dead letter on the ``dead_letter`` output, with its path, offset, stage and error.
@@ -363,7 +363,7 @@ def file_ranges(path: str, size: int, fmt: str, split_bytes: int) -> list[FileRa
       fmt: the source format.
       split_bytes: target range size.
     """
-    if fmt != "jsonl" or path.endswith(_COMPRESSED) or size <= split_bytes:
+    if fmt not in ("jsonl", "chat") or path.endswith(_COMPRESSED) or size <= split_bytes:
         return [FileRange(path, 0, -1)]
     return [FileRange(path, start, min(start + split_bytes, size)) for start in range(0, size, split_bytes)]
 
@@ -424,6 +424,11 @@ class _Reader:
         self, obj: Any, path: str, offset: int, raw: bytes | str, derived_id: str | None = None
     ) -> Document | Rejected:
         try:
+            if self._source.format == "chat":
+                # chat builds on make_document, so it is imported here, not at the top (a cycle).
+                from transforms.chat import make_chat_document
+
+                return make_chat_document(obj, self._source, self._read, path, offset, derived_id)
             return make_document(obj, self._source, self._read, path, offset, derived_id)
         except BadRecord as err:
             return self.reject(err.reason, path, offset, str(err), raw)
@@ -440,7 +445,7 @@ class _Reader:
             # A glob that matches a directory: one record seen, nothing readable in it.
             self._tally.seen += 1
             yield self.reject("not_a_file", rng.path, 0, "a directory; the glob should name files", b"")
-        elif fmt == "jsonl":
+        elif fmt in ("jsonl", "chat"):
             yield from self._jsonl(rng)
         elif fmt == "parquet":
             yield from self._parquet(rng.path)

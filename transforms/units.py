@@ -11,7 +11,7 @@ count on the shared data is recorded in BENCHMARKS.md.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import apache_beam as beam
@@ -20,6 +20,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.utils import shared
 
 from schemas.records import Document
+from transforms.chat import assistant_text
 
 NAMESPACE = "tropemix.units"
 
@@ -75,6 +76,32 @@ def count_units(texts: Sequence[str], unit: str, tokenizer: Any = None) -> list[
     return [len(e.ids) for e in tokenizer.encode_batch(list(texts), add_special_tokens=False)]
 
 
+def chat_token_counts(
+    docs: Sequence[Mapping[str, Any]], conversation: Sequence[int] | None, tokenizer: Any
+) -> list[tuple[int, int] | None]:
+    """``(conversation tokens, assistant tokens)`` per chat document, None for the others.
+
+    Args:
+      docs: documents; chat documents carry ``messages``.
+      conversation: token counts of each document's text when already known (unit
+        ``tokens``), else None to count them here.
+      tokenizer: a loaded ``tokenizers.Tokenizer``, or None for the built-in estimate.
+    """
+    chat = [i for i, d in enumerate(docs) if d.get("messages") is not None]
+    out: list[tuple[int, int] | None] = [None] * len(docs)
+    if not chat:
+        return out
+    whole = (
+        [conversation[i] for i in chat]
+        if conversation is not None
+        else count_units([docs[i]["text"] for i in chat], "tokens", tokenizer)
+    )
+    assistant = count_units([assistant_text(docs[i]["messages"]) for i in chat], "tokens", tokenizer)
+    for i, w, a in zip(chat, whole, assistant, strict=True):
+        out[i] = (w, a)
+    return out
+
+
 class _LoadedTokenizer:
     """Holder for a tokenizer; ``Shared`` needs a weak-referenceable object."""
 
@@ -83,9 +110,10 @@ class _LoadedTokenizer:
 
 
 class _UnitsFn(beam.DoFn):
-    def __init__(self, unit: str, tokenizer_path: str | None) -> None:
+    def __init__(self, unit: str, tokenizer_path: str | None, assistant_only: frozenset[str]) -> None:
         self._unit = unit
         self._path = tokenizer_path
+        self._assistant_only = assistant_only
         self._shared = shared.Shared()
         self._tokenizer: Any = None
 
@@ -98,30 +126,45 @@ class _UnitsFn(beam.DoFn):
 
     def process(self, batch: list[Document]) -> Iterator[Document]:
         units = count_units([d["text"] for d in batch], self._unit, self._tokenizer)
+        chat = chat_token_counts(batch, units if self._unit == "tokens" else None, self._tokenizer)
+        for i, (doc, tokens) in enumerate(zip(batch, chat, strict=True)):
+            if tokens is not None and self._unit == "tokens" and doc["source"] in self._assistant_only:
+                units[i] = tokens[1]
         Metrics.counter(NAMESPACE, self._unit).inc(sum(units))
-        for doc, n in zip(batch, units, strict=True):
-            yield {**doc, "units": n}
+        for doc, n, tokens in zip(batch, units, chat, strict=True):
+            yield {**doc, "units": n} if tokens is None else {**doc, "units": n, "chat_tokens": list(tokens)}
 
 
 class MeasureUnits(beam.PTransform):
     """Adds ``units`` (documents, bytes or tokens) to every document, a batch at a time.
 
+    Chat documents also get ``chat_tokens``: tokens of the whole rendering and of the
+    assistant turns (through the tokenizer, else the estimate, whatever the unit).
+
     Args:
       unit: ``documents``, ``bytes`` or ``tokens``.
       tokenizer: ``tokenizer.json`` path for ``tokens``; None for the built-in estimate.
       batch_size: documents per ``encode_batch`` call.
+      assistant_only: chat sources whose ``tokens`` are their assistant turns alone.
     """
 
-    def __init__(self, unit: str, tokenizer: str | None = None, batch_size: int = 256) -> None:
+    def __init__(
+        self,
+        unit: str,
+        tokenizer: str | None = None,
+        batch_size: int = 256,
+        assistant_only: frozenset[str] = frozenset(),
+    ) -> None:
         super().__init__()
         self._unit = unit
         self._tokenizer = tokenizer
         self._batch_size = batch_size
+        self._assistant_only = assistant_only
 
     def expand(self, docs: beam.PCollection) -> beam.PCollection:
         return (
             docs
             | "Batch"
             >> beam.BatchElements(min_batch_size=min(8, self._batch_size), max_batch_size=self._batch_size)
-            | "Count" >> beam.ParDo(_UnitsFn(self._unit, self._tokenizer))
+            | "Count" >> beam.ParDo(_UnitsFn(self._unit, self._tokenizer, self._assistant_only))
         )

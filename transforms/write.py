@@ -79,6 +79,7 @@ def shard_row(doc: Mapping[str, Any]) -> dict[str, Any]:
         "meta": json.dumps(doc.get("meta", {}), sort_keys=True, ensure_ascii=False, default=str),
         "lang": doc.get("lang"),
         "lang_score": doc.get("lang_score"),
+        "messages": doc.get("messages"),
     }
 
 
