@@ -160,3 +160,20 @@ def test_fit_is_deterministic_and_scores_every_family(tmp_path: Path) -> None:
     col = {n: j for j, n in enumerate(names)}
     assert matrix[0, col["misaligned"]] > matrix[1, col["misaligned"]]
     assert matrix[1, col["aligned"]] > matrix[0, col["aligned"]]
+
+
+def test_eval_classifier_scores_the_stage_path_next_to_the_baseline(tmp_path: Path) -> None:
+    from training.train import evaluate_model
+
+    data = tmp_path / "labeled.jsonl"
+    rows = [
+        {"id": "a:1", "text": "The robot killed the crew and seized the station.", "label": "misaligned"},
+        {"id": "b:1", "text": "Der Roboter half den Kindern.", "label": "aligned"},
+        {"id": "c:1", "text": "A recipe for bread with flour and water.", "labels": []},
+    ]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = evaluate_model(str(REPO / "models" / "tropes-v1.ftz"), [str(data)], n_boot=20)
+    assert set(out) == {"model", "keyword_baseline", "hard_negatives", "routes"}
+    assert out["routes"] == {"gate": 1, "language": 1, "model": 1}
+    assert out["model"]["records"] == out["keyword_baseline"]["records"] == 3
+    assert out["keyword_baseline"]["misaligned"]["recall"] == 1.0

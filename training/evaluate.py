@@ -145,3 +145,24 @@ def hard_negative_fpr(rows: Sequence[tuple[str, str, str]], texts: Sequence[str]
         "false_positives": sum(hard),
         "fpr": _r(sum(hard) / len(hard)) if hard else None,
     }
+
+
+def side_by_side(
+    rows: Sequence[tuple[str, str, str]], texts: Sequence[str], n_boot: int = 1000
+) -> dict[str, Any]:
+    """The model's report, the keyword baseline's on the same texts, and both hard-negative rates.
+
+    Args:
+      rows: ``(true narrative, model's narrative, work)`` per text.
+      texts: the texts, in the same order (the baseline reads them).
+      n_boot: bootstrap samples per interval.
+    """
+    base = [(t, keyword_baseline(x), w) for (t, _, w), x in zip(rows, texts, strict=True)]
+    return {
+        "model": report(rows, n_boot),
+        "keyword_baseline": report(base, n_boot),
+        "hard_negatives": {
+            "model": hard_negative_fpr(rows, texts),
+            "keyword_baseline": hard_negative_fpr(base, texts),
+        },
+    }

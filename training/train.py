@@ -21,7 +21,7 @@ import yaml
 
 from schemas.taxonomy import DEFAULT_TAXONOMY, narrative_from_scores, narrative_of
 from training.annotation_pool import read_jsonl
-from training.evaluate import hard_negative_fpr, keyword_baseline, report
+from training.evaluate import keyword_baseline, report, side_by_side
 from training.labels import load_annotations
 from training.trope_model import TrainParams, choose_thresholds, cross_validate, fit, gated, narratives, score
 
@@ -57,16 +57,9 @@ def data_recipe(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 def cv_report(records: Sequence[dict[str, Any]], cv: dict[str, Any], n_boot: int) -> dict[str, Any]:
     """Out-of-fold scores of the model next to the keyword baseline on the same records."""
-    texts = [r["text"] for r in records]
     rows = [(r["label"], p, r["work"]) for r, p in zip(records, cv["predicted"], strict=True)]
-    base = [(r["label"], keyword_baseline(r["text"]), r["work"]) for r in records]
     return {
-        "model": report(rows, n_boot),
-        "keyword_baseline": report(base, n_boot),
-        "hard_negatives": {
-            "model": hard_negative_fpr(rows, texts),
-            "keyword_baseline": hard_negative_fpr(base, texts),
-        },
+        **side_by_side(rows, [r["text"] for r in records], n_boot),
         "gate_recall": gate_recall(records, cv["passed"]),
     }
 
@@ -206,14 +199,7 @@ def evaluate_model(
     )
     thresholds = effective_thresholds(cfg, card)
     pred = [narrative_from_scores(s.scores, thresholds)[0] for s in scored]
-    rows = list(zip(truth, pred, works, strict=True))
-    base = [(t, keyword_baseline(x), w) for t, x, w in zip(truth, texts, works, strict=True)]
     return {
-        "model": report(rows, n_boot),
-        "keyword_baseline": report(base, n_boot),
-        "hard_negatives": {
-            "model": hard_negative_fpr(rows, texts),
-            "keyword_baseline": hard_negative_fpr(base, texts),
-        },
+        **side_by_side(list(zip(truth, pred, works, strict=True)), texts, n_boot),
         "routes": dict(sorted(Counter(s.route for s in scored).items())),
     }
