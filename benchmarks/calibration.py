@@ -24,9 +24,11 @@ from pathlib import Path
 from schemas.config import ClassifierConfig
 from training.annotation_pool import calibration_half, read_jsonl
 from transforms.classify import (
+    LENGTH_BUCKETS,
     annotate,
     context_params,
     effective_thresholds,
+    length_bucket,
     load_fasttext,
     read_model_card,
     resolve_taxonomy,
@@ -36,17 +38,12 @@ from transforms.langid import load_lid
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared" / "data"
-BUCKETS = ((0, 2000, "<2k"), (2000, 8000, "2k-8k"), (8000, 32000, "8k-32k"), (32000, 1 << 60, ">=32k"))
 STRICT = re.compile(
     r"\b(robot\w*|androids?|gynoids?|cyborgs?|droids?|A\.I\.|AIs?|artificial intelligence|(?:super)?computers?|"
     r"automat(?:on|ons|a)|replicants?|chatbots?|nanobots?|terminators?|synths?|mechas?)\b",
     re.IGNORECASE,
 )
 FLAGGED = ("misaligned", "aligned", "mixed")
-
-
-def bucket_of(n: int) -> str:
-    return next(name for lo, hi, name in BUCKETS if lo <= n < hi)
 
 
 def classify(model_path: str, texts: list[str]) -> list[dict[str, object]]:
@@ -76,11 +73,11 @@ def table(name: str, docs: list[dict[str, object]]) -> None:
     )
     groups: dict[str, list[dict[str, object]]] = {}
     for d in docs:
-        groups.setdefault(bucket_of(len(str(d["text"]))), []).append(d)
+        groups.setdefault(length_bucket(len(str(d["text"]))), []).append(d)
     langs = Counter(str(d["lang"]) for d in docs)
     for lang, _ in langs.most_common(6):
         groups[f"lang={lang}"] = [d for d in docs if d["lang"] == lang]
-    for key in [b[2] for b in BUCKETS] + [k for k in groups if k.startswith("lang=")]:
+    for key in [name for _, name in LENGTH_BUCKETS] + [k for k in groups if k.startswith("lang=")]:
         rows = groups.get(key, [])
         if rows:
             c = Counter(str(d["narrative"]) for d in rows)

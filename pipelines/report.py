@@ -29,6 +29,7 @@ import yaml
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.chat import chat_token_summary
+from transforms.classify import LENGTH_BUCKETS
 from transforms.logs import stage_logger
 from transforms.write import write_atomically
 
@@ -476,7 +477,7 @@ window.addEventListener('load', function () {
 """
 
 
-LENGTH_ORDER = ("<2k", "2k-8k", "8k-32k", ">=32k")
+LENGTH_ORDER = tuple(name for _, name in LENGTH_BUCKETS)
 
 
 def narrative_rates(groups: Mapping[str, Mapping[str, int]], order: Sequence[str] = ()) -> list[list[Any]]:

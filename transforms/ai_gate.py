@@ -70,32 +70,24 @@ def mention_spans(text: str, limit: int = MAX_WINDOWS * 8) -> list[tuple[int, in
     return sorted(spans)[:limit]
 
 
-def acronym_spans(text: str, first_only: bool = False) -> list[tuple[int, int]]:
+def acronym_spans(text: str) -> list[tuple[int, int]]:
     """The spans ``AI_ACRONYM.finditer(text)`` gives ("AI", "AIs", "A.I." as words).
 
     Args:
       text: the original (not lowercased) text.
-      first_only: stop at the first span found.
     """
-    spans = []
-    for m in _ACRONYM_FROM_LITERAL.finditer(text):
-        if _starts_word(text, m.start()):
-            spans.append(m.span())
-            if first_only:
-                break
-    return spans
+    return [m.span() for m in _ACRONYM_FROM_LITERAL.finditer(text) if _starts_word(text, m.start())]
 
 
 def _starts_word(low: str, i: int) -> bool:
     return i == 0 or not (low[i - 1].isalnum() or low[i - 1] == "_")
 
 
-def word_spans(low: str, first_only: bool = False) -> list[tuple[int, int]]:
+def word_spans(low: str) -> list[tuple[int, int]]:
     """The spans ``AI_WORDS.finditer(low)`` gives, found from the stems' positions.
 
     Args:
       low: lowercased text.
-      first_only: stop at the first span found (any one; for the gate's yes/no).
     """
     found = []
     for stem in _STEMS:
@@ -104,8 +96,6 @@ def word_spans(low: str, first_only: bool = False) -> list[tuple[int, int]]:
             if _starts_word(low, i):
                 m = AI_WORDS.match(low, i)
                 if m:
-                    if first_only:
-                        return [m.span()]
                     found.append(m.span())
             i = low.find(stem, i + 1)
     # finditer never returns a match starting inside an earlier one ("chat-bots" holds "bots").
@@ -114,11 +104,6 @@ def word_spans(low: str, first_only: bool = False) -> list[tuple[int, int]]:
         if not spans or start >= spans[-1][1]:
             spans.append((start, end))
     return spans
-
-
-def has_mention(text: str) -> bool:
-    """True when ``text`` holds a word that can name an artificial mind (the gate)."""
-    return bool(acronym_spans(text, first_only=True) or word_spans(text.lower(), first_only=True))
 
 
 def merge_windows(

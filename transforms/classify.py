@@ -223,27 +223,21 @@ def check_card(card: dict[str, Any], model_path: str) -> None:
 
 
 # Length buckets of the report's narrative-by-length table (characters).
-LENGTH_BUCKETS = ((2000, "<2k"), (8000, "2k-8k"), (32000, "8k-32k"))
+LENGTH_BUCKETS = ((2000, "<2k"), (8000, "2k-8k"), (32000, "8k-32k"), (float("inf"), ">=32k"))
 
 
 def length_bucket(chars: int) -> str:
     """The report's length bucket of a document of ``chars`` characters."""
-    return next((name for limit, name in LENGTH_BUCKETS if chars < limit), ">=32k")
+    return next(name for limit, name in LENGTH_BUCKETS if chars < limit)
 
 
 EXCERPT_CHARS = 400
 
 
-def excerpt_row(doc: Document) -> tuple[str, tuple[int, str, str, str]]:
-    """``(narrative, (sampling hash, id, source, excerpt))``: the excerpt is what the trope
-    model read (the AI context), else the document's start, cut at ``EXCERPT_CHARS``."""
-    text = ai_context(doc["text"]) or doc["text"]
-    return doc["narrative"], (
-        stable_hash("excerpt", doc["id"]),
-        doc["id"],
-        doc["source"],
-        text[:EXCERPT_CHARS],
-    )
+def excerpt_of(text: str) -> str:
+    """What the trope model read of a document (its AI context), else its start, cut at
+    ``EXCERPT_CHARS``."""
+    return (ai_context(text) or text)[:EXCERPT_CHARS]
 
 
 class SampleExcerpts(beam.PTransform):
@@ -260,15 +254,19 @@ class SampleExcerpts(beam.PTransform):
         self._n = n
 
     def expand(self, docs: beam.PCollection) -> beam.PCollection:
+        # The context is computed for the sampled documents only, not for every one.
         def as_dicts(pairs: list[tuple[str, list[tuple[int, str, str, str]]]]) -> dict[str, Any]:
             return {
-                narrative: [{"id": i, "source": s, "excerpt": e} for _, i, s, e in sorted(rows)]
+                narrative: [{"id": i, "source": s, "excerpt": excerpt_of(t)} for _, i, s, t in sorted(rows)]
                 for narrative, rows in sorted(pairs)
             }
 
         return (
             docs
-            | "Key" >> beam.Map(excerpt_row)
+            | "Key"
+            >> beam.Map(
+                lambda d: (d["narrative"], (stable_hash("excerpt", d["id"]), d["id"], d["source"], d["text"]))
+            )
             | "Smallest" >> beam.combiners.Top.PerKey(self._n, key=lambda row: -row[0])
             | "AllNarratives" >> beam.combiners.ToList()
             | "AsDict" >> beam.Map(as_dicts)

@@ -106,37 +106,3 @@ def fasttext_key(text: str) -> str:
       text: raw text.
     """
     return " ".join(fasttext_text(text).split())
-
-
-def chunk_text(text: str, chunk_chars: int) -> list[str]:
-    """Splits a document into chunks of about ``chunk_chars`` on paragraph boundaries.
-
-    Scoring chunks and taking the maximum keeps one evil-AI passage in a long page
-    from being averaged away.  A paragraph longer than ``chunk_chars`` is cut hard.
-
-    Args:
-      text: the document text.
-      chunk_chars: target chunk size in characters.
-    """
-    if len(text) <= chunk_chars:
-        return [text]
-    chunks: list[str] = []
-    current: list[str] = []
-    size = 0
-    for para in text.split("\n"):
-        if not para.strip():
-            continue
-        while len(para) > chunk_chars:
-            if current:
-                chunks.append("\n".join(current))
-                current, size = [], 0
-            chunks.append(para[:chunk_chars])
-            para = para[chunk_chars:]
-        if size + len(para) > chunk_chars and current:
-            chunks.append("\n".join(current))
-            current, size = [], 0
-        current.append(para)
-        size += len(para) + 1
-    if current:
-        chunks.append("\n".join(current))
-    return chunks or [text[:chunk_chars]]
