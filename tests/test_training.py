@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -152,9 +154,18 @@ def test_fit_is_deterministic_and_scores_every_family(tmp_path: Path) -> None:
     params = TrainParams(epoch=25, quantize=False)
     assert labels_of(records[0]) == ["misaligned", "violence"]
     assert training_lines(records, params) == training_lines(list(reversed(records)), params)
+    # Each rebuild in a fresh process, as `make model` runs: two fits in one process that
+    # has already run other fastText work differed now and then (2 of ~8 full suites).
+    data = tmp_path / "records.json"
+    data.write_text(json.dumps(records))
+    script = (
+        "import json, sys; from training.trope_model import TrainParams, fit; "
+        "fit(json.load(open(sys.argv[1])), TrainParams(epoch=25, quantize=False), sys.argv[2])"
+    )
     one, two = tmp_path / "one.bin", tmp_path / "two.bin"
-    fit(records, params, str(one))
-    model = fit(records, params, str(two))
+    for out in (one, two):
+        subprocess.run([sys.executable, "-c", script, str(data), str(out)], check=True, cwd=REPO)
+    model = fit(records, params, None)
     assert one.read_bytes() == two.read_bytes()
     names, matrix = score(model, ["The robot killed the farmers.", "The robot rescued the farmers."], params)
     col = {n: j for j, n in enumerate(names)}
