@@ -14,8 +14,8 @@ import resource
 import tempfile
 import time
 
-from pipelines.report import read_json, render_html
 from transforms.progress import ProgressTicker
+from transforms.report.html import read_json, render_html
 
 
 class _NullTicker:

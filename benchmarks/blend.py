@@ -19,7 +19,7 @@ import apache_beam as beam
 
 from pipelines.build_mix import pipeline_options
 from schemas.config import BlendConfig, BlendSource, NarrativeBalance
-from transforms.blend import BlendSources, compute_plan
+from transforms.blend.sample import BlendSources, compute_plan
 from transforms.text import stable_hash
 
 ROLES = {"web": "web", "stories": "synthetic_story", "constitution": "constitution"}

@@ -23,7 +23,8 @@ from pathlib import Path
 
 from schemas.config import ClassifierConfig
 from training.annotation_pool import calibration_half, read_jsonl
-from transforms.classify import (
+from transforms.classify.langid import load_lid
+from transforms.classify.model import (
     LENGTH_BUCKETS,
     annotate,
     context_params,
@@ -34,7 +35,6 @@ from transforms.classify import (
     resolve_taxonomy,
     score_documents,
 )
-from transforms.langid import load_lid
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared" / "data"

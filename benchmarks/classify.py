@@ -34,7 +34,8 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from schemas.config import ClassifierConfig
-from transforms.classify import (
+from transforms.classify.langid import load_lid
+from transforms.classify.model import (
     PREDICT_FLOOR,
     ClassifyDocuments,
     annotate,
@@ -45,7 +46,6 @@ from transforms.classify import (
     resolve_taxonomy,
     score_documents,
 )
-from transforms.langid import load_lid
 from transforms.text import fasttext_text
 
 REPO = Path(__file__).resolve().parent.parent

@@ -3,7 +3,7 @@
 ``graph``: the LSH link graph of a JSONL corpus built in memory with the pipeline's own
 functions (bands, exact groups, salted bucket links), and the rounds each
 algorithm needs on it: min-label propagation (one shuffle per round) and
-large-star / small-star (``transforms.components.local_components``, two per round).
+large-star / small-star (``transforms.blocks.local_components``, two per round).
 
 ``pipeline``: ``DedupDocuments`` over the corpus on the in-process runner (one worker):
 transforms in its job graph, elements the runner moved (``element_count``
@@ -31,7 +31,7 @@ from apache_beam.metrics.monitoring_infos import extract_counter_value
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from schemas.config import DedupConfig
-from transforms.dedup import DedupDocuments
+from transforms.dedup.deduplicate import DedupDocuments
 
 RUNNER = "apache_beam.runners.portability.fn_api_runner.FnApiRunner"
 
@@ -50,7 +50,7 @@ def corpus(count: int) -> list[dict[str, Any]]:
 
 def link_edges(docs: list[dict[str, Any]], cfg: DedupConfig) -> list[tuple[Any, Any]]:
     """The candidate edges ``DedupDocuments`` clusters, computed in one process."""
-    from transforms.dedup import _partition_edges, bands_of_normalized, doc_node, exact_hash
+    from transforms.dedup.deduplicate import _partition_edges, bands_of_normalized, doc_node, exact_hash
     from transforms.text import normalize_for_dedup
 
     winners: dict[int, tuple[Any, list[int]]] = {}
@@ -87,7 +87,7 @@ def min_label_rounds(edges: Iterable[tuple[Any, Any]]) -> int:
 
 
 def bench_graph(docs: list[dict[str, Any]], cfg: DedupConfig) -> None:
-    from transforms.components import local_components
+    from transforms.blocks import local_components
 
     edges = link_edges(docs, cfg)
     run = local_components(edges, max_rounds=64, partitions=cfg.partitions)

@@ -39,7 +39,7 @@ from scipy import sparse
 
 from pipelines.stages import run_dedup
 from schemas.config import DedupConfig
-from transforms.minhash import MinHashParams, lsh_params, shingle_hashes, word_hashes
+from transforms.dedup.minhash import MinHashParams, lsh_params, shingle_hashes, word_hashes
 from transforms.text import normalize_for_dedup
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "wikipedia"

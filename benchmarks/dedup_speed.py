@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from datasketch import MinHash
 
-from transforms.minhash import (
+from transforms.dedup.minhash import (
     MinHashParams,
     batch_shingle_hashes,
     one_permutation_signatures,

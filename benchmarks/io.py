@@ -28,8 +28,8 @@ from typing import Any
 
 from schemas.config import ClassifierConfig, ReadConfig, SourceConfig
 from schemas.records import SHARD_SCHEMA
-from transforms.read import FileRange, Rejected, Tally, open_stream, read_range
-from transforms.write import encode_jsonl_zst, encode_parquet, shard_json_row, shard_row
+from transforms.io.read import FileRange, Rejected, Tally, open_stream, read_range
+from transforms.io.write import encode_jsonl_zst, encode_parquet, shard_json_row, shard_row
 
 MB = 1e6
 
@@ -137,7 +137,7 @@ def main() -> None:
 
         if os.path.exists(args.model):
             from schemas.taxonomy import label_scores_of
-            from transforms.classify import load_fasttext, read_model_card, score_documents
+            from transforms.classify.model import load_fasttext, read_model_card, score_documents
 
             model = load_fasttext(args.model)
             rule = label_scores_of(read_model_card(args.model))

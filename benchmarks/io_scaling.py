@@ -81,7 +81,7 @@ def child(path: str, workers: int, split_bytes: int) -> None:
 
     from pipelines.build_mix import pipeline_options
     from schemas.config import ReadConfig, SourceConfig
-    from transforms.read import ReadSource, file_ranges
+    from transforms.io.read import ReadSource, file_ranges
 
     source = SourceConfig(name="bench", inputs=[path])
     read_cfg = ReadConfig(split_bytes=split_bytes)

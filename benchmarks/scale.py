@@ -45,17 +45,17 @@ from benchmarks.vs_datatrove import tropemix_config  # noqa: E402
 from schemas.config import parse_config  # noqa: E402
 from schemas.records import SHARD_SCHEMA  # noqa: E402
 from schemas.taxonomy import label_scores_of  # noqa: E402
-from transforms.classify import load_fasttext, read_model_card, score_documents  # noqa: E402
-from transforms.dedup import bands_of_normalized, exact_hash  # noqa: E402
+from transforms.classify.model import load_fasttext, read_model_card, score_documents  # noqa: E402
+from transforms.dedup.deduplicate import bands_of_normalized, exact_hash  # noqa: E402
+from transforms.io.write import encode_parquet, shard_row  # noqa: E402
 from transforms.text import normalize_for_dedup  # noqa: E402
-from transforms.write import encode_parquet, shard_row  # noqa: E402
 
 # Innermost matching frame decides a sample's kernel; order matters (first match wins
 # when scanning from the leaf).
 KERNELS: dict[str, tuple[str, ...]] = {
     "fastText predict": ("predict (fasttext/FastText.py",),
     "shingle + MinHash": (
-        "transforms/minhash.py",
+        "transforms/dedup/minhash.py",
         "normalize_for_dedup (",
         "exact_hash (",
     ),
@@ -65,13 +65,13 @@ KERNELS: dict[str, tuple[str, ...]] = {
 # Leaf frames of threads that wait (py-spy may count a GIL-free wait as active).
 IDLE = ("Condition.wait (threading.py", "_serve (grpc/", "channel_spin (grpc/", "Event.wait (threading.py")
 STAGES: dict[str, str] = {
-    "transforms/read.py": "Read",
-    "transforms/classify.py": "Classify",
-    "transforms/dedup.py": "Dedup",
-    "transforms/minhash.py": "Dedup",
-    "transforms/blend.py": "Blend",
-    "transforms/write.py": "Write",
-    "transforms/accounting.py": "Report",
+    "transforms/io/read.py": "Read",
+    "transforms/classify/model.py": "Classify",
+    "transforms/dedup/deduplicate.py": "Dedup",
+    "transforms/dedup/minhash.py": "Dedup",
+    "transforms/blend/sample.py": "Blend",
+    "transforms/io/write.py": "Write",
+    "transforms/report/accounting.py": "Report",
 }
 
 

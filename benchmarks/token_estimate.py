@@ -4,7 +4,7 @@ Trains nothing and downloads nothing: pass a ``tokenizer.json`` (for the figures
 BENCHMARKS.md, a 32k byte-level BPE trained with ``tokenizers`` on
 ``wikipedia/pages-00.jsonl.gz``; ``--train`` builds that one), then the script
 tokenizes held-out files and prints the per-file and per-document error of
-``transforms.units.estimate_tokens``, plus a least-squares fit of its two constants.
+``transforms.blend.units.estimate_tokens``, plus a least-squares fit of its two constants.
 
     python benchmarks/token_estimate.py --tokenizer /tmp/bpe32k.json --train \
         ../shared/data/wikipedia/pages-01.jsonl.gz ../shared/data/wikipedia/pages-02.jsonl.gz \
@@ -22,7 +22,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from transforms.units import _PIECES, estimate_tokens, load_tokenizer
+from transforms.blend.units import _PIECES, estimate_tokens, load_tokenizer
 
 TRAIN_FILE = "../shared/data/wikipedia/pages-00.jsonl.gz"
 

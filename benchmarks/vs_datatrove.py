@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from benchmarks.harness import Measurement, measure, median  # noqa: E402
-from transforms.minhash import lsh_params  # noqa: E402
+from transforms.dedup.minhash import lsh_params  # noqa: E402
 
 DATATROVE = "datatrove[io,processing]==0.10.1"
 # datatrove's English word tokenizer is spaCy's; the processing extra does not pull it in.

@@ -48,18 +48,30 @@ from apache_beam.options.pipeline_options import (
 )
 
 from pipelines.checks import UsageError, check_beam_flags
-from pipelines.report import (
-    augment_report,
-    collect_metrics,
-    read_json,
-    render_html,
-    stage_busy_seconds,
-    write_report_html,
-)
 from schemas.config import MixConfig, allowing_empty_sources, load_config
 from schemas.records import LEDGER_SCHEMA, Document
 from schemas.taxonomy import DEFAULT_TAXONOMY, narrative_of
-from transforms.accounting import (
+from transforms.blend.sample import BlendSources, PlanBlend, PlanError, order_key, with_body
+from transforms.blocks import ComponentsNotConverged
+from transforms.classify.model import ApplyPolicy, ClassifyDocuments, SampleExcerpts, length_bucket
+from transforms.decontaminate import Decontaminate
+from transforms.dedup.deduplicate import DedupDocuments, WriteDedupIndex
+from transforms.io.chat import chat_token_pairs, chat_token_summary
+from transforms.io.ids import DuplicateIdError, UniqueIds
+from transforms.io.publication import OutputError, Publish, prepare_output, replace_files, staging_dir
+from transforms.io.read import ReadSource
+from transforms.io.write import (
+    WriteSortedFiles,
+    describe_shard,
+    encode_jsonl,
+    ledger_row,
+    parquet_encoder,
+    shard_format,
+    write_atomically,
+)
+from transforms.logs import configure_logging, stage_logger
+from transforms.progress import ProgressPrinter, TickFn
+from transforms.report.accounting import (
     ConservationError,
     CountBy,
     JoinIntegrityError,
@@ -69,27 +81,15 @@ from transforms.accounting import (
     ledger_counts,
     shard_counts,
 )
-from transforms.blend import BlendSources, PlanBlend, PlanError, order_key, with_body
-from transforms.chat import chat_token_pairs, chat_token_summary
-from transforms.classify import ApplyPolicy, ClassifyDocuments, SampleExcerpts, length_bucket
-from transforms.components import ComponentsNotConverged
-from transforms.decontaminate import Decontaminate
-from transforms.dedup import DedupDocuments, WriteDedupIndex
-from transforms.ids import DuplicateIdError, UniqueIds
-from transforms.logs import configure_logging, stage_logger
-from transforms.progress import ProgressPrinter, TickFn
-from transforms.publication import OutputError, Publish, prepare_output, replace_files, staging_dir
-from transforms.read import ReadSource
-from transforms.text import stable_hash
-from transforms.write import (
-    WriteSortedFiles,
-    describe_shard,
-    encode_jsonl,
-    ledger_row,
-    parquet_encoder,
-    shard_format,
-    write_atomically,
+from transforms.report.html import (
+    augment_report,
+    collect_metrics,
+    read_json,
+    render_html,
+    stage_busy_seconds,
+    write_report_html,
 )
+from transforms.text import stable_hash
 
 DEFAULT_RUNNER = "apache_beam.runners.portability.fn_api_runner.FnApiRunner"
 # ``--runner=dask``: Beam's DaskRunner with the fixes tropemix needs (pipelines/dask_runner.py).
@@ -266,7 +266,7 @@ def survivors(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None)
 
     dead_letters = _flatten(p, dead, "AllDeadLetters")
     counts.append(dead_letters | "CountDead" >> CountBy(lambda d: count_key("dead_letters", d["source"])))
-    # Dead-letter errors start with their reason (``bad_json: ...``), see transforms/read.py.
+    # Dead-letter errors start with their reason (``bad_json: ...``), see transforms/io/read.py.
     counts.append(
         dead_letters
         | "CountDeadReasons"

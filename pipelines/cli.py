@@ -35,8 +35,8 @@ from schemas.config import (
     allowing_unverified_model,
     load_config,
 )
+from transforms.io.publication import OutputError, require_complete
 from transforms.logs import configure_logging
-from transforms.publication import OutputError, require_complete
 
 
 def validate_inputs(cfg: MixConfig, timeout: float = REMOTE_TIMEOUT) -> list[str]:
@@ -70,7 +70,7 @@ def validate_inputs(cfg: MixConfig, timeout: float = REMOTE_TIMEOUT) -> list[str
 
 def check_model_card(model: str, allow_unverified: bool) -> None:
     """Fails early for a remote model whose card gives no sha256, unless allowed (see ``localize_model``)."""
-    from transforms.classify import read_model_card
+    from transforms.classify.model import read_model_card
 
     if "://" in model and not allow_unverified and not read_model_card(model).get("sha256"):
         raise UsageError(
@@ -126,7 +126,7 @@ def _cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from pipelines.build_mix import MixOptions, execute, exit_code
-    from transforms.blend import PlanError
+    from transforms.blend.sample import PlanError
 
     cfg = _checked_config(args)
     if cfg is None:
@@ -141,8 +141,8 @@ def _cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
 
 def _cmd_plan(args: argparse.Namespace, beam_args: list[str]) -> int:
     from pipelines.build_mix import format_plan, run_plan
-    from transforms.blend import PlanError
-    from transforms.ids import DuplicateIdError
+    from transforms.blend.sample import PlanError
+    from transforms.io.ids import DuplicateIdError
 
     cfg = _checked_config(args)
     if cfg is None:
@@ -161,7 +161,7 @@ def _cmd_plan(args: argparse.Namespace, beam_args: list[str]) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from pipelines.report import write_report_html
+    from transforms.report.html import write_report_html
 
     run_dir = args.run_dir.rstrip("/")
     if not FileSystems.exists(f"{run_dir}/report.json"):

@@ -31,7 +31,7 @@ from typing import Any
 from apache_beam.io.filesystems import FileSystems
 
 from schemas.config import MixConfig
-from transforms.write import write_atomically
+from transforms.io.write import write_atomically
 
 STATE_PATH = "state/inputs.json"
 

@@ -20,12 +20,12 @@ import apache_beam as beam
 from pipelines.build_mix import pipeline_options, raise_components_error, raise_join_error
 from schemas.config import ClassifierConfig, DedupConfig, FieldMapping, ReadConfig, SourceConfig
 from schemas.records import CLASSIFY_SCHEMA, DEDUP_LEDGER_SCHEMA, SHARD_SCHEMA
-from transforms.classify import ClassifyDocuments
-from transforms.dedup import DedupDocuments, WriteDedupIndex
-from transforms.publication import prepare_output, publish
-from transforms.read import ReadSource
+from transforms.classify.model import ClassifyDocuments
+from transforms.dedup.deduplicate import DedupDocuments, WriteDedupIndex
+from transforms.io.publication import prepare_output, publish
+from transforms.io.read import ReadSource
+from transforms.io.write import WriteSortedFiles, encode_jsonl, parquet_encoder, score_list, shard_row
 from transforms.text import stable_hash
-from transforms.write import WriteSortedFiles, encode_jsonl, parquet_encoder, score_list, shard_row
 
 
 def input_format(pattern: str) -> Literal["jsonl", "parquet", "warc", "wet"]:
@@ -111,7 +111,7 @@ def run_classify(
 ) -> None:
     """Classifies every input document with the model card's thresholds; one row per document.
 
-    The output is staged and published with a completion marker (transforms/publication.py).
+    The output is staged and published with a completion marker (transforms/io/publication.py).
     """
     cfg = ClassifierConfig(model=model, allow_unverified_model=allow_unverified_model)
     final = output.rstrip("/")

@@ -277,7 +277,7 @@ class DedupConfig(_Strict):
         same shingle hashes (about 10x slower).
       bits: MinHash value width, 32 or 64.
       max_rounds: large-star / small-star rounds unrolled for the near-duplicate
-        clusters (``transforms/components.py``), each two shuffles.  Rounds grow with
+        clusters (``transforms/blocks.py``), each two shuffles.  Rounds grow with
         log n, not with a cluster's diameter: a chain of 10,000 near duplicates
         needs 11 to 15, of 100,000 14 to 18.  Clusters that need more fail the job
         with the count of unsettled nodes; no lineage is written from them.
@@ -365,7 +365,7 @@ class BlendConfig(_Strict):
     Args:
       unit: what shares and targets count: ``documents``, UTF-8 ``bytes`` or ``tokens``.
       tokenizer: Hugging Face ``tokenizer.json`` (local or ``gs://``) for ``tokens``; without
-        one, tokens are the built-in estimate ``transforms/units.py:estimate_tokens``.
+        one, tokens are the built-in estimate ``transforms/blend/units.py:estimate_tokens``.
       total: total units of the mix; when absent, the largest total that no source's
         ``available * max_epochs`` limits.  Only with shares; budgets count towards it.
       sources: share (the shares summing to 1) or absolute target (a budget), and epoch

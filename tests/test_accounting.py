@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from transforms.accounting import check_conservation, count_key
+from transforms.report.accounting import check_conservation, count_key
 
 
 def _balanced() -> dict[str, int]:

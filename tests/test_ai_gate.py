@@ -5,7 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 
-from transforms.ai_gate import (
+from transforms.classify.gate import (
     AI_ACRONYM,
     AI_WORDS,
     SEPARATOR,
@@ -15,7 +15,7 @@ from transforms.ai_gate import (
     merge_windows,
     word_spans,
 )
-from transforms.langid import UNDETERMINED, identify, lid_input, load_lid
+from transforms.classify.langid import UNDETERMINED, identify, lid_input, load_lid
 
 from .conftest import REPO
 

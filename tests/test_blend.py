@@ -12,8 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.config import BlendConfig, BlendSource, NarrativeBalance
-from transforms.accounting import JoinIntegrityError
-from transforms.blend import (
+from transforms.blend.sample import (
     BlendSources,
     ExactRank,
     PlanError,
@@ -26,6 +25,7 @@ from transforms.blend import (
     split_body,
     with_body,
 )
+from transforms.report.accounting import JoinIntegrityError
 from transforms.text import stable_hash
 
 from .conftest import make_pipeline

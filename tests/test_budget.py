@@ -6,7 +6,7 @@ import pytest
 
 from pipelines.build_mix import format_plan
 from schemas.config import BlendConfig, BlendSource
-from transforms.blend import PlanError, compute_plan
+from transforms.blend.sample import PlanError, compute_plan
 
 ROLES = {"web": "web", "stories": "synthetic_story", "advice": "advice", "constitution": "constitution"}
 

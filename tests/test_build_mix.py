@@ -18,12 +18,12 @@ import pytest
 from apache_beam.runners.portability.fn_api_runner import worker_handlers
 from apache_beam.runners.worker import data_plane
 
-import transforms.dedup
+import transforms.dedup.deduplicate
 from pipelines.build_mix import pipeline_options, raise_join_error, run
 from pipelines.cli import main as cli_main
 from schemas.config import MixConfig, load_config
-from transforms.accounting import JOIN_LOSS, JoinIntegrityError
-from transforms.publication import staging_dir
+from transforms.io.publication import staging_dir
+from transforms.report.accounting import JOIN_LOSS, JoinIntegrityError
 
 from .conftest import DEMO_CONFIG, FN_API_RUNNER, write_demo_config
 
@@ -141,7 +141,7 @@ def test_byte_identical_on_the_prism_runner(
 
 
 def test_a_stage_that_loses_documents_fails_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    original = transforms.dedup._apply
+    original = transforms.dedup.deduplicate._apply
 
     def leaky(item: tuple[str, dict[str, Any]]) -> Iterator[Any]:
         # Silently loses every document whose id ends in 7: no ledger row, no count.
@@ -149,7 +149,7 @@ def test_a_stage_that_loses_documents_fails_the_run(tmp_path: Path, monkeypatch:
             return
         yield from original(item)
 
-    monkeypatch.setattr(transforms.dedup, "_apply", leaky)
+    monkeypatch.setattr(transforms.dedup.deduplicate, "_apply", leaky)
     with pytest.raises(Exception, match=r"conservation FAILED") as err:
         run(_config(tmp_path), [f"--runner={FN_API_RUNNER}"])
     assert "MISMATCH" in str(err.value)

@@ -15,9 +15,9 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from pipelines.cli import validate_inputs
 from schemas.config import ChatConfig, ConfigError, ReadConfig, SourceConfig, parse_config
-from transforms.chat import assistant_text, render_plain, renderer
-from transforms.read import FileRange, Rejected, Tally, read_range
-from transforms.units import MeasureUnits, chat_token_counts, count_units, load_tokenizer
+from transforms.blend.units import MeasureUnits, chat_token_counts, count_units, load_tokenizer
+from transforms.io.chat import assistant_text, render_plain, renderer
+from transforms.io.read import FileRange, Rejected, Tally, read_range
 
 from .conftest import REPO, make_pipeline
 

@@ -11,7 +11,8 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from schemas.config import ClassifierConfig, PolicyRule
 from schemas.taxonomy import narrative_from_scores, narrative_of, scores_from_softmax
-from transforms.classify import (
+from transforms.classify.langid import load_lid
+from transforms.classify.model import (
     ROUTE_GATE,
     ROUTE_LANGUAGE,
     ROUTE_MODEL,
@@ -27,7 +28,6 @@ from transforms.classify import (
     read_model_card,
     score_documents,
 )
-from transforms.langid import load_lid
 from transforms.text import fasttext_key, fasttext_text
 
 from .conftest import REPO, make_pipeline
@@ -224,7 +224,7 @@ def test_real_hard_negatives_fire_no_trope(model_path: str) -> None:
 
 
 def test_model_cache_is_per_user_and_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from transforms.classify import model_cache_dir
+    from transforms.classify.model import model_cache_dir
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     (tmp_path / "tropemix" / "models").mkdir(parents=True, mode=0o755)

@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.cluster.hierarchy import DisjointSet
 
-from transforms.components import (
+from transforms.blocks import (
     ConnectedComponents,
     large_star,
     local_components,
@@ -141,7 +141,7 @@ def _pipeline_edges() -> list[tuple[Node, Node]]:
 @pytest.mark.parametrize("partitions", [1, 5])
 def test_connected_components_do_not_depend_on_how_lists_split(monkeypatch: Any, partitions: int) -> None:
     """Lists flushed every 3 records and 1 or 5 partitions: the union-find labels."""
-    monkeypatch.setattr("transforms.grouping.MAX_BUFFERED_ITEMS", 3)
+    monkeypatch.setattr("transforms.blocks.MAX_BUFFERED_ITEMS", 3)
     edges = _pipeline_edges()
     p = make_pipeline()
     labels = p | beam.Create(edges) | ConnectedComponents(max_rounds=10, partitions=partitions)

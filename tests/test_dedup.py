@@ -17,8 +17,8 @@ import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
 from schemas.config import DedupConfig, SurvivorConfig
-from transforms.accounting import JoinIntegrityError
-from transforms.dedup import (
+from transforms.blocks import ListsPerKeyFn
+from transforms.dedup.deduplicate import (
     CURRENT,
     EARLIER,
     Decision,
@@ -37,8 +37,8 @@ from transforms.dedup import (
     salt_of,
     score_of,
 )
-from transforms.grouping import ListsPerKeyFn
 from transforms.packing import pack
+from transforms.report.accounting import JoinIntegrityError
 from transforms.text import normalize_for_dedup
 
 from .conftest import make_pipeline
@@ -149,7 +149,7 @@ def test_partitioned_links_are_the_salted_links_whatever_the_flush_and_partition
     for partitions in (1, 16):
         got = [e for item in _partitioned(members, partitions).items() for e in _partition_edges(item, 4)]
         assert set(got) == expected and len(got) == len(expected)
-    monkeypatch.setattr("transforms.grouping.MAX_BUFFERED_ITEMS", 7)  # flushes mid-bundle
+    monkeypatch.setattr("transforms.blocks.MAX_BUFFERED_ITEMS", 7)  # flushes mid-bundle
     assert {e for item in _partitioned(members, 16).items() for e in _partition_edges(item, 4)} == expected
 
 

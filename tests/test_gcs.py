@@ -22,9 +22,9 @@ from apache_beam.io.filesystems import FileSystems
 from pipelines.build_mix import build, read_report
 from schemas.config import ReadConfig, SourceConfig, parse_config
 from schemas.records import SHARD_SCHEMA
-from transforms.read import ReadSource
-from transforms.storage import EMULATOR_ENV, reset_credentials, use_emulator_credentials
-from transforms.write import WriteSortedFiles, encode_jsonl, parquet_encoder, shard_row
+from transforms.io.read import ReadSource
+from transforms.io.storage import EMULATOR_ENV, reset_credentials, use_emulator_credentials
+from transforms.io.write import WriteSortedFiles, encode_jsonl, parquet_encoder, shard_row
 
 from .conftest import MODEL, make_pipeline
 
@@ -216,7 +216,7 @@ def test_remote_model_without_card_is_refused_unless_allowed(
 ) -> None:
     from pipelines.checks import UsageError
     from pipelines.cli import check_model_card
-    from transforms.classify import UnverifiedModelError, localize_model
+    from transforms.classify.model import UnverifiedModelError, localize_model
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     _bucket(gcs, "tm-model").blob("bare/tropes.ftz").upload_from_filename(str(MODEL))
@@ -232,7 +232,7 @@ def test_remote_model_without_card_is_refused_unless_allowed(
 
 def test_rerun_on_gcs_replaces_the_published_run(gcs: Any) -> None:
     """Object stores have no directory rename: the old run goes, the new one appears with its marker last."""
-    from transforms.publication import MARKER, completion, dir_exists, staging_dir
+    from transforms.io.publication import MARKER, completion, dir_exists, staging_dir
 
     bucket = _bucket(gcs, "tm-pub")
     bucket.blob("in/pages.jsonl").upload_from_string(

@@ -12,7 +12,7 @@ import yaml
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipelines.cli import main as cli_main
-from transforms.ids import UniqueIds
+from transforms.io.ids import UniqueIds
 
 from .conftest import FN_API_RUNNER, REPO, make_pipeline
 

@@ -13,7 +13,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-import transforms.dedup
+import transforms.dedup.deduplicate
 from pipelines.build_mix import execute
 from pipelines.incremental import InputFile, new_files, read_state, record_run
 from schemas.config import parse_config
@@ -132,19 +132,19 @@ def test_a_failed_run_can_be_rerun(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     out = tmp_path / "root"
     cfg = _config(tmp_path / "inbox", out)
     args = [f"--runner={FN_API_RUNNER}"]
-    original = transforms.dedup._apply
+    original = transforms.dedup.deduplicate._apply
 
     def leaky(item: tuple[str, dict[str, Any]]) -> Iterator[Any]:
         if item[0][-1].endswith("3"):  # the key is the winner node; its last element is the id
             return
         yield from original(item)
 
-    monkeypatch.setattr(transforms.dedup, "_apply", leaky)
+    monkeypatch.setattr(transforms.dedup.deduplicate, "_apply", leaky)
     with pytest.raises(Exception, match="conservation FAILED"):
         execute(cfg, args, "r1")
     assert read_state(str(out))["runs"] == []  # nothing recorded
 
-    monkeypatch.setattr(transforms.dedup, "_apply", original)
+    monkeypatch.setattr(transforms.dedup.deduplicate, "_apply", original)
     assert execute(cfg, args, "r1") == 0
     run_dir = out / "runs" / "r1"
     assert sorted(p.name for p in (run_dir / "shards").iterdir()) == [

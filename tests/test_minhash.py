@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from datasketch import MinHash
 
-from transforms.minhash import (
+from transforms.dedup.minhash import (
     MinHashParams,
     band_hashes,
     batch_shingle_hashes,

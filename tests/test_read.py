@@ -16,7 +16,7 @@ import zstandard
 from apache_beam.testing.util import assert_that, equal_to
 
 from schemas.config import FieldMapping, ReadConfig, SourceConfig
-from transforms.read import (
+from transforms.io.read import (
     BadRecord,
     ReadSource,
     Rejected,

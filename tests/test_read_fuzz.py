@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from schemas.config import ReadConfig, SourceConfig
 from schemas.records import SHARD_SCHEMA
-from transforms.read import ReadSource
-from transforms.write import encode_jsonl, encode_parquet, shard_row
+from transforms.io.read import ReadSource
+from transforms.io.write import encode_jsonl, encode_parquet, shard_row
 
 from .conftest import make_pipeline
 from .test_read import read_all

@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 
-import transforms.blend
+import transforms.blend.sample
 from pipelines.cli import main as cli_main
-from pipelines.report import metrics_check, render_html, timing
-from transforms.accounting import count_key, mix_summary
+from transforms.io.publication import staging_dir
 from transforms.logs import configure_logging
-from transforms.publication import staging_dir
+from transforms.report.accounting import count_key, mix_summary
+from transforms.report.html import metrics_check, render_html, timing
 
 from .conftest import REPO, write_demo_config
 
@@ -203,7 +203,7 @@ def test_report_renders_in_a_real_browser(
 def test_a_stage_that_loses_documents_exits_non_zero_naming_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    original = transforms.blend._expand_copies
+    original = transforms.blend.sample._expand_copies
 
     def leaky(item: tuple[str, int, Any], plan: Any) -> Iterator[Any]:
         # Loses every fourth ranked document after blending: no ledger row, no count.
@@ -211,7 +211,7 @@ def test_a_stage_that_loses_documents_exits_non_zero_naming_it(
             return
         yield from original(item, plan)
 
-    monkeypatch.setattr(transforms.blend, "_expand_copies", leaky)
+    monkeypatch.setattr(transforms.blend.sample, "_expand_copies", leaky)
     out = tmp_path / "out"
     assert cli_main(["run", str(write_demo_config(tmp_path, out))]) == 1
     err = capsys.readouterr().err

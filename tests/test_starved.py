@@ -10,7 +10,7 @@ import yaml
 
 from pipelines.cli import main as cli_main
 from schemas.config import BlendConfig, BlendSource
-from transforms.blend import PlanError, compute_plan
+from transforms.blend.sample import PlanError, compute_plan
 
 from .conftest import FN_API_RUNNER, REPO
 

@@ -9,7 +9,7 @@ import yaml
 
 from schemas.config import ClassifierConfig
 from schemas.taxonomy import DEFAULT_TAXONOMY, DEFAULT_TAXONOMY_PATH, load_taxonomy, narrative_of
-from transforms.classify import resolve_taxonomy
+from transforms.classify.model import resolve_taxonomy
 
 
 def test_default_taxonomy_is_the_shipped_yaml() -> None:

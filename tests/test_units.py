@@ -5,7 +5,7 @@ from __future__ import annotations
 import apache_beam as beam
 from apache_beam.testing.util import assert_that, equal_to
 
-from transforms.units import MeasureUnits, count_units, estimate_tokens, load_tokenizer
+from transforms.blend.units import MeasureUnits, count_units, estimate_tokens, load_tokenizer
 
 from .conftest import make_pipeline
 

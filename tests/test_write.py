@@ -12,7 +12,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from schemas.records import SHARD_SCHEMA
-from transforms.write import (
+from transforms.io.write import (
     WriteSortedFiles,
     encode_parquet,
     parquet_encoder,
@@ -101,7 +101,7 @@ def test_jsonl_zst_shards_are_reproducible_and_readable(tmp_path: Path) -> None:
 
     import zstandard
 
-    from transforms.write import shard_format
+    from transforms.io.write import shard_format
 
     suffix, encode, to_row = shard_format("jsonl.zst", 10_000)
     data = encode([to_row(d) for d in DOCS])

@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from transforms.ai_gate import ai_context
+from transforms.classify.gate import ai_context
 from transforms.text import stable_hash
 
 MENTION = re.compile(

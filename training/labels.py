@@ -18,7 +18,7 @@ from typing import Any
 
 from schemas.taxonomy import DEFAULT_TAXONOMY, Taxonomy
 from training.annotation_pool import FICTION_FILES, plot_section, read_jsonl, story_passages, work_of
-from transforms.ai_gate import ai_context
+from transforms.classify.gate import ai_context
 
 NARRATIVES = ("misaligned", "aligned", "mixed", "ai_nonnarrative", "none")
 

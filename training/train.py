@@ -177,7 +177,8 @@ def evaluate_model(
       n_boot: bootstrap samples per interval.
     """
     from schemas.config import ClassifierConfig
-    from transforms.classify import (
+    from transforms.classify.langid import load_lid
+    from transforms.classify.model import (
         check_card,
         context_params,
         effective_thresholds,
@@ -185,7 +186,6 @@ def evaluate_model(
         read_model_card,
         score_documents,
     )
-    from transforms.langid import load_lid
 
     card = read_model_card(model_path)
     check_card(card, model_path)

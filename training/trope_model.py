@@ -1,7 +1,7 @@
 """Training the trope model on annotated real text, with work-disjoint cross-validation.
 
 The model is one fastText classifier (softmax) over the text the pipeline feeds it
-(``transforms.ai_gate.ai_context``): each line carries its narrative (one of
+(``transforms.classify.gate.ai_context``): each line carries its narrative (one of
 ``schemas.taxonomy.NARRATIVE_CLASSES``) and its trope tags.  Scores are turned into
 group scores (``scores_from_softmax``) and the narrative comes from those
 (``narrative_from_scores``); tags only say which tropes.  Softmax beat one-vs-all
@@ -34,7 +34,7 @@ from schemas.taxonomy import (
     scores_from_softmax,
 )
 from training.evaluate import VIEWS, fold_of, prf
-from transforms.ai_gate import MAX_WINDOWS, WHOLE_BELOW_CHARS, WINDOW_CHARS, ai_context
+from transforms.classify.gate import MAX_WINDOWS, WHOLE_BELOW_CHARS, WINDOW_CHARS, ai_context
 from transforms.text import fasttext_text, stable_hash
 
 LABEL_PREFIX = "__label__"

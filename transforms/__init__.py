@@ -1,6 +1,6 @@
 """PTransforms and DoFns of tropemix, one family per module."""
 
-from transforms.storage import use_emulator_credentials
+from transforms.io.storage import use_emulator_credentials
 
 # Every process that runs tropemix code imports this package before touching a file
 # (the driver, and each SDK worker when it unpickles a DoFn), so this is the one

@@ -34,9 +34,9 @@ from apache_beam.utils import shared
 
 from schemas.config import DecontaminateConfig, EvalSet
 from schemas.records import Document, LedgerRow
-from transforms.accounting import ledger_drop
+from transforms.io.read import open_stream
 from transforms.logs import stage_logger
-from transforms.read import open_stream
+from transforms.report.accounting import ledger_drop
 
 NAMESPACE = "tropemix.decontaminate"
 STAGE = "decontaminate"

@@ -20,7 +20,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.utils import shared
 
 from schemas.records import Document
-from transforms.chat import assistant_text
+from transforms.io.chat import assistant_text
 
 NAMESPACE = "tropemix.units"
 

@@ -48,9 +48,9 @@ from apache_beam.metrics import Metrics
 
 from schemas.config import ReadConfig, SourceConfig
 from schemas.records import RAW_LIMIT_BYTES, DeadLetter, Document
-from transforms.accounting import count_key
 from transforms.logs import stage_logger
 from transforms.progress import ProgressTicker
+from transforms.report.accounting import count_key
 
 DEAD_LETTER = "dead_letter"
 SEEN = "seen"
@@ -426,7 +426,7 @@ class _Reader:
         try:
             if self._source.format == "chat":
                 # chat builds on make_document, so it is imported here, not at the top (a cycle).
-                from transforms.chat import make_chat_document
+                from transforms.io.chat import make_chat_document
 
                 return make_chat_document(obj, self._source, self._read, path, offset, derived_id)
             return make_document(obj, self._source, self._read, path, offset, derived_id)

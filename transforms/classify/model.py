@@ -1,7 +1,7 @@
 """Trope classification with fastText, and the per-narrative and per-label policy.
 
 Per batch: language identification (lid.176) on every document, the AI gate
-(``transforms/ai_gate.py``), then one trope-model ``predict`` call over the AI
+(``transforms/classify/gate.py``), then one trope-model ``predict`` call over the AI
 contexts of the documents that passed both.
 The model loads once per worker process in ``setup`` through ``Shared``, so the
 threads of a process share one copy; a ``gs://`` model is copied to local disk once
@@ -32,11 +32,11 @@ from schemas.taxonomy import (
     parse_taxonomy,
     scores_from_softmax,
 )
-from transforms.accounting import ledger_drop
-from transforms.ai_gate import MAX_WINDOWS, WHOLE_BELOW_CHARS, WINDOW_CHARS, ai_context
-from transforms.langid import LID_MODEL_PATH, identify, load_lid
+from transforms.classify.gate import MAX_WINDOWS, WHOLE_BELOW_CHARS, WINDOW_CHARS, ai_context
+from transforms.classify.langid import LID_MODEL_PATH, identify, load_lid
 from transforms.logs import stage_logger
 from transforms.progress import ProgressTicker
+from transforms.report.accounting import ledger_drop
 from transforms.text import fasttext_text, stable_hash, unit_interval
 
 NAMESPACE = "tropemix.classify"
@@ -299,7 +299,7 @@ def score_documents(
 
     Args:
       model: the trope model (fastText, narrative softmax).
-      lid: the language-identification model (``transforms.langid.load_lid``).
+      lid: the language-identification model (``transforms.classify.langid.load_lid``).
       texts: document texts.
       languages: language codes the trope model applies to.
       context: the context the model was trained on (``context_params``).

@@ -1,7 +1,7 @@
 """Language identification with fastText's lid.176 model, the field's standard.
 
-The model file ``transforms/resources/lid.176.ftz`` (917 KB, 176 languages, CC BY-SA 3.0,
-see ``transforms/resources/NOTICE.md``) ships inside the package, so workers never
+The model file ``transforms/classify/resources/lid.176.ftz`` (917 KB, 176 languages, CC BY-SA 3.0,
+see ``transforms/classify/resources/NOTICE.md``) ships inside the package, so workers never
 download it.  It is read by the same fastText binding as the trope model.
 
 Chosen by measurement on the 1,048 web pages and 2,000 English Wikipedia pages

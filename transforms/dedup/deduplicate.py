@@ -4,7 +4,7 @@ Decisions run on light *nodes*, ``(generation, *survivor keys, id)`` tuples whos
 minimum in a cluster is its survivor; document bodies move in one join only.
 
 1. ``Keys``: batches of documents are normalized once; each document gets the hash
-   of its normalized text and its MinHash signature (``transforms.minhash``) and
+   of its normalized text and its MinHash signature (``transforms.dedup.minhash``) and
    LSH band hashes.  Its body leaves for ``DocJoin``; only a light record
    (stub, bands, signature) goes on.
 2. ``ExactGroups`` / ``ExactSplit``: each exact group's minimum node and size, from
@@ -17,7 +17,7 @@ minimum in a cluster is its survivor; document bodies move in one join only.
    neighbours.
 4. ``VerifyEdges`` (optional): keeps a candidate pair only when the Jaccard
    similarity estimated from the two signatures reaches ``verify_threshold``.
-5. ``ConnectedComponents`` (``transforms/components.py``): exact components by
+5. ``ConnectedComponents`` (``transforms/blocks.py``): exact components by
    large-star / small-star rounds on edge records in lists per partition of the
    node space; the job fails rather than release labels of an unconverged graph.
 6. ``Decide`` / ``ApplyDecisions``: the component minimum survives; the cluster
@@ -46,10 +46,8 @@ from apache_beam.metrics import Metrics
 
 from schemas.config import DedupConfig, SurvivorConfig
 from schemas.records import DEDUP_INDEX_SCHEMA, Document
-from transforms.accounting import JOIN_LOSS, JoinIntegrityError, ledger_drop
-from transforms.components import ConnectedComponents, salt_of
-from transforms.grouping import ListsPerKey
-from transforms.minhash import (
+from transforms.blocks import ConnectedComponents, ListsPerKey, salt_of
+from transforms.dedup.minhash import (
     MinHashParams,
     band_hashes,
     batch_shingle_hashes,
@@ -60,11 +58,12 @@ from transforms.minhash import (
     signatures,
     word_hashes,
 )
+from transforms.io.publication import require_complete
+from transforms.io.write import WriteSortedFiles, parquet_encoder
 from transforms.packing import pack, unpack
 from transforms.progress import ProgressTicker
-from transforms.publication import require_complete
+from transforms.report.accounting import JOIN_LOSS, JoinIntegrityError, ledger_drop
 from transforms.text import normalize_for_dedup, stable_hash
-from transforms.write import WriteSortedFiles, parquet_encoder
 
 NAMESPACE = "tropemix.dedup"
 

@@ -19,7 +19,7 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
 from schemas.records import Document, LedgerRow
-from transforms.write import write_atomically
+from transforms.io.write import write_atomically
 
 
 class ConservationError(RuntimeError):

@@ -21,10 +21,10 @@ from apache_beam.metrics import Metrics
 from schemas.config import BlendConfig
 from schemas.records import Document, LedgerRow
 from schemas.taxonomy import DEFAULT_COUNTERS
-from transforms.accounting import JOIN_LOSS, JoinIntegrityError, truncation_note
+from transforms.blend.units import MeasureUnits
 from transforms.packing import pack, unpack
+from transforms.report.accounting import JOIN_LOSS, JoinIntegrityError, truncation_note
 from transforms.text import stable_hash
-from transforms.units import MeasureUnits
 
 NAMESPACE = "tropemix.blend"
 _RANK_BUCKET_BITS = 16

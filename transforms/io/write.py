@@ -25,7 +25,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from schemas.records import LEDGER_SCHEMA, SHARD_SCHEMA
-from transforms.grouping import ListsPerKey
+from transforms.blocks import ListsPerKey
 from transforms.logs import stage_logger
 
 NAMESPACE = "tropemix.write"
@@ -208,7 +208,7 @@ class WriteSortedFiles(beam.PTransform):
         self._count = count
 
     def expand(self, keyed: beam.PCollection) -> beam.PCollection:
-        # One shuffled element per file and bundle, not per row (transforms/grouping.py).
+        # One shuffled element per file and bundle, not per row (transforms/blocks.py).
         lists = keyed | "RowLists" >> ListsPerKey(itemgetter(0), itemgetter(1), MAX_BUFFERED_ROWS)
         if isinstance(self._count, int):
             indices = keyed.pipeline | "Indices" >> beam.Create([(i, None) for i in range(self._count)])

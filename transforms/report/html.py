@@ -1,6 +1,6 @@
 """The run report: Beam metrics read back after the run, and ``report.html``.
 
-``report.json`` is written inside the pipeline (``transforms/accounting.py``) from
+``report.json`` is written inside the pipeline (``transforms/report/accounting.py``) from
 counts taken off the PCollections themselves; that check is the authority.  After
 the job finishes the driver adds what only the runner knows:
 
@@ -28,10 +28,10 @@ from typing import Any
 import yaml
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.chat import chat_token_summary
-from transforms.classify import LENGTH_BUCKETS
+from transforms.classify.model import LENGTH_BUCKETS
+from transforms.io.chat import chat_token_summary
+from transforms.io.write import write_atomically
 from transforms.logs import stage_logger
-from transforms.write import write_atomically
 
 _LOG = stage_logger("report")
 

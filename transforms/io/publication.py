@@ -27,8 +27,8 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
+from transforms.io.write import write_atomically
 from transforms.logs import stage_logger
-from transforms.write import write_atomically
 
 MARKER = "_COMPLETE"
 # What ``tropemix plan`` leaves in an output path; a run may replace it.

@@ -1,0 +1,1 @@
+"""Classification: language id, the AI-mention gate, the fastText trope model and the policy."""
