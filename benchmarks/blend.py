@@ -17,7 +17,7 @@ import time
 
 import apache_beam as beam
 
-from pipelines.build_mix import pipeline_options
+from pipelines.runner import pipeline_options
 from schemas.config import BlendConfig, BlendSource, NarrativeBalance
 from transforms.blend.sample import BlendSources, compute_plan
 from transforms.text import stable_hash

@@ -3,7 +3,7 @@
 For every corpus (``benchmarks/corpus.py`` output) it starts a ``dask scheduler`` and
 ``--workers`` single-thread ``dask worker`` processes on 127.0.0.1 with
 ``--memory-limit`` each (Dask spills partitions to ``--local-directory`` past 60% of
-it and pauses the worker at 80%), runs ``python -m pipelines.build_mix --runner=dask``
+it and pauses the worker at 80%), runs ``python -m pipelines.run --runner=dask``
 against it, stops the cluster by PID, and measures the whole process tree
 (``benchmarks/harness.py``)::
 
@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 from benchmarks.harness import measure  # noqa: E402
 from benchmarks.vs_datatrove import tropemix_config  # noqa: E402
 
-ROLES = ("dask scheduler", "dask worker", "pipelines.build_mix")
+ROLES = ("dask scheduler", "dask worker", "pipelines.run")
 
 
 # What Dask's nanny gives the workers it starts (these run without one, so a PID is a
@@ -79,7 +79,7 @@ def serve_and_run(config: Path, work: Path, workers: int, memory_limit: str, par
             procs.append(
                 _start([*worker, "--local-directory", str(work / name), "--name", name], work / f"{name}.log")
             )
-        run = [sys.executable, "-m", "pipelines.build_mix", "--config", str(config), "--runner=dask"]
+        run = [sys.executable, "-m", "pipelines.run", "--config", str(config), "--runner=dask"]
         run += [f"--dask_client_address={address}", f"--dask_npartitions={partitions}"]
         with (work / "tropemix.log").open("wb") as log:
             return subprocess.call(run, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)

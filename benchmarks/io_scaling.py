@@ -79,7 +79,7 @@ def child(path: str, workers: int, split_bytes: int) -> None:
     """Reads ``path`` in a Beam pipeline and prints one JSON line of figures."""
     import apache_beam as beam
 
-    from pipelines.build_mix import pipeline_options
+    from pipelines.runner import pipeline_options
     from schemas.config import ReadConfig, SourceConfig
     from transforms.io.read import ReadSource, file_ranges
 

@@ -1,7 +1,7 @@
 """Scale curve, kernel costs and a sampling profile of the full tropemix DAG.
 
 For every corpus (``benchmarks/corpus.py`` output) it runs the whole DAG
-(``python -m pipelines.build_mix``) on the in-process FnApiRunner with
+(``python -m pipelines.run``) on the in-process FnApiRunner with
 ``--workers`` processes and reports wall time, CPU ms per document and the peak
 RSS of every process.  In the same invocation it times the kernels alone,
 single-threaded on the first ``--kernel-docs`` documents of the corpus, once before
@@ -79,13 +79,13 @@ def cpu_split(m: Measurement) -> dict[str, float]:
     """CPU seconds of the runner's driver process and of its SDK worker processes.
 
     Args:
-      m: a measured ``pipelines.build_mix`` run.
+      m: a measured ``pipelines.run`` run.
     """
     split = {"driver": 0.0, "SDK workers": 0.0}
     for key, cpu in m.cpu_by_process_s.items():
         if "sdk_worker_main" in key:
             split["SDK workers"] += cpu
-        elif "pipelines.build_mix" in key:
+        elif "pipelines.run" in key:
             split["driver"] += cpu
     return split
 
@@ -151,7 +151,7 @@ def _run_cmd(config: Path, workers: int) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "pipelines.build_mix",
+        "pipelines.run",
         "--config",
         str(config),
         f"--direct_num_workers={workers}",

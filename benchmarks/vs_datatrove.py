@@ -5,7 +5,7 @@ datatrove runs in its own virtualenv (created on first use, never in tropemix's)
 ``MinhashDedupSignature``, then ``MinhashDedupBuckets``, ``MinhashDedupCluster``
 and ``JsonlReader -> MinhashDedupFilter -> JsonlWriter``, each stage on a
 ``LocalPipelineExecutor`` with ``--workers`` processes.  tropemix runs its whole
-DAG (``python -m pipelines.build_mix``) on the in-process FnApiRunner with the
+DAG (``python -m pipelines.run``) on the in-process FnApiRunner with the
 same number of worker processes.  Both use the same fastText model, word
 5-grams, and the bands x rows that tropemix derives from its threshold and
 ``num_perm``.  The two systems alternate, ``--repeats`` times each, and the
@@ -180,7 +180,7 @@ def run_tropemix(corpus: Path, work: Path, model: Path, args: argparse.Namespace
     cmd = [
         sys.executable,
         "-m",
-        "pipelines.build_mix",
+        "pipelines.run",
         "--config",
         str(config),
         f"--direct_num_workers={args.workers}",

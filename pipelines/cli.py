@@ -125,7 +125,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from pipelines.build_mix import MixOptions, execute, exit_code
+    from pipelines.run import execute, exit_code
+    from pipelines.runner import MixOptions
     from transforms.blend.sample import PlanError
 
     cfg = _checked_config(args)
@@ -140,7 +141,8 @@ def _cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
 
 
 def _cmd_plan(args: argparse.Namespace, beam_args: list[str]) -> int:
-    from pipelines.build_mix import format_plan, run_plan
+    from pipelines.run import run_plan
+    from pipelines.summary import format_plan
     from transforms.blend.sample import PlanError
     from transforms.io.ids import DuplicateIdError
 
@@ -196,7 +198,7 @@ def _cmd_classify(args: argparse.Namespace, beam_args: list[str]) -> int:
 
 
 def _cmd_dedup(args: argparse.Namespace, beam_args: list[str]) -> int:
-    from pipelines.build_mix import exit_code
+    from pipelines.run import exit_code
     from pipelines.stages import run_dedup
 
     match_files(args.input, "--input")
@@ -293,7 +295,14 @@ def parser() -> argparse.ArgumentParser:
     )
     top.add_argument("--version", action="version", version=f"tropemix {_version()}")
     sub = top.add_subparsers(dest="command", required=True)
+    _add_mix_commands(sub)
+    _add_stage_commands(sub)
+    _add_training_commands(sub)
+    return top
 
+
+def _add_mix_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``run``, ``plan``, ``validate`` and ``report``: the mix and its outputs."""
     p = sub.add_parser(
         "run",
         help="run the full mix DAG; Beam options go after --",
@@ -322,6 +331,9 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="regenerate report.html from a run's report.json and manifest.json")
     p.add_argument("run_dir", help="the run's output.path, local or gs://")
 
+
+def _add_stage_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``classify`` and ``dedup``: one stage over a glob of documents."""
     for name, help_text in (("classify", "classify documents only"), ("dedup", "deduplicate documents only")):
         p = sub.add_parser(name, help=help_text)
         p.add_argument(
@@ -355,6 +367,9 @@ def parser() -> argparse.ArgumentParser:
                 help="dedup_index/*.parquet globs of earlier runs; colliding documents are dropped",
             )
 
+
+def _add_training_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``train-classifier`` and ``eval-classifier``: the offline classifier tooling."""
     p = sub.add_parser("train-classifier", help="cross-validate and train the trope model on the annotations")
     p.add_argument("--labels", default="data/annotation", help="annotation directory (labels/*.jsonl)")
     p.add_argument("--shared", default="../shared/data", help="the texts the labels join with")
@@ -370,7 +385,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--data", nargs="+", required=True, help="JSONL of {id, text, label} or {id, text, labels}"
     )
-    return top
 
 
 def main(argv: Sequence[str] | None = None) -> int:

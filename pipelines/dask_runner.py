@@ -27,7 +27,7 @@ each (written up for apache/beam in ``deploy/dask/UPSTREAM.md``):
    (stock: Dask's ``tokenize``, under which ``numpy.int64(3)`` and ``3`` differ, so
    one key's values can end up in two groups).
 
-Select it with ``--runner=dask`` (``pipelines.build_mix.pipeline_options``) and
+Select it with ``--runner=dask`` (``pipelines.runner.pipeline_options``) and
 ``--dask_client_address=HOST:PORT``.
 """
 

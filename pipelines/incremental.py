@@ -17,7 +17,7 @@ conservation check passed.  So a run that fails halfway leaves the state as it w
 and can simply be started again; its shards are replaced atomically.  A run with
 no new files writes nothing and says so.
 
-    python -m pipelines.build_mix --config mix.yaml --run_id 2026-11-23T06-00
+    python -m pipelines.run --config mix.yaml --run_id 2026-11-23T06-00
 """
 
 from __future__ import annotations

@@ -17,14 +17,16 @@ from typing import Any, Literal
 
 import apache_beam as beam
 
-from pipelines.build_mix import pipeline_options, raise_components_error, raise_join_error
+from pipelines.runner import pipeline_options, raise_unwrapped
 from schemas.config import ClassifierConfig, DedupConfig, FieldMapping, ReadConfig, SourceConfig
 from schemas.records import CLASSIFY_SCHEMA, DEDUP_LEDGER_SCHEMA, SHARD_SCHEMA
+from transforms.blocks import ComponentsNotConverged
 from transforms.classify.model import ClassifyDocuments
 from transforms.dedup.deduplicate import DedupDocuments, WriteDedupIndex
 from transforms.io.publication import prepare_output, publish
 from transforms.io.read import ReadSource
 from transforms.io.write import WriteSortedFiles, encode_jsonl, parquet_encoder, score_list, shard_row
+from transforms.report.accounting import JoinIntegrityError
 from transforms.text import stable_hash
 
 
@@ -152,8 +154,7 @@ def run_dedup(
         _dedup_pipeline(staged, cfg, shards, beam_args, source)
     except Exception as err:
         # A lost shuffle record or unconverged clusters: one line, not the runner's traceback.
-        raise_join_error(err)
-        raise_components_error(err)
+        raise_unwrapped(err, JoinIntegrityError, ComponentsNotConverged)
         raise
     publish(staged, final, overwrite)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.build_mix import format_plan
+from pipelines.summary import format_plan
 from schemas.config import BlendConfig, BlendSource
 from transforms.blend.sample import PlanError, compute_plan
 

@@ -13,15 +13,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import apache_beam as beam
 import pyarrow.parquet as pq
 import pytest
 from apache_beam.runners.portability.fn_api_runner import worker_handlers
 from apache_beam.runners.worker import data_plane
+from apache_beam.testing.test_pipeline import TestPipeline
 
 import transforms.dedup.deduplicate
-from pipelines.build_mix import pipeline_options, raise_join_error, run
 from pipelines.cli import main as cli_main
+from pipelines.run import run
+from pipelines.runner import pipeline_options, raise_unwrapped
 from schemas.config import MixConfig, load_config
+from transforms.blend.sample import PlanError
+from transforms.io.ids import DuplicateIdError
 from transforms.io.publication import staging_dir
 from transforms.report.accounting import JOIN_LOSS, JoinIntegrityError
 
@@ -168,18 +173,34 @@ def test_cli_run_prints_summary(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert f"{tmp_path}/out/shards/" in printed
 
 
-def test_a_runner_wrapped_join_error_surfaces_as_itself() -> None:
+def test_a_portable_runners_wrapped_error_surfaces_as_its_type() -> None:
+    # Multi-process workers, Prism and Dataflow carry a DoFn's traceback as text.
+    name = f"{JoinIntegrityError.__module__}.{JoinIntegrityError.__qualname__}"
     wrapped = RuntimeError(
-        "Pipeline job failed: Traceback ...\ntransforms.accounting.JoinIntegrityError: DocJoin: web/a has its "
+        f"Pipeline job failed: Traceback ...\n{name}: DocJoin: web/a has its "
         f"exact group's keys or copies but no dedup decision; {JOIN_LOSS} [while running 'Dedup/ApplyDecisions']"
     )
     with pytest.raises(JoinIntegrityError) as caught:
-        raise_join_error(wrapped)
+        raise_unwrapped(wrapped, PlanError, JoinIntegrityError)
     assert (
         str(caught.value)
         == f"DocJoin: web/a has its exact group's keys or copies but no dedup decision; {JOIN_LOSS}"
     )
-    raise_join_error(RuntimeError("some other failure"))  # not a join loss: left to the caller
+    # The same words under another type are not a join loss: left to the caller.
+    raise_unwrapped(RuntimeError(f"Traceback ...\nValueError: DocJoin: {JOIN_LOSS}"), JoinIntegrityError)
+
+
+def test_the_in_process_runners_wrapped_error_surfaces_as_its_type() -> None:
+    def fail(_: int) -> int:
+        raise DuplicateIdError("any wording at all")
+
+    with pytest.raises(DuplicateIdError, match=r"^any wording at all$"):
+        try:
+            with TestPipeline(options=pipeline_options([])) as p:
+                _ = p | beam.Create([1]) | "Fail" >> beam.Map(fail)
+        except Exception as err:
+            raise_unwrapped(err, PlanError, DuplicateIdError)
+            raise
 
 
 def test_local_runs_stop_the_runners_timed_flush(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,7 +10,8 @@ import pytest
 import yaml
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines.build_mix import MixOptions, main
+from pipelines.run import main
+from pipelines.runner import MixOptions
 
 from .conftest import REPO
 
@@ -106,7 +107,7 @@ def test_kubernetes_cronjob_manifest() -> None:
     pod = spec["jobTemplate"]["spec"]["template"]["spec"]
     assert pod["restartPolicy"] in {"Never", "OnFailure"}
     (container,) = pod["containers"]
-    assert container["command"] == ["python", "-m", "pipelines.build_mix"]
+    assert container["command"] == ["python", "-m", "pipelines.run"]
     args = dict(a.lstrip("-").split("=", 1) for a in container["args"])
     assert args["environment_type"] == "EXTERNAL"
     mount = container["volumeMounts"][0]["mountPath"]

@@ -19,7 +19,8 @@ import pytest
 import yaml
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines.build_mix import build, read_report
+from pipelines.build_mix import build
+from pipelines.run import read_report
 from schemas.config import ReadConfig, SourceConfig, parse_config
 from schemas.records import SHARD_SCHEMA
 from transforms.io.read import ReadSource
@@ -180,7 +181,7 @@ def test_full_run_with_model_inputs_and_outputs_on_gcs(gcs: Any, tmp_path: Path)
 
 def test_classic_dataflow_template_is_written_to_gcs(gcs: Any) -> None:
     """``--template_location`` builds the job, stages it and writes a classic template, without running it."""
-    from pipelines.build_mix import main
+    from pipelines.run import main
 
     bucket = _bucket(gcs, "tm-tpl")
     config = {

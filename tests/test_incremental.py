@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import transforms.dedup.deduplicate
-from pipelines.build_mix import execute
 from pipelines.incremental import InputFile, new_files, read_state, record_run
+from pipelines.run import execute
 from schemas.config import parse_config
 
 from .conftest import FN_API_RUNNER, MODEL, REPO

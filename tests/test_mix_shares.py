@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 from tokenizers import Tokenizer
 
-from pipelines.build_mix import run
+from pipelines.run import run
 from schemas.config import parse_config
 
 from .conftest import FN_API_RUNNER, REPO

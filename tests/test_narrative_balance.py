@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from pipelines.build_mix import run
 from pipelines.cli import main as cli_main
+from pipelines.run import run
 from schemas.config import load_config
 from schemas.taxonomy import DEFAULT_TAXONOMY
 

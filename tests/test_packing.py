@@ -30,7 +30,7 @@ def test_blend_copies_carry_packed_bodies_until_the_writer_opens_them() -> None:
 
 
 def _arena_cap(env: dict[str, str]) -> str:
-    code = "import os; from pipelines.build_mix import limit_malloc_arenas; limit_malloc_arenas(); print(os.environ['MALLOC_ARENA_MAX'])"
+    code = "import os; from pipelines.runner import limit_malloc_arenas; limit_malloc_arenas(); print(os.environ['MALLOC_ARENA_MAX'])"
     return subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     ).stdout.strip()

@@ -9,7 +9,8 @@ import duckdb
 import pyarrow.dataset as ds
 import pytest
 
-from pipelines.build_mix import format_plan, run, run_plan, summary_lines
+from pipelines.run import run, run_plan
+from pipelines.summary import format_plan, summary_lines
 from schemas.config import MixConfig, load_config
 
 from .conftest import FN_API_RUNNER, REPO

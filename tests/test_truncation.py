@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import yaml
 
-from pipelines.build_mix import run
+from pipelines.run import run
 from schemas.config import load_config
 
 from .conftest import FN_API_RUNNER, REPO

@@ -75,7 +75,7 @@ with DAG(
     BeamRunPythonPipelineOperator(
         task_id="build_mix",
         runner="FlinkRunner",
-        py_file="{{ var.value.tropemix_repo }}/pipelines/build_mix.py",
+        py_file="{{ var.value.tropemix_repo }}/pipelines/run.py",
         pipeline_options={
             "config": "{{ var.value.tropemix_config }}",
             "run_id": RUN_ID,
