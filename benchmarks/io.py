@@ -28,7 +28,9 @@ from typing import Any
 
 from schemas.config import ClassifierConfig, ReadConfig, SourceConfig
 from schemas.records import SHARD_SCHEMA
-from transforms.io.read import FileRange, Rejected, Tally, open_stream, read_range
+from transforms.io.documents import FileRange, Rejected, Tally
+from transforms.io.source import read_range
+from transforms.io.streams import open_stream
 from transforms.io.write import encode_jsonl_zst, encode_parquet, shard_json_row, shard_row
 
 MB = 1e6

@@ -81,7 +81,7 @@ def child(path: str, workers: int, split_bytes: int) -> None:
 
     from pipelines.runner import pipeline_options
     from schemas.config import ReadConfig, SourceConfig
-    from transforms.io.read import ReadSource, file_ranges
+    from transforms.io.source import ReadSource, file_ranges
 
     source = SourceConfig(name="bench", inputs=[path])
     read_cfg = ReadConfig(split_bytes=split_bytes)
@@ -94,9 +94,9 @@ def child(path: str, workers: int, split_bytes: int) -> None:
     start = time.perf_counter()
     with beam.Pipeline(options=options) as p:
         read = p | "Read" >> ReadSource(source, read_cfg)
-        docs = read.docs | "CountDocs" >> beam.combiners.Count.Globally()
+        docs = read.kept | "CountDocs" >> beam.combiners.Count.Globally()
         pids = (
-            read.docs
+            read.kept
             | "Pid" >> beam.Map(lambda _: os.getpid())
             | "Distinct" >> beam.Distinct()
             | "CountPids" >> beam.combiners.Count.Globally()

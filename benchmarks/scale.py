@@ -65,7 +65,13 @@ KERNELS: dict[str, tuple[str, ...]] = {
 # Leaf frames of threads that wait (py-spy may count a GIL-free wait as active).
 IDLE = ("Condition.wait (threading.py", "_serve (grpc/", "channel_spin (grpc/", "Event.wait (threading.py")
 STAGES: dict[str, str] = {
-    "transforms/io/read.py": "Read",
+    "transforms/io/source.py": "Read",
+    "transforms/io/jsonl.py": "Read",
+    "transforms/io/parquet.py": "Read",
+    "transforms/io/warc.py": "Read",
+    "transforms/io/text.py": "Read",
+    "transforms/io/streams.py": "Read",
+    "transforms/io/documents.py": "Read",
     "transforms/classify/model.py": "Classify",
     "transforms/dedup/deduplicate.py": "Dedup",
     "transforms/dedup/minhash.py": "Dedup",

@@ -21,11 +21,12 @@ from transforms.dedup.deduplicate import DedupDocuments, WriteDedupIndex
 from transforms.io.chat import chat_token_pairs
 from transforms.io.ids import UniqueIds
 from transforms.io.publication import Publish, staging_dir
-from transforms.io.read import ReadSource
+from transforms.io.source import ReadSource
 from transforms.io.write import (
+    WriteDeadLetters,
+    WriteHashedFiles,
     WriteSortedFiles,
     describe_shard,
-    encode_jsonl,
     ledger_row,
     parquet_encoder,
     shard_format,
@@ -43,7 +44,6 @@ from transforms.report.accounting import (
 from transforms.report.html import (
     write_report_html,
 )
-from transforms.text import stable_hash
 
 
 def _unclassified(doc: dict[str, Any], narrative: str, tropes_field: str | None) -> dict[str, Any]:
@@ -126,19 +126,21 @@ def survivors(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None)
     classified_all: list[beam.PCollection] = []
     decontaminated: list[beam.PCollection] = []
     for source in cfg.sources:
-        result = p | f"Read[{source.name}]" >> ReadSource(source, cfg.read, progress_dir)
+        result = p | f"Read[{source.name}]" >> ReadSource(source, cfg.read)
+        if progress_dir:
+            _ = result.kept | f"ProgressRead[{source.name}]" >> beam.ParDo(TickFn(progress_dir, "read"))
         dead.append(result.dead_letter)
         counts.append(result.counts)
         counts.append(
-            result.docs
+            result.kept
             | f"CountRead[{source.name}]" >> CountBy(lambda d: count_key("read_docs", d["source"]))
         )
-        ids = result.docs | f"Ids[{source.name}]" >> UniqueIds(source.name, source.duplicate_ids)
-        id_dropped.append(ids["dropped"])
-        counts.append(_stage_counts(result.docs, "ids", "in", f"CountIdsIn[{source.name}]"))
-        counts.append(_stage_counts(ids["docs"], "ids", "out", f"CountIdsOut[{source.name}]"))
-        counts.append(_stage_counts(ids["dropped"], "ids", "dropped", f"CountIdsDropped[{source.name}]"))
-        docs = _decontaminate(cfg, source.name, ids["docs"], counts, decontaminated)
+        ids = result.kept | f"Ids[{source.name}]" >> UniqueIds(source.name, source.duplicate_ids)
+        id_dropped.append(ids.dropped)
+        counts.append(_stage_counts(result.kept, "ids", "in", f"CountIdsIn[{source.name}]"))
+        counts.append(_stage_counts(ids.kept, "ids", "out", f"CountIdsOut[{source.name}]"))
+        counts.append(_stage_counts(ids.dropped, "ids", "dropped", f"CountIdsDropped[{source.name}]"))
+        docs = _decontaminate(cfg, source.name, ids.kept, counts, decontaminated)
         if source.classify and source.tropes_field is None:
             to_classify.append((source.name, docs))
         else:
@@ -150,7 +152,7 @@ def survivors(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None)
 
     dead_letters = _flatten(p, dead, "AllDeadLetters")
     counts.append(dead_letters | "CountDead" >> CountBy(lambda d: count_key("dead_letters", d["source"])))
-    # Dead-letter errors start with their reason (``bad_json: ...``), see transforms/io/read.py.
+    # Dead-letter errors start with their reason (``bad_json: ...``), see transforms/io/documents.py.
     counts.append(
         dead_letters
         | "CountDeadReasons"
@@ -302,33 +304,17 @@ def build(
         >> beam.Filter(lambda r: r["source"] in dedup_sources and r["stage"] in ("dedup", "blend"))
         | "CountClusterDocs" >> CountBy(lambda r: count_key("cluster_docs", str(r["cluster_size"])))
     )
-    ledger_files = (
-        ledger
-        | "LedgerFile" >> beam.Map(lambda r: (stable_hash("ledger", r["id"]) % out.ledger_shards, r))
-        | "WriteLedger"
-        >> WriteSortedFiles(
-            f"{staged}/ledger",
-            "ledger",
-            out.ledger_shards,
-            "parquet",
-            parquet_encoder(LEDGER_SCHEMA, out.row_group_size),
-            sort_key=lambda r: (r["id"], r["stage"]),
-            to_row=ledger_row,
-        )
+    ledger_files = ledger | "WriteLedger" >> WriteHashedFiles(
+        f"{staged}/ledger",
+        "ledger",
+        out.ledger_shards,
+        parquet_encoder(LEDGER_SCHEMA, out.row_group_size),
+        sort_key=lambda r: (r["id"], r["stage"]),
+        to_row=ledger_row,
     )
-    dead_files = (
-        dead_letters
-        # Waits for the plan, so a plan that cannot be met fails the run before any file is written.
-        | "DeadLetterFile" >> beam.Map(lambda r, plan: (0, r), plan=beam.pvalue.AsSingleton(blend["plan"]))
-        | "WriteDeadLetters"
-        >> WriteSortedFiles(
-            f"{staged}/dead_letter",
-            "dead_letter",
-            1,
-            "jsonl",
-            encode_jsonl,
-            sort_key=lambda r: (r["source"], r["path"], r["offset"]),
-        )
+    # Waits for the plan, so a plan that cannot be met fails the run before any file is written.
+    dead_files = dead_letters | "WriteDeadLetters" >> WriteDeadLetters(
+        f"{staged}/dead_letter", wait_for=blend["plan"]
     )
     # The report waits for ledger and dead-letter files too, so a finished report means a finished run.
     written = [shards, ledger_files, dead_files] | "AllFiles" >> beam.Flatten()

@@ -24,10 +24,12 @@ from transforms.blocks import ComponentsNotConverged
 from transforms.classify.model import ClassifyDocuments
 from transforms.dedup.deduplicate import DedupDocuments, WriteDedupIndex
 from transforms.io.publication import prepare_output, publish
-from transforms.io.read import ReadSource
-from transforms.io.write import WriteSortedFiles, encode_jsonl, parquet_encoder, score_list, shard_row
+from transforms.io.source import ReadSource
+from transforms.io.write import WriteDeadLetters, WriteHashedFiles, parquet_encoder, score_list, shard_row
 from transforms.report.accounting import JoinIntegrityError
-from transforms.text import stable_hash
+
+# Parquet rows per row group of the stages' outputs.
+_ROW_GROUP = 10_000
 
 
 def input_format(pattern: str) -> Literal["jsonl", "parquet", "warc", "wet"]:
@@ -49,41 +51,6 @@ def input_source(pattern: str, id_field: str, text_field: str, name: str = "inpu
     fmt = input_format(pattern)
     return SourceConfig(
         name=name, inputs=[pattern], format=fmt, fields=FieldMapping(id=id_field, text=text_field)
-    )
-
-
-def _write(
-    pcoll: beam.PCollection,
-    directory: str,
-    prefix: str,
-    shards: int,
-    schema: Any,
-    sort_key: Any,
-    to_row: Any = dict,
-) -> beam.PCollection:
-    return (
-        pcoll
-        | f"Key[{prefix}]" >> beam.Map(lambda r: (stable_hash(prefix, r["id"]) % shards, r))
-        | f"Write[{prefix}]"
-        >> WriteSortedFiles(
-            directory, prefix, shards, "parquet", parquet_encoder(schema, 10_000), sort_key, to_row
-        )
-    )
-
-
-def _write_dead(dead: beam.PCollection, output: str) -> None:
-    _ = (
-        dead
-        | "DeadLetterFile" >> beam.Map(lambda r: (0, r))
-        | "WriteDeadLetters"
-        >> WriteSortedFiles(
-            f"{output}/dead_letter",
-            "dead_letter",
-            1,
-            "jsonl",
-            encode_jsonl,
-            lambda r: (r["source"], r["path"], r["offset"]),
-        )
     )
 
 
@@ -120,9 +87,16 @@ def run_classify(
     staged = prepare_output(final, overwrite)
     with beam.Pipeline(options=pipeline_options(beam_args)) as p:
         read = p | "Read" >> ReadSource(input_source(pattern, id_field, text_field), ReadConfig())
-        classified = read.docs | "Classify" >> ClassifyDocuments(cfg)
-        _write(classified, staged, "classified", shards, CLASSIFY_SCHEMA, lambda r: r["id"], classify_rows)
-        _write_dead(read.dead_letter, staged)
+        classified = read.kept | "Classify" >> ClassifyDocuments(cfg)
+        _ = classified | "Write[classified]" >> WriteHashedFiles(
+            staged,
+            "classified",
+            shards,
+            parquet_encoder(CLASSIFY_SCHEMA, _ROW_GROUP),
+            lambda r: r["id"],
+            classify_rows,
+        )
+        _ = read.dead_letter | "WriteDeadLetters" >> WriteDeadLetters(f"{staged}/dead_letter")
     publish(staged, final, overwrite)
 
 
@@ -164,7 +138,7 @@ def _dedup_pipeline(
 ) -> None:
     with beam.Pipeline(options=pipeline_options(beam_args)) as p:
         read = p | "Read" >> ReadSource(source, ReadConfig())
-        docs = read.docs | "Unclassified" >> beam.Map(
+        docs = read.kept | "Unclassified" >> beam.Map(
             lambda d: {**d, "narrative": "none", "tropes": [], "trope_scores": {}}
         )
         dedup = docs | "Dedup" >> DedupDocuments(cfg, {source.name: 0})
@@ -195,16 +169,26 @@ def _dedup_pipeline(
                 }
             ),
         ] | "DedupLedger" >> beam.Flatten()
-        _write(
-            kept | "Epoch" >> beam.Map(lambda d: {**d, "epoch": 0}),
-            f"{output}/kept",
-            "kept",
-            shards,
-            SHARD_SCHEMA,
-            lambda d: d["id"],
-            shard_row,
+        _ = (
+            kept
+            | "Epoch" >> beam.Map(lambda d: {**d, "epoch": 0})
+            | "Write[kept]"
+            >> WriteHashedFiles(
+                f"{output}/kept",
+                "kept",
+                shards,
+                parquet_encoder(SHARD_SCHEMA, _ROW_GROUP),
+                lambda d: d["id"],
+                shard_row,
+            )
         )
-        _write(ledger, f"{output}/ledger", "ledger", shards, DEDUP_LEDGER_SCHEMA, lambda r: r["id"])
+        _ = ledger | "Write[ledger]" >> WriteHashedFiles(
+            f"{output}/ledger",
+            "ledger",
+            shards,
+            parquet_encoder(DEDUP_LEDGER_SCHEMA, _ROW_GROUP),
+            lambda r: r["id"],
+        )
         if cfg.write_index:
             _ = dedup["index"] | "DedupIndex" >> WriteDedupIndex(f"{output}/dedup_index", cfg)
-        _write_dead(read.dead_letter, output)
+        _ = read.dead_letter | "WriteDeadLetters" >> WriteDeadLetters(f"{output}/dead_letter")

@@ -6,7 +6,7 @@ code).  The keys a stage may rely on are listed here, with the stage that sets t
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import Any, TypedDict, get_type_hints
 
 import pyarrow as pa
 
@@ -112,43 +112,36 @@ SHARD_SCHEMA = pa.schema(
     metadata={"producer": "tropemix", "meta": "JSON object of the source metadata fields kept"},
 )
 
+# The ledger file has one non-null column per ``LedgerRow`` key, in its order.
+_ARROW_TYPES = {str: pa.string(), int: pa.int32()}
 LEDGER_SCHEMA = pa.schema(
-    [
-        pa.field("id", pa.string(), nullable=False),
-        pa.field("source", pa.string(), nullable=False),
-        pa.field("fate", pa.string(), nullable=False),
-        pa.field("stage", pa.string(), nullable=False),
-        pa.field("reason", pa.string(), nullable=False),
-        pa.field("detail", pa.string(), nullable=False),
-        pa.field("narrative", pa.string(), nullable=False),
-        pa.field("cluster_id", pa.string(), nullable=False),
-        pa.field("cluster_size", pa.int32(), nullable=False),
-        pa.field("copies", pa.int32(), nullable=False),
-    ],
+    [pa.field(name, _ARROW_TYPES[kind], nullable=False) for name, kind in get_type_hints(LedgerRow).items()],
     metadata={"producer": "tropemix"},
 )
 
+
+def _fields(schema: pa.Schema, *names: str) -> list[pa.Field]:
+    """The fields ``names`` of ``schema``, so a row that repeats another's columns shares their definition."""
+    return [schema.field(name) for name in names]
+
+
+# ``tropemix classify``: the classifier's columns of a shard row; every document is
+# classified, so language and score are never null.
 CLASSIFY_SCHEMA = pa.schema(
     [
-        pa.field("id", pa.string(), nullable=False),
-        pa.field("source", pa.string(), nullable=False),
-        pa.field("narrative", pa.string(), nullable=False),
-        pa.field("tropes", pa.list_(pa.string()), nullable=False),
-        pa.field("trope_scores", TROPE_SCORES_TYPE, nullable=False),
-        pa.field("lang", pa.string(), nullable=False),
-        pa.field("lang_score", pa.float32(), nullable=False),
+        *_fields(SHARD_SCHEMA, "id", "source", "narrative", "tropes", "trope_scores"),
+        *(f.with_nullable(False) for f in _fields(SHARD_SCHEMA, "lang", "lang_score")),
     ],
     metadata={"producer": "tropemix"},
 )
 
+# ``tropemix dedup``: the ledger of a dedup-only run, the ledger's dedup columns plus
+# ``kept`` (a dedup-only run writes no copies, so it has no ``fate``/``copies``).
 DEDUP_LEDGER_SCHEMA = pa.schema(
     [
-        pa.field("id", pa.string(), nullable=False),
-        pa.field("source", pa.string(), nullable=False),
-        pa.field("cluster_id", pa.string(), nullable=False),
-        pa.field("cluster_size", pa.int32(), nullable=False),
+        *_fields(LEDGER_SCHEMA, "id", "source", "cluster_id", "cluster_size"),
         pa.field("kept", pa.bool_(), nullable=False),
-        pa.field("reason", pa.string(), nullable=False),
+        LEDGER_SCHEMA.field("reason"),
     ],
     metadata={"producer": "tropemix"},
 )

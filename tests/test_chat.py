@@ -17,7 +17,8 @@ from pipelines.cli import validate_inputs
 from schemas.config import ChatConfig, ConfigError, ReadConfig, SourceConfig, parse_config
 from transforms.blend.units import MeasureUnits, chat_token_counts, count_units, load_tokenizer
 from transforms.io.chat import assistant_text, render_plain, renderer
-from transforms.io.read import FileRange, Rejected, Tally, read_range
+from transforms.io.documents import FileRange, Rejected, Tally
+from transforms.io.source import read_range
 
 from .conftest import REPO, make_pipeline
 

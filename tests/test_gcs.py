@@ -23,7 +23,7 @@ from pipelines.build_mix import build
 from pipelines.run import read_report
 from schemas.config import ReadConfig, SourceConfig, parse_config
 from schemas.records import SHARD_SCHEMA
-from transforms.io.read import ReadSource
+from transforms.io.source import ReadSource
 from transforms.io.storage import EMULATOR_ENV, reset_credentials, use_emulator_credentials
 from transforms.io.write import WriteSortedFiles, encode_jsonl, parquet_encoder, shard_row
 
@@ -111,7 +111,7 @@ def test_read_one_bucket_write_shards_to_another(gcs: Any) -> None:
     p = make_pipeline()
     read = p | "Read" >> ReadSource(source, ReadConfig(split_bytes=1024))
     _ = (
-        read.docs
+        read.kept
         | "Shard" >> beam.Map(lambda d: (int(d["id"].split("d")[-1]) % 2, {**d, "epoch": 0}))
         | "WriteShards"
         >> WriteSortedFiles(

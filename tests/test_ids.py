@@ -28,23 +28,23 @@ def test_rekey_makes_repeated_ids_unique_by_position() -> None:
     with make_pipeline() as p:
         out = p | beam.Create(DOCS) | UniqueIds("web", "rekey")
         assert_that(
-            out["docs"] | "Ids" >> beam.Map(lambda d: d["id"]),
+            out.kept | "Ids" >> beam.Map(lambda d: d["id"]),
             equal_to(["web/a@b.jsonl@0", "web/a@a.jsonl@40", "web/b"]),
             label="ids",
         )
-        assert_that(out["dropped"], equal_to([]), label="dropped")
+        assert_that(out.dropped, equal_to([]), label="dropped")
 
 
 def test_keep_first_sends_the_rest_to_the_ledger() -> None:
     with make_pipeline() as p:
         out = p | beam.Create(DOCS) | UniqueIds("web", "keep-first")
         assert_that(
-            out["docs"] | "Kept" >> beam.Map(lambda d: (d["id"], d["src_path"])),
+            out.kept | "Kept" >> beam.Map(lambda d: (d["id"], d["src_path"])),
             equal_to([("web/a", "/in/a.jsonl"), ("web/b", "/in/a.jsonl")]),
             label="kept",
         )
         assert_that(
-            out["dropped"] | "Rows" >> beam.Map(lambda r: (r["id"], r["stage"], r["reason"], r["detail"])),
+            out.dropped | "Rows" >> beam.Map(lambda r: (r["id"], r["stage"], r["reason"], r["detail"])),
             equal_to([("web/a", "read", "duplicate_id", "first_at=/in/a.jsonl@40")]),
             label="dropped",
         )

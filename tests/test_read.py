@@ -16,16 +16,8 @@ import zstandard
 from apache_beam.testing.util import assert_that, equal_to
 
 from schemas.config import FieldMapping, ReadConfig, SourceConfig
-from transforms.io.read import (
-    BadRecord,
-    ReadSource,
-    Rejected,
-    Tally,
-    file_ranges,
-    make_document,
-    read_range,
-    truncate_utf8,
-)
+from transforms.io.documents import BadRecord, Rejected, Tally, make_document, truncate_utf8
+from transforms.io.source import ReadSource, file_ranges, read_range
 
 from .conftest import make_pipeline
 
@@ -301,7 +293,7 @@ def test_read_source_pipeline_mixes_formats_and_counts_every_file(tmp_path: Path
     p = make_pipeline()
     out = p | ReadSource(source, ReadConfig(split_bytes=1024))
     assert_that(
-        out.docs | "Ids" >> beam.Map(lambda d: d["id"]),
+        out.kept | "Ids" >> beam.Map(lambda d: d["id"]),
         equal_to([f"src/d{i}" for i in range(20)] + ["src/b.jsonl.gz@0"]),
         label="Docs",
     )

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from schemas.config import ReadConfig, SourceConfig
 from schemas.records import SHARD_SCHEMA
-from transforms.io.read import ReadSource
+from transforms.io.source import ReadSource
 from transforms.io.write import encode_jsonl, encode_parquet, shard_row
 
 from .conftest import make_pipeline
@@ -119,7 +119,7 @@ def test_pipeline_conserves_every_corrupted_file(tmp_path: Path) -> None:
         label="Counts",
     )
     assert_that(
-        result.docs | "CountDocs" >> beam.combiners.Count.Globally(), equal_to([expected["docs"]]), label="D"
+        result.kept | "CountDocs" >> beam.combiners.Count.Globally(), equal_to([expected["docs"]]), label="D"
     )
     assert_that(
         result.dead_letter | "CountDead" >> beam.combiners.Count.Globally(),

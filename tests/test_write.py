@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -10,16 +11,22 @@ import apache_beam as beam
 import duckdb
 import pyarrow.dataset as ds
 import pytest
+from apache_beam.testing.util import assert_that, equal_to
 
 from schemas.records import SHARD_SCHEMA
 from transforms.io.write import (
+    WriteDeadLetters,
+    WriteHashedFiles,
     WriteSortedFiles,
+    encode_jsonl,
     encode_parquet,
     parquet_encoder,
+    shard_json_row,
     shard_name,
     shard_row,
     write_atomically,
 )
+from transforms.text import stable_hash
 
 from .conftest import make_pipeline
 
@@ -69,6 +76,10 @@ def test_write_sorted_files_every_index_and_tools_read_them(tmp_path: Path) -> N
             str(out), "mix", 3, "parquet", parquet_encoder(SHARD_SCHEMA, 10), lambda d: d["id"], shard_row
         )
     )
+    assert_that(
+        stats | beam.Map(lambda s: (s["shard"], s["rows"], s["sha256"] == _sha256_of(s["path"]))),
+        equal_to([(0, 25, True), (1, 0, True), (2, 25, True)]),
+    )
     p.run()
     names = sorted(os.listdir(out))
     assert names == ["mix-00000-of-00003.parquet", "mix-00001-of-00003.parquet", "mix-00002-of-00003.parquet"]
@@ -91,14 +102,72 @@ def test_write_sorted_files_every_index_and_tools_read_them(tmp_path: Path) -> N
         "WHERE list_contains(list_transform(trope_scores, lambda s: s.label), 'honest')"
     ).fetchone()  # type: ignore[misc]
     assert honest == 50
-    assert stats is not None
-    first = (out / names[0]).read_bytes()
-    assert hashlib.sha256(first).hexdigest()
+    # The file is exactly its documents' rows re-encoded in id order: the bytes depend on the rows alone.
+    first_rows = [shard_row(d) for d in sorted(DOCS[:25], key=lambda d: d["id"])]
+    assert (out / names[0]).read_bytes() == encode_parquet(first_rows, SHARD_SCHEMA, 10)
+
+
+def _sha256_of(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def test_write_hashed_files_puts_each_row_in_its_hash_file(tmp_path: Path) -> None:
+    out = tmp_path / "ledger"
+    p = make_pipeline()
+    stats = (
+        p
+        | beam.Create(DOCS)
+        | WriteHashedFiles(
+            str(out),
+            "ledger",
+            3,
+            encode_jsonl,
+            sort_key=lambda d: d["id"],
+            to_row=shard_json_row,
+            suffix="jsonl",
+        )
+    )
+    expected: dict[int, list[str]] = {0: [], 1: [], 2: []}
+    for d in DOCS:
+        expected[stable_hash("ledger", d["id"]) % 3].append(d["id"])
+    assert_that(
+        stats | beam.Map(lambda s: (s["shard"], s["rows"])),
+        equal_to([(i, len(ids)) for i, ids in expected.items()]),
+    )
+    p.run()
+    for i, ids in expected.items():
+        lines = (out / f"ledger-{i:05d}-of-00003.jsonl").read_bytes().splitlines()
+        assert [json.loads(line)["id"] for line in lines] == sorted(ids)
+
+
+def test_write_dead_letters_is_one_sorted_file_with_or_without_a_gate(tmp_path: Path) -> None:
+    dead = [
+        {
+            "source": s,
+            "path": f"/in/{s}.jsonl",
+            "offset": o,
+            "stage": "read",
+            "error": "bad_json: x",
+            "raw": "{",
+        }
+        for s, o in (("web", 40), ("books", 7), ("web", 3))
+    ]
+    p = make_pipeline()
+    rows = p | beam.Create(dead)
+    plan = p | "Plan" >> beam.Create([{"num_shards": 1}])
+    direct = rows | "Direct" >> WriteDeadLetters(str(tmp_path / "direct"))
+    gated = rows | "Gated" >> WriteDeadLetters(str(tmp_path / "gated"), wait_for=plan)
+    assert_that(direct | "DirectRows" >> beam.Map(lambda s: s["rows"]), equal_to([3]), label="direct")
+    assert_that(gated | "GatedRows" >> beam.Map(lambda s: s["rows"]), equal_to([3]), label="gated")
+    p.run()
+    name = "dead_letter-00000-of-00001.jsonl"
+    want = encode_jsonl(sorted(dead, key=lambda r: (r["source"], r["path"], r["offset"])))
+    assert (tmp_path / "direct" / name).read_bytes() == want
+    assert (tmp_path / "gated" / name).read_bytes() == want
 
 
 def test_jsonl_zst_shards_are_reproducible_and_readable(tmp_path: Path) -> None:
-    import json
-
     import zstandard
 
     from transforms.io.write import shard_format

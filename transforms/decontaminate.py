@@ -34,7 +34,7 @@ from apache_beam.utils import shared
 
 from schemas.config import DecontaminateConfig, EvalSet
 from schemas.records import Document, LedgerRow
-from transforms.io.read import open_stream
+from transforms.io.streams import open_stream
 from transforms.logs import stage_logger
 from transforms.report.accounting import ledger_drop
 

@@ -24,7 +24,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from schemas.config import ChatConfig, ReadConfig, SourceConfig
 from schemas.records import Document
-from transforms.io.read import BadRecord, make_document
+from transforms.io.documents import BadRecord, make_document
 
 CHAT_ROLES = ("system", "user", "assistant", "tool")
 Message = dict[str, str]

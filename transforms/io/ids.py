@@ -92,8 +92,20 @@ class _ApplyFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(DROPPED, ledger_drop(doc, "read", "duplicate_id", detail))
 
 
+class IdsResult(NamedTuple):
+    """What ``UniqueIds`` returns.
+
+    Attributes:
+      kept: the documents, each id once (rekeyed or first kept, by the policy).
+      dropped: ledger rows of the records ``keep-first`` removed.
+    """
+
+    kept: beam.PCollection
+    dropped: beam.PCollection
+
+
 class UniqueIds(beam.PTransform):
-    """Applies a source's ``duplicate_ids`` policy; returns ``{"docs", "dropped"}`` (ledger rows).
+    """Applies a source's ``duplicate_ids`` policy; returns an ``IdsResult``.
 
     Args:
       source: source name, for the error message.
@@ -105,7 +117,7 @@ class UniqueIds(beam.PTransform):
         self._source = source
         self._policy = policy
 
-    def expand(self, docs: beam.PCollection) -> dict[str, beam.PCollection]:
+    def expand(self, docs: beam.PCollection) -> IdsResult:
         repeated = (
             docs
             | "Locations" >> beam.Map(lambda d: (d["id"], (d["src_path"], d["src_offset"])))
@@ -116,8 +128,8 @@ class UniqueIds(beam.PTransform):
             failed = repeated | "FailOnRepeat" >> beam.Map(_fail, self._source)
             # The documents wait for the check, so a repeat stops the job before anything uses them.
             checked = docs | "AfterCheck" >> beam.Map(lambda d, _: d, beam.pvalue.AsList(failed))
-            return {"docs": checked, "dropped": docs.pipeline | "NoDrops" >> beam.Create([])}
+            return IdsResult(checked, docs.pipeline | "NoDrops" >> beam.Create([]))
         applied = docs | "ApplyPolicy" >> beam.ParDo(
             _ApplyFn(self._policy), beam.pvalue.AsDict(repeated)
-        ).with_outputs(DROPPED, main="docs")
-        return {"docs": applied.docs, "dropped": applied[DROPPED]}
+        ).with_outputs(DROPPED, main="kept")
+        return IdsResult(applied.kept, applied[DROPPED])

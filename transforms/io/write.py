@@ -1,5 +1,8 @@
 """Deterministic, atomic writers for shards, ledger files and dead letters.
 
+``WriteSortedFiles`` writes keyed rows to numbered files, each sorted;
+``WriteHashedFiles`` spreads rows over them by a stable hash of their id (ledgers,
+the standalone stages' outputs); ``WriteDeadLetters`` writes the one dead-letter file.
 Each output file is built by one worker from its sorted rows, so the bytes depend
 only on the rows, never on bundling.  Files are written under a temporary name in
 the target directory and renamed into place, so no partial file is ever visible
@@ -27,6 +30,7 @@ from apache_beam.metrics import Metrics
 from schemas.records import LEDGER_SCHEMA, SHARD_SCHEMA
 from transforms.blocks import ListsPerKey
 from transforms.logs import stage_logger
+from transforms.text import stable_hash
 
 NAMESPACE = "tropemix.write"
 # Rows (up to whole documents) a writer buffers per bundle before it flushes its lists.
@@ -222,6 +226,78 @@ class WriteSortedFiles(beam.PTransform):
             {"rows": lists, "index": indices}
             | "GroupByFile" >> beam.CoGroupByKey()
             | "WriteFile" >> beam.ParDo(self._fn, count=beam.pvalue.AsSingleton(self._count))
+        )
+
+
+class WriteHashedFiles(beam.PTransform):
+    """Writes rows to ``count`` files by ``stable_hash(prefix, row["id"]) % count``, each sorted.
+
+    A row's file depends on its id alone, so a reader can find a document's rows
+    without a scan and the files do not change with bundling.  Outputs one stats
+    dict per file, as ``WriteSortedFiles``.
+
+    Args:
+      directory: output directory (local or ``gs://``).
+      prefix: file name prefix, also the hash salt.
+      count: number of files.
+      encode: rows -> file bytes.
+      sort_key: order of rows inside a file.
+      to_row: element -> row.
+      suffix: file extension.
+    """
+
+    def __init__(
+        self,
+        directory: str,
+        prefix: str,
+        count: int,
+        encode: Callable[[list[dict[str, Any]]], bytes],
+        sort_key: Callable[[Any], Any],
+        to_row: Callable[[Any], dict[str, Any]] = dict,
+        suffix: str = "parquet",
+    ) -> None:
+        super().__init__()
+        self._write = WriteSortedFiles(directory, prefix, count, suffix, encode, sort_key, to_row)
+        self._prefix = prefix
+        self._count = count
+
+    def expand(self, rows: beam.PCollection) -> beam.PCollection:
+        prefix, count = self._prefix, self._count
+        return (
+            rows
+            | "HashToFile" >> beam.Map(lambda r: (stable_hash(prefix, r["id"]) % count, r))
+            | "WriteFiles" >> self._write
+        )
+
+
+class WriteDeadLetters(beam.PTransform):
+    """Writes all dead letters to one JSONL file, ``dead_letter-00000-of-00001.jsonl``, sorted by origin.
+
+    Outputs the file's stats dict.
+
+    Args:
+      directory: output directory (local or ``gs://``).
+      wait_for: a one-element PCollection (a blend plan) the write waits for, so a
+        run that fails before it exists leaves no dead-letter file; ``None`` to write at once.
+    """
+
+    def __init__(self, directory: str, wait_for: beam.PCollection | None = None) -> None:
+        super().__init__()
+        self._directory = directory
+        self._wait_for = wait_for
+
+    def expand(self, dead: beam.PCollection) -> beam.PCollection:
+        if self._wait_for is None:
+            keyed = dead | "OneFile" >> beam.Map(lambda r: (0, r))
+        else:
+            keyed = dead | "OneFile" >> beam.Map(lambda r, _: (0, r), beam.pvalue.AsSingleton(self._wait_for))
+        return keyed | "WriteFile" >> WriteSortedFiles(
+            self._directory,
+            "dead_letter",
+            1,
+            "jsonl",
+            encode_jsonl,
+            sort_key=lambda r: (r["source"], r["path"], r["offset"]),
         )
 
 
