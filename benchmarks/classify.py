@@ -21,7 +21,6 @@ It also prints the gate's pass rate and the routes.  Run::
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import subprocess
 import tempfile
@@ -34,18 +33,11 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from schemas.config import ClassifierConfig
+from training.jsonl import read_jsonl
+from transforms.classify.documents import ClassifyDocuments
 from transforms.classify.langid import load_lid
-from transforms.classify.model import (
-    PREDICT_FLOOR,
-    ClassifyDocuments,
-    annotate,
-    context_params,
-    effective_thresholds,
-    load_fasttext,
-    read_model_card,
-    resolve_taxonomy,
-    score_documents,
-)
+from transforms.classify.model import effective_thresholds, load_fasttext, read_model_card, resolve_taxonomy
+from transforms.classify.score import PREDICT_FLOOR, annotate, context_params, score_documents
 from transforms.text import fasttext_text
 
 REPO = Path(__file__).resolve().parent.parent
@@ -56,12 +48,10 @@ def load_docs(n: int) -> list[dict[str, str]]:
     """The first ``n`` pages of ``../shared/data/wikipedia`` (mostly text without AI)."""
     docs = []
     for path in sorted((REPO.parent / "shared" / "data" / "wikipedia").glob("pages-*.jsonl.gz")):
-        with gzip.open(path, "rt", encoding="utf-8") as f:
-            for line in f:
-                r = json.loads(line)
-                docs.append({"id": r["id"], "source": "wiki", "text": r["text"]})
-                if len(docs) == n:
-                    return docs
+        for r in read_jsonl(str(path)):
+            docs.append({"id": r["id"], "source": "wiki", "text": r["text"]})
+            if len(docs) == n:
+                return docs
     return docs
 
 

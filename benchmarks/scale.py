@@ -45,7 +45,8 @@ from benchmarks.vs_datatrove import tropemix_config  # noqa: E402
 from schemas.config import parse_config  # noqa: E402
 from schemas.records import SHARD_SCHEMA  # noqa: E402
 from schemas.taxonomy import label_scores_of  # noqa: E402
-from transforms.classify.model import load_fasttext, read_model_card, score_documents  # noqa: E402
+from transforms.classify.model import load_fasttext, read_model_card  # noqa: E402
+from transforms.classify.score import score_documents  # noqa: E402
 from transforms.dedup.deduplicate import bands_of_normalized, exact_hash  # noqa: E402
 from transforms.io.write import encode_parquet, shard_row  # noqa: E402
 from transforms.text import normalize_for_dedup  # noqa: E402
@@ -66,7 +67,7 @@ KERNELS: dict[str, tuple[str, ...]] = {
 IDLE = ("Condition.wait (threading.py", "_serve (grpc/", "channel_spin (grpc/", "Event.wait (threading.py")
 STAGES: dict[str, str] = {
     "transforms/io/read.py": "Read",
-    "transforms/classify/model.py": "Classify",
+    "transforms/classify/": "Classify",
     "transforms/dedup/deduplicate.py": "Dedup",
     "transforms/dedup/minhash.py": "Dedup",
     "transforms/blend/sample.py": "Blend",

@@ -20,7 +20,7 @@ import apache_beam as beam
 from pipelines.build_mix import pipeline_options, raise_components_error, raise_join_error
 from schemas.config import ClassifierConfig, DedupConfig, FieldMapping, ReadConfig, SourceConfig
 from schemas.records import CLASSIFY_SCHEMA, DEDUP_LEDGER_SCHEMA, SHARD_SCHEMA
-from transforms.classify.model import ClassifyDocuments
+from transforms.classify.documents import ClassifyDocuments
 from transforms.dedup.deduplicate import DedupDocuments, WriteDedupIndex
 from transforms.io.publication import prepare_output, publish
 from transforms.io.read import ReadSource

@@ -11,21 +11,16 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from schemas.config import ClassifierConfig, PolicyRule
 from schemas.taxonomy import narrative_from_scores, narrative_of, scores_from_softmax
+from transforms.classify.documents import ClassifyDocuments
 from transforms.classify.langid import load_lid
-from transforms.classify.model import (
+from transforms.classify.model import check_card, effective_thresholds, load_fasttext, read_model_card
+from transforms.classify.policy import ApplyPolicy, decide, policy_decision
+from transforms.classify.score import (
     ROUTE_GATE,
     ROUTE_LANGUAGE,
     ROUTE_MODEL,
-    ApplyPolicy,
-    ClassifyDocuments,
     annotate,
-    check_card,
     context_params,
-    decide,
-    effective_thresholds,
-    load_fasttext,
-    policy_decision,
-    read_model_card,
     score_documents,
 )
 from transforms.text import fasttext_key, fasttext_text
