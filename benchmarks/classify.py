@@ -85,6 +85,20 @@ def timed(fn: Callable[[], None]) -> float:
     return time.process_time() - cpu
 
 
+def stage_pipeline(docs_path: str, cfg: ClassifierConfig | None) -> Callable[[], None]:
+    """``Read | ClassifyDocuments | Count`` on one in-process worker; without ``cfg``, ``Read | Count``."""
+
+    def run() -> None:
+        options = PipelineOptions([f"--runner={FN_API_RUNNER}", "--direct_num_workers=1"])
+        with beam.Pipeline(runner=FN_API_RUNNER, options=options) as pipe:
+            pcoll = pipe | "Read" >> beam.io.ReadFromText(docs_path) | "Parse" >> beam.Map(json.loads)
+            if cfg is not None:
+                pcoll = pcoll | "Classify" >> ClassifyDocuments(cfg)
+            _ = pcoll | "Count" >> beam.combiners.Count.Globally()
+
+    return run
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--docs", type=int, default=3000)
@@ -132,22 +146,11 @@ def main() -> None:
     with open(docs_path, "w", encoding="utf-8") as f:
         f.writelines(json.dumps(d) + "\n" for d in docs)
 
-    def pipeline(classify: bool) -> Callable[[], None]:
-        def run() -> None:
-            options = PipelineOptions([f"--runner={FN_API_RUNNER}", "--direct_num_workers=1"])
-            with beam.Pipeline(runner=FN_API_RUNNER, options=options) as pipe:
-                pcoll = pipe | "Read" >> beam.io.ReadFromText(docs_path) | "Parse" >> beam.Map(json.loads)
-                if classify:
-                    pcoll = pcoll | "Classify" >> ClassifyDocuments(cfg)
-                _ = pcoll | "Count" >> beam.combiners.Count.Globally()
-
-        return run
-
     variants = {
         "functions": functions,
         "previous": previous,
-        "empty": pipeline(False),
-        "stage": pipeline(True),
+        "empty": stage_pipeline(docs_path, None),
+        "stage": stage_pipeline(docs_path, cfg),
     }
     best = {name: float("inf") for name in variants}
     for _ in range(args.repeats):
