@@ -287,3 +287,21 @@ def test_trope_scores_hold_only_taxonomy_labels(model_path: str) -> None:
         DEFAULT_TAXONOMY,
     )  # type: ignore[typeddict-item]
     assert set(doc["trope_scores"]) == set(DEFAULT_TAXONOMY.scored_labels) | set(NARRATIVE_LABELS)
+
+
+def test_driver_taps_classify_progress(tmp_path: Path) -> None:
+    # ClassifyDocuments keeps no ticker; the driver's ProgressClassify tap counts its output.
+    from pipelines.build_mix import survivors
+    from schemas.config import load_config
+    from transforms.progress import read_progress
+
+    from .conftest import write_demo_config
+
+    cfg = load_config(str(write_demo_config(tmp_path, tmp_path / "out")))
+    progress = tmp_path / "progress"
+    progress.mkdir()
+    p = make_pipeline()
+    survivors(p, cfg, str(progress))
+    p.run().wait_until_finish()
+    # The demo classifies 189 documents (tropemix.classify/docs in test_report).
+    assert read_progress(str(progress)).get("classify", 0) == 189

@@ -13,7 +13,7 @@ workers only, so job submission stays offline.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple, cast
 
 import apache_beam as beam
@@ -34,6 +34,22 @@ from transforms.classify.model import (
     resolve_taxonomy,
 )
 from transforms.classify.score import ContextParams, Scored, annotate, context_params, route_documents
+
+
+class _DocumentKeyed(KeyedModelHandler):
+    """``KeyedModelHandler`` keyed by whole documents; a batch's bytes are those of its model inputs.
+
+    The base class pickles the keys to count their bytes: for documents that cost about
+    3% of the stage (40 ms of CPU for 3,000 Wikipedia pages) and measures nothing the
+    model reads.
+    """
+
+    def __init__(self, unkeyed: FastTextModelHandler) -> None:
+        super().__init__(unkeyed)
+        self._fasttext = unkeyed
+
+    def get_num_bytes(self, batch: Sequence[tuple[tuple[Document, Scored], str | None]]) -> int:
+        return self._fasttext.get_num_bytes([line for _, line in batch])
 
 
 class _Settings(NamedTuple):
@@ -154,6 +170,6 @@ class ClassifyDocuments(beam.PTransform):
             docs
             | "Batch" >> beam.BatchElements(min_batch_size=8, max_batch_size=self._cfg.batch_size)
             | "Gate" >> beam.ParDo(_GateFn(self._cfg, self._taxonomy))
-            | "Model" >> RunInference(KeyedModelHandler(handler))
+            | "Model" >> RunInference(_DocumentKeyed(handler))
             | "Annotate" >> beam.ParDo(_AnnotateFn(self._cfg, self._taxonomy))
         )
