@@ -3,12 +3,13 @@
 The job graph reads ``Batch -> Gate -> Model (RunInference) -> Annotate``.  The cheap
 steps come first: lid.176 and the AI gate route most documents around the trope model,
 and only the AI contexts of the rest are predicted.  Every document goes through
-``RunInference`` keyed by itself (``KeyedModelHandler``) with its context or None as
-the example, so the prediction meets its document again without a join, a shuffle or
-a Flatten of two document branches (which the in-process runner would materialize).
-The models load once per worker process through ``Shared`` (lid.176 in ``_GateFn``,
-the trope model in ``RunInference``).  With a remote model, its card is read on the
-workers only, so job submission stays offline.
+``RunInference`` keyed by itself (``_DocumentKeyed``, a ``KeyedModelHandler``) with its
+context or None as the example, so the prediction meets its document again without a
+join, a shuffle or a Flatten of two document branches (which the in-process runner
+would materialize).  The models load once per worker process through ``Shared``
+(lid.176 in ``_GateFn``, the trope model in ``RunInference``, which also reports load
+time and batch latency under ``tropemix.classify``).  With a remote model, its card is
+read on the workers only, so job submission stays offline.
 """
 
 from __future__ import annotations
