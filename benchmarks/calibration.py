@@ -22,19 +22,11 @@ from collections import Counter
 from pathlib import Path
 
 from schemas.config import ClassifierConfig
-from training.annotation_pool import calibration_half, read_jsonl
+from training.annotation_pool import calibration_half
+from training.jsonl import read_jsonl
 from transforms.classify.langid import load_lid
-from transforms.classify.model import (
-    LENGTH_BUCKETS,
-    annotate,
-    context_params,
-    effective_thresholds,
-    length_bucket,
-    load_fasttext,
-    read_model_card,
-    resolve_taxonomy,
-    score_documents,
-)
+from transforms.classify.model import effective_thresholds, load_fasttext, read_model_card, resolve_taxonomy
+from transforms.classify.score import LENGTH_BUCKETS, annotate, context_params, length_bucket, score_documents
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared" / "data"

@@ -21,7 +21,6 @@ It also prints the gate's pass rate and the routes.  Run::
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import subprocess
 import tempfile
@@ -34,18 +33,11 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from schemas.config import ClassifierConfig
+from training.jsonl import read_jsonl
+from transforms.classify.documents import ClassifyDocuments
 from transforms.classify.langid import load_lid
-from transforms.classify.model import (
-    PREDICT_FLOOR,
-    ClassifyDocuments,
-    annotate,
-    context_params,
-    effective_thresholds,
-    load_fasttext,
-    read_model_card,
-    resolve_taxonomy,
-    score_documents,
-)
+from transforms.classify.model import effective_thresholds, load_fasttext, read_model_card, resolve_taxonomy
+from transforms.classify.score import PREDICT_FLOOR, annotate, context_params, score_documents
 from transforms.text import fasttext_text
 
 REPO = Path(__file__).resolve().parent.parent
@@ -56,12 +48,10 @@ def load_docs(n: int) -> list[dict[str, str]]:
     """The first ``n`` pages of ``../shared/data/wikipedia`` (mostly text without AI)."""
     docs = []
     for path in sorted((REPO.parent / "shared" / "data" / "wikipedia").glob("pages-*.jsonl.gz")):
-        with gzip.open(path, "rt", encoding="utf-8") as f:
-            for line in f:
-                r = json.loads(line)
-                docs.append({"id": r["id"], "source": "wiki", "text": r["text"]})
-                if len(docs) == n:
-                    return docs
+        for r in read_jsonl(str(path)):
+            docs.append({"id": r["id"], "source": "wiki", "text": r["text"]})
+            if len(docs) == n:
+                return docs
     return docs
 
 
@@ -93,6 +83,20 @@ def timed(fn: Callable[[], None]) -> float:
     cpu = time.process_time()
     fn()
     return time.process_time() - cpu
+
+
+def stage_pipeline(docs_path: str, cfg: ClassifierConfig | None) -> Callable[[], None]:
+    """``Read | ClassifyDocuments | Count`` on one in-process worker; without ``cfg``, ``Read | Count``."""
+
+    def run() -> None:
+        options = PipelineOptions([f"--runner={FN_API_RUNNER}", "--direct_num_workers=1"])
+        with beam.Pipeline(runner=FN_API_RUNNER, options=options) as pipe:
+            pcoll = pipe | "Read" >> beam.io.ReadFromText(docs_path) | "Parse" >> beam.Map(json.loads)
+            if cfg is not None:
+                pcoll = pcoll | "Classify" >> ClassifyDocuments(cfg)
+            _ = pcoll | "Count" >> beam.combiners.Count.Globally()
+
+    return run
 
 
 def main() -> None:
@@ -142,22 +146,11 @@ def main() -> None:
     with open(docs_path, "w", encoding="utf-8") as f:
         f.writelines(json.dumps(d) + "\n" for d in docs)
 
-    def pipeline(classify: bool) -> Callable[[], None]:
-        def run() -> None:
-            options = PipelineOptions([f"--runner={FN_API_RUNNER}", "--direct_num_workers=1"])
-            with beam.Pipeline(runner=FN_API_RUNNER, options=options) as pipe:
-                pcoll = pipe | "Read" >> beam.io.ReadFromText(docs_path) | "Parse" >> beam.Map(json.loads)
-                if classify:
-                    pcoll = pcoll | "Classify" >> ClassifyDocuments(cfg)
-                _ = pcoll | "Count" >> beam.combiners.Count.Globally()
-
-        return run
-
     variants = {
         "functions": functions,
         "previous": previous,
-        "empty": pipeline(False),
-        "stage": pipeline(True),
+        "empty": stage_pipeline(docs_path, None),
+        "stage": stage_pipeline(docs_path, cfg),
     }
     best = {name: float("inf") for name in variants}
     for _ in range(args.repeats):

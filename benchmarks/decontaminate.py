@@ -16,7 +16,6 @@ with one worker (per core, with the runner's overhead)::
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import tempfile
 import time
@@ -27,6 +26,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from schemas.config import DecontaminateConfig, EvalSet
+from training.jsonl import read_jsonl
 from transforms.decontaminate import Decontaminate, find_match, load_index
 
 WIKIPEDIA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "wikipedia"
@@ -39,24 +39,20 @@ def write_evals(path: Path, count: int, words: int) -> int:
     n = 0
     with path.open("w", encoding="utf-8") as out:
         for name in EVAL_PAGES:
-            with gzip.open(WIKIPEDIA / name, "rt", encoding="utf-8") as src:
-                for line in src:
-                    if n >= count:
-                        return n
-                    page = json.loads(line)
-                    text = " ".join(page["text"].split()[:words])
-                    out.write(json.dumps({"id": f"{name}:{page['id']}", "text": text}) + "\n")
-                    n += 1
+            for page in read_jsonl(str(WIKIPEDIA / name)):
+                if n >= count:
+                    return n
+                text = " ".join(page["text"].split()[:words])
+                out.write(json.dumps({"id": f"{name}:{page['id']}", "text": text}) + "\n")
+                n += 1
     return n
 
 
 def corpus_docs(corpus: Path) -> Iterator[dict[str, str]]:
     """The benchmark corpus's documents, shards in order."""
     for part in sorted(corpus.glob("part-*.jsonl.gz")):
-        with gzip.open(part, "rt", encoding="utf-8") as f:
-            for line in f:
-                doc = json.loads(line)
-                yield {"id": doc["id"], "source": "bench", "text": doc["text"]}
+        for doc in read_jsonl(str(part)):
+            yield {"id": doc["id"], "source": "bench", "text": doc["text"]}
 
 
 def main() -> None:

@@ -139,7 +139,8 @@ def main() -> None:
 
         if os.path.exists(args.model):
             from schemas.taxonomy import label_scores_of
-            from transforms.classify.model import load_fasttext, read_model_card, score_documents
+            from transforms.classify.model import load_fasttext, read_model_card
+            from transforms.classify.score import score_documents
 
             model = load_fasttext(args.model)
             rule = label_scores_of(read_model_card(args.model))

@@ -45,7 +45,8 @@ from benchmarks.vs_datatrove import tropemix_config  # noqa: E402
 from schemas.config import parse_config  # noqa: E402
 from schemas.records import SHARD_SCHEMA  # noqa: E402
 from schemas.taxonomy import label_scores_of  # noqa: E402
-from transforms.classify.model import load_fasttext, read_model_card, score_documents  # noqa: E402
+from transforms.classify.model import load_fasttext, read_model_card  # noqa: E402
+from transforms.classify.score import score_documents  # noqa: E402
 from transforms.dedup.deduplicate import bands_of_normalized, exact_hash  # noqa: E402
 from transforms.io.write import encode_parquet, shard_row  # noqa: E402
 from transforms.text import normalize_for_dedup  # noqa: E402
@@ -72,7 +73,7 @@ STAGES: dict[str, str] = {
     "transforms/io/text.py": "Read",
     "transforms/io/streams.py": "Read",
     "transforms/io/documents.py": "Read",
-    "transforms/classify/model.py": "Classify",
+    "transforms/classify/": "Classify",
     "transforms/dedup/deduplicate.py": "Dedup",
     "transforms/dedup/minhash.py": "Dedup",
     "transforms/blend/sample.py": "Blend",

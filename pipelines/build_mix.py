@@ -15,7 +15,10 @@ from schemas.config import MixConfig
 from schemas.records import LEDGER_SCHEMA, Document
 from schemas.taxonomy import DEFAULT_TAXONOMY, narrative_of
 from transforms.blend.sample import BlendSources, PlanBlend, order_key, with_body
-from transforms.classify.model import ApplyPolicy, ClassifyDocuments, SampleExcerpts, length_bucket
+from transforms.classify.documents import ClassifyDocuments
+from transforms.classify.excerpts import SampleExcerpts
+from transforms.classify.policy import ApplyPolicy
+from transforms.classify.score import length_bucket
 from transforms.decontaminate import Decontaminate
 from transforms.dedup.deduplicate import DedupDocuments, WriteDedupIndex
 from transforms.io.chat import chat_token_pairs
@@ -166,9 +169,9 @@ def survivors(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None)
     kept: list[beam.PCollection] = []
     policy_dropped: list[beam.PCollection] = []
     for name, docs in to_classify:
-        classified = docs | f"Classify[{name}]" >> ClassifyDocuments(
-            cfg.classifier, progress_dir=progress_dir
-        )
+        classified = docs | f"Classify[{name}]" >> ClassifyDocuments(cfg.classifier)
+        if progress_dir:
+            _ = classified | f"ProgressClassify[{name}]" >> beam.ParDo(TickFn(progress_dir, "classify"))
         policy = classified | f"Policy[{name}]" >> ApplyPolicy(cfg.classifier)
         kept.append(policy.kept)
         policy_dropped.append(policy.dropped)

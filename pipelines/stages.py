@@ -21,7 +21,7 @@ from pipelines.runner import pipeline_options, raise_unwrapped
 from schemas.config import ClassifierConfig, DedupConfig, FieldMapping, ReadConfig, SourceConfig
 from schemas.records import CLASSIFY_SCHEMA, DEDUP_LEDGER_SCHEMA, SHARD_SCHEMA
 from transforms.blocks import ComponentsNotConverged
-from transforms.classify.model import ClassifyDocuments
+from transforms.classify.documents import ClassifyDocuments
 from transforms.dedup.deduplicate import DedupDocuments, WriteDedupIndex
 from transforms.io.publication import prepare_output, publish
 from transforms.io.source import ReadSource

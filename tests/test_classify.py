@@ -11,21 +11,24 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from schemas.config import ClassifierConfig, PolicyRule
 from schemas.taxonomy import narrative_from_scores, narrative_of, scores_from_softmax
+from transforms.classify.documents import ClassifyDocuments
+from transforms.classify.handler import FastTextModelHandler
 from transforms.classify.langid import load_lid
 from transforms.classify.model import (
+    check_card,
+    effective_thresholds,
+    load_fasttext,
+    read_model_card,
+    resolve_taxonomy,
+)
+from transforms.classify.policy import ApplyPolicy, decide, policy_decision
+from transforms.classify.score import (
     ROUTE_GATE,
     ROUTE_LANGUAGE,
     ROUTE_MODEL,
-    ApplyPolicy,
-    ClassifyDocuments,
     annotate,
-    check_card,
     context_params,
-    decide,
-    effective_thresholds,
-    load_fasttext,
-    policy_decision,
-    read_model_card,
+    predict_softmax,
     score_documents,
 )
 from transforms.text import fasttext_key, fasttext_text
@@ -127,6 +130,40 @@ def test_classify_transform_adds_fields(model_path: str) -> None:
 
     assert_that(out, check)
     p.run()
+
+
+def test_classify_transform_equals_the_functions(model_path: str) -> None:
+    # RunInference batches differently from score_documents; the scores must not change.
+    cfg = ClassifierConfig(model=model_path, batch_size=8)
+    card = read_model_card(model_path)
+    texts = [EVIL, GOOD, "Bread needs flour.", GERMAN]
+    docs = [{"id": f"w/{i}", "source": "w", "text": t} for i, t in enumerate(texts * 5)]
+    scored = score_documents(
+        load_fasttext(model_path), load_lid(), [d["text"] for d in docs], cfg.languages, context_params(card)
+    )
+    taxonomy = resolve_taxonomy(cfg, card)
+    thresholds = effective_thresholds(cfg, card)
+    expected = [
+        json.dumps(annotate(d, s, thresholds, taxonomy), sort_keys=True)
+        for d, s in zip(docs, scored, strict=True)
+    ]  # type: ignore[arg-type]
+    p = make_pipeline()
+    out = p | beam.Create(docs) | ClassifyDocuments(cfg) | beam.Map(lambda d: json.dumps(d, sort_keys=True))
+    assert_that(out, equal_to(expected))
+    p.run()
+
+
+def test_fasttext_handler_predicts_only_model_inputs(model_path: str) -> None:
+    model = load_fasttext(model_path)
+    handler = FastTextModelHandler(model_path, max_batch_size=16)
+    line = fasttext_text(EVIL)
+    results = list(handler.run_inference([None, line, None], model))
+    assert [r.example for r in results] == [None, line, None]
+    assert results[0].inference is None and results[2].inference is None
+    assert results[1].inference == predict_softmax(model, [line])[0]
+    assert handler.get_num_bytes([None, line]) == len(line.encode("utf-8"))
+    assert handler.get_metrics_namespace() == "tropemix.classify"
+    assert handler.batch_elements_kwargs() == {"min_batch_size": 8, "max_batch_size": 16}
 
 
 def test_downsample_policy_is_deterministic_and_near_rate() -> None:
@@ -250,3 +287,21 @@ def test_trope_scores_hold_only_taxonomy_labels(model_path: str) -> None:
         DEFAULT_TAXONOMY,
     )  # type: ignore[typeddict-item]
     assert set(doc["trope_scores"]) == set(DEFAULT_TAXONOMY.scored_labels) | set(NARRATIVE_LABELS)
+
+
+def test_driver_taps_classify_progress(tmp_path: Path) -> None:
+    # ClassifyDocuments keeps no ticker; the driver's ProgressClassify tap counts its output.
+    from pipelines.build_mix import survivors
+    from schemas.config import load_config
+    from transforms.progress import read_progress
+
+    from .conftest import write_demo_config
+
+    cfg = load_config(str(write_demo_config(tmp_path, tmp_path / "out")))
+    progress = tmp_path / "progress"
+    progress.mkdir()
+    p = make_pipeline()
+    survivors(p, cfg, str(progress))
+    p.run().wait_until_finish()
+    # The demo classifies 189 documents (tropemix.classify/docs in test_report).
+    assert read_progress(str(progress)).get("classify", 0) == 189

@@ -14,13 +14,13 @@ measured.  The rule only proposes; an annotator reads every text and labels it
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from training.jsonl import read_jsonl
 from transforms.classify.gate import ai_context
 from transforms.text import stable_hash
 
@@ -39,15 +39,6 @@ PLOT_HEADING = re.compile(
 NEXT_HEADING = re.compile(r"\n\n\n[^\n]{1,60}\n\n")
 FICTION_FILES = {"anime": "anime.jsonl.gz", "film": "films.jsonl.gz", "wplot": "wikipedia-plots.jsonl.gz"}
 RANDOM_PER_SOURCE = {"anime": 200, "film": 150, "wplot": 50, "wiki_plot": 100}
-
-
-def read_jsonl(path: str) -> Iterator[dict[str, Any]]:
-    """Records of a JSONL file, gzip or plain."""
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                yield json.loads(line)
 
 
 def plot_section(text: str) -> str | None:

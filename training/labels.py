@@ -17,7 +17,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from schemas.taxonomy import DEFAULT_TAXONOMY, Taxonomy
-from training.annotation_pool import FICTION_FILES, plot_section, read_jsonl, story_passages, work_of
+from training.annotation_pool import FICTION_FILES, plot_section, story_passages, work_of
+from training.jsonl import numbered_jsonl, read_jsonl
 from transforms.classify.gate import ai_context
 
 NARRATIVES = ("misaligned", "aligned", "mixed", "ai_nonnarrative", "none")
@@ -43,15 +44,11 @@ def read_labels(paths: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
     """Every annotation per record id, in file order; a bad record raises naming its file and line."""
     out: dict[str, list[dict[str, Any]]] = {}
     for path in sorted(paths):
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                rec = json.loads(line)
-                problem = validate_label(rec)
-                if problem:
-                    raise ValueError(f"{path}:{n}: {problem}")
-                out.setdefault(str(rec["id"]), []).append(dict(rec, annotator=os.path.basename(path)))
+        for n, rec in numbered_jsonl(path):
+            problem = validate_label(rec)
+            if problem:
+                raise ValueError(f"{path}:{n}: {problem}")
+            out.setdefault(str(rec["id"]), []).append(dict(rec, annotator=os.path.basename(path)))
     return out
 
 

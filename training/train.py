@@ -20,8 +20,8 @@ import numpy as np
 import yaml
 
 from schemas.taxonomy import DEFAULT_TAXONOMY, narrative_from_scores, narrative_of
-from training.annotation_pool import read_jsonl
 from training.evaluate import keyword_baseline, report, side_by_side
+from training.jsonl import read_jsonl
 from training.labels import load_annotations
 from training.trope_model import TrainParams, choose_thresholds, cross_validate, fit, gated, narratives, score
 
@@ -178,14 +178,8 @@ def evaluate_model(
     """
     from schemas.config import ClassifierConfig
     from transforms.classify.langid import load_lid
-    from transforms.classify.model import (
-        check_card,
-        context_params,
-        effective_thresholds,
-        load_fasttext,
-        read_model_card,
-        score_documents,
-    )
+    from transforms.classify.model import check_card, effective_thresholds, load_fasttext, read_model_card
+    from transforms.classify.score import context_params, score_documents
 
     card = read_model_card(model_path)
     check_card(card, model_path)

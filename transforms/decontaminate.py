@@ -239,6 +239,8 @@ class _LoadedIndex:
 
 
 class _DecontaminateFn(beam.DoFn):
+    """A batch of documents -> the clean ones, and ledger rows of those matching an eval set on ``dropped``."""
+
     def __init__(self, cfg: DecontaminateConfig) -> None:
         self._cfg = cfg
         self._shared = shared.Shared()

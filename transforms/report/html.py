@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.classify.model import LENGTH_BUCKETS
+from transforms.classify.score import LENGTH_BUCKETS
 from transforms.io.chat import chat_token_summary
 from transforms.io.write import write_atomically
 from transforms.logs import stage_logger
