@@ -21,7 +21,8 @@ from pipelines.build_mix import pipeline_options, raise_components_error, raise_
 from schemas.config import ClassifierConfig, DedupConfig, FieldMapping, ReadConfig, SourceConfig
 from schemas.records import CLASSIFY_SCHEMA, DEDUP_LEDGER_SCHEMA, SHARD_SCHEMA
 from transforms.classify.model import ClassifyDocuments
-from transforms.dedup.deduplicate import DedupDocuments, WriteDedupIndex
+from transforms.dedup.deduplicate import DedupDocuments
+from transforms.dedup.index import WriteDedupIndex
 from transforms.io.publication import prepare_output, publish
 from transforms.io.read import ReadSource
 from transforms.io.write import WriteSortedFiles, encode_jsonl, parquet_encoder, score_list, shard_row
@@ -167,7 +168,7 @@ def _dedup_pipeline(
             lambda d: {**d, "narrative": "none", "tropes": [], "trope_scores": {}}
         )
         dedup = docs | "Dedup" >> DedupDocuments(cfg, {source.name: 0})
-        kept = dedup["kept"]
+        kept = dedup.kept
         ledger = [
             kept
             | "KeptRows"
@@ -181,7 +182,7 @@ def _dedup_pipeline(
                     "reason": "",
                 }
             ),
-            dedup["dropped"]
+            dedup.dropped
             | "DroppedRows"
             >> beam.Map(
                 lambda r: {
@@ -205,5 +206,5 @@ def _dedup_pipeline(
         )
         _write(ledger, f"{output}/ledger", "ledger", shards, DEDUP_LEDGER_SCHEMA, lambda r: r["id"])
         if cfg.write_index:
-            _ = dedup["index"] | "DedupIndex" >> WriteDedupIndex(f"{output}/dedup_index", cfg)
+            _ = dedup.index_entries | "DedupIndex" >> WriteDedupIndex(f"{output}/dedup_index", cfg)
         _write_dead(read.dead_letter, output)
