@@ -50,7 +50,8 @@ def corpus(count: int) -> list[dict[str, Any]]:
 
 def link_edges(docs: list[dict[str, Any]], cfg: DedupConfig) -> list[tuple[Any, Any]]:
     """The candidate edges ``DedupDocuments`` clusters, computed in one process."""
-    from transforms.dedup.deduplicate import _partition_edges, bands_of_normalized, doc_node, exact_hash
+    from transforms.dedup.keys import bands_of_normalized, doc_node, exact_hash
+    from transforms.dedup.lsh import partition_edges
     from transforms.text import normalize_for_dedup
 
     winners: dict[int, tuple[Any, list[int]]] = {}
@@ -67,7 +68,7 @@ def link_edges(docs: list[dict[str, Any]], cfg: DedupConfig) -> list[tuple[Any, 
     members = [
         ((band, bucket), node) for node, bands in winners.values() for band, bucket in enumerate(bands)
     ]
-    return sorted(set(_partition_edges((0, [members]), cfg.bucket_salts)))
+    return sorted(set(partition_edges((0, [members]), cfg.bucket_salts)))
 
 
 def min_label_rounds(edges: Iterable[tuple[Any, Any]]) -> int:

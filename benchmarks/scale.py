@@ -47,7 +47,7 @@ from schemas.records import SHARD_SCHEMA  # noqa: E402
 from schemas.taxonomy import label_scores_of  # noqa: E402
 from transforms.classify.model import load_fasttext, read_model_card  # noqa: E402
 from transforms.classify.score import score_documents  # noqa: E402
-from transforms.dedup.deduplicate import bands_of_normalized, exact_hash  # noqa: E402
+from transforms.dedup.keys import bands_of_normalized, exact_hash  # noqa: E402
 from transforms.io.write import encode_parquet, shard_row  # noqa: E402
 from transforms.text import normalize_for_dedup  # noqa: E402
 
@@ -74,8 +74,7 @@ STAGES: dict[str, str] = {
     "transforms/io/streams.py": "Read",
     "transforms/io/documents.py": "Read",
     "transforms/classify/": "Classify",
-    "transforms/dedup/deduplicate.py": "Dedup",
-    "transforms/dedup/minhash.py": "Dedup",
+    "transforms/dedup/": "Dedup",
     "transforms/blend/sample.py": "Blend",
     "transforms/io/write.py": "Write",
     "transforms/report/accounting.py": "Report",

@@ -20,7 +20,8 @@ from transforms.classify.excerpts import SampleExcerpts
 from transforms.classify.policy import ApplyPolicy
 from transforms.classify.score import length_bucket
 from transforms.decontaminate import Decontaminate
-from transforms.dedup.deduplicate import DedupDocuments, WriteDedupIndex
+from transforms.dedup.deduplicate import DedupDocuments
+from transforms.dedup.index import WriteDedupIndex
 from transforms.io.chat import chat_token_pairs
 from transforms.io.ids import UniqueIds
 from transforms.io.publication import Publish, staging_dir
@@ -206,24 +207,26 @@ def survivors(p: beam.Pipeline, cfg: MixConfig, progress_dir: str | None = None)
     to_dedup = labelled | "ToDedup" >> beam.Filter(lambda d: d["source"] in dedup_sources)
     skip_dedup = labelled | "SkipDedup" >> beam.Filter(lambda d: d["source"] not in dedup_sources)
     priorities = {s.name: s.dedup_priority for s in cfg.sources}
-    dedup = to_dedup | "Dedup" >> DedupDocuments(cfg.dedup, priorities, progress_dir)
+    dedup = to_dedup | "Dedup" >> DedupDocuments(cfg.dedup, priorities)
+    if progress_dir:
+        _ = to_dedup | "ProgressDedup" >> beam.ParDo(TickFn(progress_dir, "dedup"))
     counts.append(_stage_counts(to_dedup, "dedup", "in", "CountDedupIn"))
-    counts.append(_stage_counts(dedup["kept"], "dedup", "out", "CountDedupOut"))
-    counts.append(_stage_counts(dedup["dropped"], "dedup", "dropped", "CountDedupDropped"))
+    counts.append(_stage_counts(dedup.kept, "dedup", "out", "CountDedupOut"))
+    counts.append(_stage_counts(dedup.dropped, "dedup", "dropped", "CountDedupDropped"))
     singletons = skip_dedup | "NoDedup" >> beam.Map(lambda d: {**d, "cluster_id": d["id"], "cluster_size": 1})
     # When every source is deduplicated, NoDedup is empty by construction; leaving it out
     # of the Flatten spares the in-process runner a pass of every survivor through its driver.
     survived = (
-        dedup["kept"]
+        dedup.kept
         if dedup_sources == {s.name for s in cfg.sources}
-        else [dedup["kept"], singletons] | "Survivors" >> beam.Flatten()
+        else [dedup.kept, singletons] | "Survivors" >> beam.Flatten()
     )
 
     return {
         "dead_letters": dead_letters,
         "survivors": survived,
-        "dropped": [*id_dropped, *decontaminated, *policy_dropped, dedup["dropped"]],
-        "dedup_index": dedup["index"],
+        "dropped": [*id_dropped, *decontaminated, *policy_dropped, dedup.dropped],
+        "dedup_index": dedup.index_entries,
         "counts": counts,
         "excerpts": (
             _flatten(p, classified_all, "AllClassified")

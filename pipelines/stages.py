@@ -22,7 +22,8 @@ from schemas.config import ClassifierConfig, DedupConfig, FieldMapping, ReadConf
 from schemas.records import CLASSIFY_SCHEMA, DEDUP_LEDGER_SCHEMA, SHARD_SCHEMA
 from transforms.blocks import ComponentsNotConverged
 from transforms.classify.documents import ClassifyDocuments
-from transforms.dedup.deduplicate import DedupDocuments, WriteDedupIndex
+from transforms.dedup.deduplicate import DedupDocuments
+from transforms.dedup.index import WriteDedupIndex
 from transforms.io.publication import prepare_output, publish
 from transforms.io.source import ReadSource
 from transforms.io.write import WriteDeadLetters, WriteHashedFiles, parquet_encoder, score_list, shard_row
@@ -142,7 +143,7 @@ def _dedup_pipeline(
             lambda d: {**d, "narrative": "none", "tropes": [], "trope_scores": {}}
         )
         dedup = docs | "Dedup" >> DedupDocuments(cfg, {source.name: 0})
-        kept = dedup["kept"]
+        kept = dedup.kept
         ledger = [
             kept
             | "KeptRows"
@@ -156,7 +157,7 @@ def _dedup_pipeline(
                     "reason": "",
                 }
             ),
-            dedup["dropped"]
+            dedup.dropped
             | "DroppedRows"
             >> beam.Map(
                 lambda r: {
@@ -190,5 +191,5 @@ def _dedup_pipeline(
             lambda r: r["id"],
         )
         if cfg.write_index:
-            _ = dedup["index"] | "DedupIndex" >> WriteDedupIndex(f"{output}/dedup_index", cfg)
+            _ = dedup.index_entries | "DedupIndex" >> WriteDedupIndex(f"{output}/dedup_index", cfg)
         _ = read.dead_letter | "WriteDeadLetters" >> WriteDeadLetters(f"{output}/dead_letter")

@@ -14,7 +14,7 @@ import pytest
 from benchmarks.corpus import DUP_KINDS, CorpusSpec, Pool, document, load_pool, write_corpus
 from benchmarks.harness import measure, median
 from schemas.config import DedupConfig
-from transforms.dedup.deduplicate import compute_bands, exact_hash
+from transforms.dedup.keys import compute_bands, exact_hash
 from transforms.text import normalize_for_dedup
 
 POOL = Pool(

@@ -6,7 +6,6 @@ run of the dedup graph costs seconds.
 
 from __future__ import annotations
 
-import functools
 import random
 from collections import Counter
 from typing import Any
@@ -17,26 +16,21 @@ import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
 from schemas.config import DedupConfig, SurvivorConfig
-from transforms.blocks import ListsPerKeyFn
-from transforms.dedup.deduplicate import (
+from transforms.blocks import ListsPerKeyFn, salt_of
+from transforms.dedup.deduplicate import Decision, DedupDocuments, _apply
+from transforms.dedup.exact import ExactGroups
+from transforms.dedup.index import index_rows
+from transforms.dedup.keys import (
     CURRENT,
     EARLIER,
-    Decision,
-    DedupDocuments,
-    ExactGroups,
-    LinkBuckets,
-    _apply,
-    _item_partition,
-    _partition_edges,
-    _whole,
     compute_bands,
     doc_node,
     earlier_node,
     exact_hash,
-    index_rows,
-    salt_of,
+    key_partition,
     score_of,
 )
+from transforms.dedup.lsh import LinkBuckets, partition_edges
 from transforms.packing import pack
 from transforms.report.accounting import JoinIntegrityError
 from transforms.text import normalize_for_dedup
@@ -129,7 +123,7 @@ def _salted_links(members: list[tuple[Any, Any]], salts: int) -> set[tuple[Any, 
 
 
 def _partitioned(items: list[tuple[Any, Any]], partitions: int) -> dict[int, list[Any]]:
-    fn = ListsPerKeyFn(functools.partial(_item_partition, partitions=partitions), _whole, None)
+    fn = ListsPerKeyFn(lambda item: key_partition(item[0], partitions), lambda item: item, None)
     fn.start_bundle()
     lists = [kv for item in items for kv in fn.process(item)] + [wv.value for wv in fn.finish_bundle()]
     grouped: dict[int, list[Any]] = {}
@@ -147,10 +141,10 @@ def test_partitioned_links_are_the_salted_links_whatever_the_flush_and_partition
     members += [((0, 5), (EARLIER, "old")), ((2, 9), (CURRENT, "solo"))]
     expected = _salted_links(members, 4)
     for partitions in (1, 16):
-        got = [e for item in _partitioned(members, partitions).items() for e in _partition_edges(item, 4)]
+        got = [e for item in _partitioned(members, partitions).items() for e in partition_edges(item, 4)]
         assert set(got) == expected and len(got) == len(expected)
     monkeypatch.setattr("transforms.blocks.MAX_BUFFERED_ITEMS", 7)  # flushes mid-bundle
-    assert {e for item in _partitioned(members, 16).items() for e in _partition_edges(item, 4)} == expected
+    assert {e for item in _partitioned(members, 16).items() for e in partition_edges(item, 4)} == expected
 
 
 def test_bucket_linking_and_exact_groups() -> None:
@@ -158,7 +152,7 @@ def test_bucket_linking_and_exact_groups() -> None:
     p = make_pipeline()
     # One bucket of 1,000 members (boilerplate) plus a bucket of one member.
     members = [((0, 77), (CURRENT, f"web/{i:04d}")) for i in range(1000)] + [((1, 5), (CURRENT, "web/x"))]
-    linked = p | "Members" >> beam.Create(members) | "Link" >> LinkBuckets(salts=8, partitions=4)
+    linked = (p | "Members" >> beam.Create(members),) | "Link" >> LinkBuckets(salts=8, partitions=4)
 
     def check_links(got: list[tuple[Any, Any]]) -> None:
         # Every member except the minimum has exactly one outgoing edge; the singleton none.
@@ -171,20 +165,19 @@ def test_bucket_linking_and_exact_groups() -> None:
 
     assert_that(linked, check_links, label="BoundedLinks")
 
-    # Exact hash 11 has 50 members and an earlier survivor; 12 one member.
-    items = [(11, ((CURRENT, f"d{i}"), i)) for i in range(50)] + [(11, ((EARLIER, "old"), None))]
-    items += [(12, ((CURRENT, "s"), -1))]
-    grouped = p | "Items" >> beam.Create(items) | "GroupMin" >> ExactGroups(partitions=3)
+    # Exact hash 11 has 50 members and an earlier survivor; 12 one member; 13 only an earlier survivor.
+    items = [(11, ((CURRENT, f"d{i}"), ({"id": f"d{i}"}, [i], None))) for i in range(50)]
+    items += [(11, ((EARLIER, "old"), None)), (13, ((EARLIER, "alone"), None))]
+    items += [(12, ((CURRENT, "s"), ({"id": "s"}, [7, 8], b"sig")))]
+    exact = (p | "Items" >> beam.Create(items),) | "GroupMin" >> ExactGroups(partitions=3)
+    # Every copy is told its group's minimum, here the earlier survivor.
     assert_that(
-        grouped["members"] | "MinOf" >> beam.Map(lambda m: (m[1][-1], m[3], m[4])),
-        equal_to([(f"d{i}", (EARLIER, "old"), 51) for i in range(50)] + [("s", (CURRENT, "s"), 1)]),
-        label="EveryMemberKnowsMin",
+        exact.losers, equal_to([((EARLIER, "old"), {"id": f"d{i}"}) for i in range(50)]), label="Losers"
     )
-    assert_that(
-        grouped["summary"],
-        equal_to([(11, (EARLIER, "old"), 51), (12, (CURRENT, "s"), 1)]),
-        label="Summary",
-    )
+    assert_that(exact.weights, equal_to([((EARLIER, "old"), 51), ((CURRENT, "s"), 1)]), label="Weights")
+    assert_that(exact.bands, equal_to([((0, 7), (CURRENT, "s")), ((1, 8), (CURRENT, "s"))]), label="Bands")
+    assert_that(exact.keys, equal_to([((CURRENT, "s"), (12, [7, 8]))]), label="Keys")
+    assert_that(exact.sigs, equal_to([((CURRENT, "s"), b"sig")]), label="Sigs")
     p.run()
 
 
@@ -215,7 +208,7 @@ def test_dedup_documents_end_to_end() -> None:
     p = make_pipeline()
     out = p | "Docs" >> beam.Create(docs) | "Dedup" >> DedupDocuments(cfg, {"web": 3, "stories": 1, "bp": 3})
     assert_that(
-        out["kept"] | "KeptIds" >> beam.Map(lambda d: (d["id"], d["cluster_id"], d["cluster_size"])),
+        out.kept | "KeptIds" >> beam.Map(lambda d: (d["id"], d["cluster_id"], d["cluster_size"])),
         equal_to(
             [
                 ("stories/s", "stories/s", 4),
@@ -230,7 +223,7 @@ def test_dedup_documents_end_to_end() -> None:
         label="Kept",
     )
     assert_that(
-        out["dropped"]
+        out.dropped
         | "NotBoilerplate" >> beam.Filter(lambda r: r["source"] != "bp")
         | "DroppedIds" >> beam.Map(lambda r: (r["id"], r["reason"], r["detail"], r["cluster_size"])),
         equal_to(
@@ -246,7 +239,7 @@ def test_dedup_documents_end_to_end() -> None:
         label="Dropped",
     )
     assert_that(
-        out["dropped"]
+        out.dropped
         | "Boilerplate" >> beam.Filter(lambda r: r["source"] == "bp")
         | "BpReasons" >> beam.Map(lambda r: (r["reason"], r["detail"], r["cluster_size"]))
         | "CountReasons" >> beam.combiners.Count.PerElement(),
@@ -254,7 +247,7 @@ def test_dedup_documents_end_to_end() -> None:
         label="BoilerplateDropped",
     )
     assert_that(
-        out["index"]
+        out.index_entries
         | "Survivors" >> beam.Filter(lambda r: r["id"] in ("stories/s", "web/empty", "web/short"))
         | "IndexRows" >> beam.FlatMap(lambda e: [(r["id"], r["band"]) for r in index_rows(e)])
         | "PerId" >> beam.combiners.Count.PerKey(),
@@ -270,9 +263,7 @@ def test_dedup_documents_end_to_end() -> None:
     vf_docs = [_doc("v/a", other), _doc("v/b", other + " tail"), _doc("v/c", _edit(other, 9, edits=3))]
     verified = DedupConfig(max_rounds=3, verify_threshold=0.95)
     vf = p | "VerifyDocs" >> beam.Create(vf_docs) | "DedupVerified" >> DedupDocuments(verified, {"web": 3})
-    assert_that(
-        vf["kept"] | "VfKept" >> beam.Map(lambda d: d["id"]), equal_to(["v/a", "v/c"]), label="Verified"
-    )
+    assert_that(vf.kept | "VfKept" >> beam.Map(lambda d: d["id"]), equal_to(["v/a", "v/c"]), label="Verified")
     p.run()
 
 

@@ -12,7 +12,7 @@ import pytest
 from pipelines.cli import main as cli_main
 from pipelines.stages import run_dedup
 from schemas.config import DedupConfig
-from transforms.dedup.deduplicate import check_index
+from transforms.dedup.index import check_index
 
 from .conftest import FN_API_RUNNER
 

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
+import datasketch
 import numpy as np
 import pytest
-from datasketch import MinHash
+from datasketch import MinHash, MinHashLSH
+from datasketch import lsh as datasketch_lsh
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 
 from transforms.dedup.minhash import (
     MinHashParams,
@@ -72,8 +79,30 @@ def test_similar_texts_have_similar_signatures() -> None:
     assert estimated_jaccard(sig(base), sig(other)) < 0.1
 
 
-def test_lsh_params_come_from_datasketch_optimizer() -> None:
+def _datasketch_pin() -> SpecifierSet:
+    """The version specifier of datasketch in setup.py's requirements."""
+    setup_py = (Path(__file__).parents[1] / "setup.py").read_text()
+    pins = [Requirement(r) for r in re.findall(r'"(datasketch\b[^"]*)"', setup_py)]
+    assert len(pins) == 1, f"setup.py should name datasketch once, found {pins}"
+    return pins[0].specifier
+
+
+def test_datasketch_pin_and_lsh_params() -> None:
+    """Fails when the datasketch pin moves: ``lsh_params`` uses its private ``_optimal_param``.
+
+    The shipped config (threshold 0.8, 128 permutations) relies on 9 bands of 13 rows:
+    they are in every index fingerprint, so other values would refuse earlier indexes.
+    """
+    pin = _datasketch_pin()
+    assert str(pin) == "==2.0.0", f"datasketch pin moved to {pin}: recheck lsh_params and this test"
+    assert pin.contains(datasketch.__version__), (
+        f"datasketch {datasketch.__version__} installed, {pin} pinned"
+    )
+    assert datasketch_lsh._optimal_param(0.8, 128, 0.5, 0.5) == (9, 13)
     assert lsh_params(0.8, 128) == (9, 13)
+    # The same bands and rows as datasketch's public index, the reference of benchmarks/dedup_quality.py.
+    lsh = MinHashLSH(threshold=0.8, num_perm=128)
+    assert (lsh.b, lsh.r) == (9, 13)
     bands, rows = lsh_params(0.5, 256)
     assert bands * rows <= 256
 

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from pipelines.cli import main as cli_main
 from pipelines.stages import run_dedup
 from schemas.config import DedupConfig
-from transforms.dedup.deduplicate import check_index
+from transforms.dedup.index import check_index
 from transforms.io.publication import MARKER, OutputError, completion, prepare_output, publish, staging_dir
 
 from .conftest import FN_API_RUNNER, REPO

@@ -1,4 +1,4 @@
-"""Beam building blocks the stages share: lists per key, and exact connected components.
+"""Beam building blocks the stages share: lists per key, groups by partition, connected components.
 
 Lists per key
 -------------
@@ -8,6 +8,10 @@ A runner's cost per shuffled element (encoding, the data plane, grouping) domina
 a shuffle of small records.  ``ListsPerKey`` buffers a bundle's records into one
 list per key, so that cost is paid once per list; a ``GroupByKey`` or
 ``CoGroupByKey`` after it brings every list of a key together.
+
+``GroupByPartition`` does both for keyed items: every item of a partition of the
+key space, in lists, under one key.  Dedup groups its exact groups and LSH buckets
+that way (``transforms/dedup/exact.py``, ``transforms/dedup/lsh.py``).
 
 Connected components
 --------------------
@@ -134,6 +138,41 @@ class ListsPerKey(beam.PTransform):
 
     def expand(self, records: beam.PCollection) -> beam.PCollection:
         return records | "Lists" >> beam.ParDo(self._fn)
+
+
+def _item_partition(item: tuple[Any, Any], partition_of: Callable[[Any], int]) -> int:
+    return partition_of(item[0])
+
+
+def _whole(record: Any) -> Any:
+    return record
+
+
+class GroupByPartition(beam.PTransform):
+    """``(key, value)`` items -> ``(partition, lists of items)``: keys grouped by partition, in lists.
+
+    A runner's cost per shuffled element was most of the cost of dedup's many small
+    records (one per document per exact group, nine per document per LSH band);
+    ``ListsPerKey`` pays it once per list of a partition and bundle.  Every item of a
+    key lands in the same partition, and the consumer streams the lists twice
+    instead of holding a key's members.
+
+    Args:
+      partition_of: key -> its partition, a small int; the number of partitions
+        bounds the parallelism of the consumer.
+    """
+
+    def __init__(self, partition_of: Callable[[Any], int]) -> None:
+        super().__init__()
+        self._partition_of = partition_of
+
+    def expand(self, items: beam.PCollection) -> beam.PCollection:
+        return (
+            items
+            | "Partition"
+            >> ListsPerKey(functools.partial(_item_partition, partition_of=self._partition_of), _whole)
+            | "GroupPartitions" >> beam.GroupByKey()
+        )
 
 
 NAMESPACE = "tropemix.dedup"
@@ -350,10 +389,6 @@ def _converged(label: Edge, unsettled: int, rounds: int) -> Edge:
 
 def _record_partition(record: tuple[Any, ...], partitions: int) -> int:
     return salt_of(record[0], partitions)
-
-
-def _whole(record: Any) -> Any:
-    return record
 
 
 class ConnectedComponents(beam.PTransform):

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from datasketch.lsh import _optimal_param
+from datasketch import lsh as datasketch_lsh
 
 U64 = np.uint64
 _BASE = U64(0x100000001B3)  # odd, so it is invertible mod 2**64
@@ -308,8 +308,19 @@ def lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
     """Bands and rows from datasketch's optimizer, equal weight on false positives and negatives.
 
     Cached: the optimizer integrates numerically for every (bands, rows) candidate.
+
+    Args:
+      threshold: Jaccard similarity from which two documents are duplicates.
+      num_perm: signature length.
     """
-    bands, rows = _optimal_param(threshold, num_perm, 0.5, 0.5)
+    # datasketch has no public API for its optimizer, only the private
+    # ``datasketch.lsh._optimal_param`` that ``MinHashLSH`` calls.  Using it keeps our
+    # bands and rows those of ``MinHashLSH(threshold, num_perm)``, the reference our
+    # quality benchmarks compare with; a copy of it would drift unnoticed.  The index
+    # fingerprint holds the result, so a change would refuse earlier indexes.  setup.py
+    # pins datasketch exactly, and tests/test_minhash.py::test_datasketch_pin_and_lsh_params
+    # fails when the pin moves or the shipped config's (bands, rows) change.
+    bands, rows = datasketch_lsh._optimal_param(threshold, num_perm, 0.5, 0.5)
     return int(bands), int(rows)
 
 
