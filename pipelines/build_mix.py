@@ -51,7 +51,9 @@ from pipelines.checks import UsageError, check_beam_flags
 from schemas.config import MixConfig, allowing_empty_sources, load_config
 from schemas.records import LEDGER_SCHEMA, Document
 from schemas.taxonomy import DEFAULT_TAXONOMY, narrative_of
-from transforms.blend.sample import BlendSources, PlanBlend, PlanError, order_key, with_body
+from transforms.blend.bodies import with_body
+from transforms.blend.plan_model import BlendPlan, PlanError
+from transforms.blend.sample import BlendSources, PlanBlend, order_key
 from transforms.blocks import ComponentsNotConverged
 from transforms.classify.model import ApplyPolicy, ClassifyDocuments, SampleExcerpts, length_bucket
 from transforms.decontaminate import Decontaminate
@@ -377,26 +379,26 @@ def build(
         # Written only once the plan exists, so a plan that cannot be met leaves no files.
         _ = (
             upstream["dedup_index"]
-            | "IndexAfterPlan" >> beam.Map(lambda r, plan: r, plan=beam.pvalue.AsSingleton(blend["plan"]))
+            | "IndexAfterPlan" >> beam.Map(lambda r, plan: r, plan=beam.pvalue.AsSingleton(blend.plan))
             | "DedupIndex" >> WriteDedupIndex(f"{staged}/dedup_index", cfg.dedup)
         )
     counts.append(_stage_counts(upstream["survivors"], "blend", "in", "CountBlendIn"))
     counts.append(
-        blend["ledger"]
+        blend.ledger
         | "CountBlendOut"
         >> CountBy(lambda r: count_key("stage", "blend", "out" if r["fate"] == "written" else "dropped"))
     )
-    counts.append(_stage_counts(blend["assigned"], "write", "in", "CountWriteIn"))
-    counts.append(blend["assigned"] | "CountChatTokens" >> SumBy(chat_token_pairs))
+    counts.append(_stage_counts(blend.assigned, "write", "in", "CountWriteIn"))
+    counts.append(blend.assigned | "CountChatTokens" >> SumBy(chat_token_pairs))
     dedup_sources = {s.name for s in cfg.sources if s.dedup}
 
     out = cfg.output
     seed = cfg.blend.seed
     suffix, encode, to_row = shard_format(out.format, out.row_group_size)
-    shards = blend["assigned"] | "WriteShards" >> WriteSortedFiles(
+    shards = blend.assigned | "WriteShards" >> WriteSortedFiles(
         f"{staged}/shards",
         out.shard_prefix,
-        blend["plan"] | "ShardCount" >> beam.Map(lambda plan: plan["num_shards"]),
+        blend.plan | "ShardCount" >> beam.Map(lambda plan: plan.num_shards),
         suffix,
         encode,
         sort_key=lambda d: order_key(d, seed),
@@ -405,10 +407,10 @@ def build(
     )
     counts.append(shards | "ShardCounts" >> beam.FlatMap(shard_counts))
     if progress_dir:
-        _ = blend["assigned"] | "ProgressBlend" >> beam.ParDo(TickFn(progress_dir, "blend"))
+        _ = blend.assigned | "ProgressBlend" >> beam.ParDo(TickFn(progress_dir, "blend"))
         _ = shards | "ProgressWrite" >> beam.ParDo(TickFn(progress_dir, "write", lambda s: int(s["rows"])))
 
-    ledger = [*upstream["dropped"], blend["ledger"]] | "Ledger" >> beam.Flatten()
+    ledger = [*upstream["dropped"], blend.ledger] | "Ledger" >> beam.Flatten()
     counts.append(ledger | "CountLedger" >> SumBy(ledger_counts))
     # Every document that went through dedup has exactly one dedup or blend ledger row
     # carrying its cluster size: k such rows of size k are one cluster.
@@ -435,7 +437,7 @@ def build(
     dead_files = (
         dead_letters
         # Waits for the plan, so a plan that cannot be met fails the run before any file is written.
-        | "DeadLetterFile" >> beam.Map(lambda r, plan: (0, r), plan=beam.pvalue.AsSingleton(blend["plan"]))
+        | "DeadLetterFile" >> beam.Map(lambda r, plan: (0, r), plan=beam.pvalue.AsSingleton(blend.plan))
         | "WriteDeadLetters"
         >> WriteSortedFiles(
             f"{staged}/dead_letter",
@@ -449,7 +451,7 @@ def build(
     # The report waits for ledger and dead-letter files too, so a finished report means a finished run.
     written = [shards, ledger_files, dead_files] | "AllFiles" >> beam.Flatten()
     shard_stats = written | "OnlyShards" >> beam.Filter(lambda s: "by_source" in s)
-    report = blend["plan"] | "Report" >> WriteRunRecords(
+    report = blend.plan | "Report" >> WriteRunRecords(
         staged,
         final,
         cfg.run_name,
@@ -464,7 +466,7 @@ def build(
         "dead_letters": dead_letters,
         "ledger": ledger,
         "shards": shards,
-        "plan": blend["plan"],
+        "plan": blend.plan,
         "report": published,
     }
 
@@ -481,12 +483,13 @@ def build_plan(p: beam.Pipeline, cfg: MixConfig) -> beam.PCollection:
     """
     plan = survivors(p, cfg)["survivors"] | "Blend" >> PlanBlend(cfg.blend, roles(cfg))
     path = f"{cfg.output.path.rstrip('/')}/plan.json"
-    return plan["plan"] | "WritePlan" >> beam.Map(_write_plan, path)
+    return plan.plan | "WritePlan" >> beam.Map(_write_plan, path)
 
 
-def _write_plan(plan: dict[str, Any], path: str) -> dict[str, Any]:
-    write_atomically(path, json.dumps(plan, indent=2, sort_keys=True).encode())
-    return plan
+def _write_plan(plan: BlendPlan, path: str) -> dict[str, Any]:
+    as_json = plan.to_dict()
+    write_atomically(path, json.dumps(as_json, indent=2, sort_keys=True).encode())
+    return as_json
 
 
 def run_plan(cfg: MixConfig, beam_args: Sequence[str] = ()) -> dict[str, Any]:

@@ -126,7 +126,7 @@ def _cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from pipelines.build_mix import MixOptions, execute, exit_code
-    from transforms.blend.sample import PlanError
+    from transforms.blend.plan_model import PlanError
 
     cfg = _checked_config(args)
     if cfg is None:
@@ -141,7 +141,7 @@ def _cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
 
 def _cmd_plan(args: argparse.Namespace, beam_args: list[str]) -> int:
     from pipelines.build_mix import format_plan, run_plan
-    from transforms.blend.sample import PlanError
+    from transforms.blend.plan_model import PlanError
     from transforms.io.ids import DuplicateIdError
 
     cfg = _checked_config(args)
