@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import pickle
 import random
 import re
 
@@ -103,6 +105,26 @@ def test_shard_size_sets_the_shard_count() -> None:
     plan = compute_plan(cfg, _profile({"web": 5000}))
     assert plan.num_shards == 5
     assert sum(plan.sources["web"].shard_targets) == 1001
+
+
+def test_plan_pickles_and_serializes_like_the_manifest() -> None:
+    plan = compute_plan(_balance_cfg("add_stories", match=True), _balance_profile(), ROLES)
+    # Side inputs carry the typed plan between workers.
+    assert pickle.loads(pickle.dumps(plan)) == plan
+    as_json = plan.to_dict()
+    assert json.loads(json.dumps(as_json)) == as_json, "plain JSON types only"
+    assert list(as_json) == [
+        "unit",
+        "tokenizer",
+        "total",
+        "seed",
+        "num_shards",
+        "sources",
+        "stratum_of",
+        "narrative_balance",
+        "trope_matching",
+    ]
+    assert "narrative_balance" not in compute_plan(_cfg({"web": 1.0}), _profile({"web": 10})).to_dict()
 
 
 def test_copies_follow_units_before_a_document() -> None:

@@ -284,6 +284,8 @@ class BlendSources(beam.PTransform):
         cfg = self._cfg
         seed = cfg.seed
         planned = docs | "PlanBlend" >> PlanBlend(cfg, self._roles)
+        # The side input is the typed plan, not its JSON dict: ``stratum_of`` keeps its
+        # ``(source, tags)`` keys, and it pickles by reference like any module-level class.
         plan_side = beam.pvalue.AsSingleton(planned.plan)
         split = planned.docs | "SplitBodies" >> beam.Map(split_body)
         bodies = split | "BodyByKey" >> beam.Map(lambda lb: (lb[0][BODY_KEY], lb[1]))

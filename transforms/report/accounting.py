@@ -411,6 +411,7 @@ class _WriteRecordsFn(beam.DoFn):
 class WriteRunRecords(beam.PTransform):
     """Writes ``manifest.json`` and ``report.json`` once every shard is written.
 
+    Applied to the one ``BlendPlan``; both files hold its ``to_dict()`` form.
     Fails the job with ``ConservationError`` after writing the report when the
     counts do not balance.
 
