@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
-from schemas.config import BlendConfig
+from schemas.config import BlendConfig, NarrativeBalance
 from schemas.taxonomy import DEFAULT_COUNTERS
 from transforms.blend.allocation import allocate, allocate_capped
 from transforms.blend.plan_model import (
@@ -141,17 +141,17 @@ def _downsample_misaligned(
 
 
 def _balance_error(
-    cfg: BlendConfig, min_share: Fraction, supply: Supply, cls_avail: ClassUnits, cls_targets: ClassUnits
+    balance: NarrativeBalance, unit: str, supply: Supply, cls_avail: ClassUnits, cls_targets: ClassUnits
 ) -> PlanError:
-    assert cfg.narrative_balance is not None
+    min_share = Fraction(str(balance.min_aligned_share))
     aligned, misaligned = _aligned_misaligned(cls_targets)
-    stories, unit = supply.with_role("synthetic_story"), cfg.unit
+    stories = supply.with_role("synthetic_story")
     story_cap = sum(cls_avail[n].get("aligned", 0) * supply.max_epochs[n] for n in stories)
     return PlanError(
         "narrative balance cannot be met: the plan has "
         f"{aligned} aligned and {misaligned} misaligned {unit} "
         f"(aligned share {aligned / (aligned + misaligned):.4f}, need {float(min_share):.4f}) "
-        f"with strategy {cfg.narrative_balance.strategy!r}; aligned stories can give at most {story_cap} {unit} "
+        f"with strategy {balance.strategy!r}; aligned stories can give at most {story_cap} {unit} "
         f"({', '.join(stories) or 'no synthetic_story source'} x max_epochs), and "
         f"{sum(cls_targets[n].get('misaligned', 0) for n in supply.with_role('web'))} misaligned {unit} "
         "remain in web sources; raise max_epochs of the stories, add stories, or use strategy 'both'"
@@ -188,7 +188,7 @@ def balance_narratives(cfg: BlendConfig, supply: Supply, targets: Mapping[str, i
         actions += _downsample_misaligned(min_share, supply, cls_avail, cls_targets, out, cfg.unit)
     aligned, misaligned = _aligned_misaligned(cls_targets)
     if aligned * (1 - min_share) < min_share * misaligned:
-        raise _balance_error(cfg, min_share, supply, cls_avail, cls_targets)
+        raise _balance_error(balance, cfg.unit, supply, cls_avail, cls_targets)
     narrative = NarrativePlan(
         min_aligned_share=balance.min_aligned_share,
         strategy=balance.strategy,

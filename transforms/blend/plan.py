@@ -22,7 +22,7 @@ from typing import Any
 
 from schemas.config import BlendConfig
 from transforms.blend.allocation import allocate, shard_offset, shard_quotas
-from transforms.blend.balance import Balanced, Strata, balance_narratives, trope_strata, trope_table
+from transforms.blend.balance import Strata, balance_narratives, trope_strata, trope_table
 from transforms.blend.plan_model import BlendPlan, PlanError, ProfileRow, SourcePlan, Supply
 
 
@@ -301,7 +301,7 @@ def compute_plan(
         narrative balance cannot be met; the message gives the numbers.
     """
     supply = profile_supply(cfg, profile, roles or {})
-    balanced: Balanced = balance_narratives(cfg, supply, plan_targets(cfg, supply))
+    balanced = balance_narratives(cfg, supply, plan_targets(cfg, supply))
     layout = shard_layout(cfg, supply, balanced.targets)
     strata = trope_strata(cfg, supply, balanced.class_targets)
     total = sum(balanced.targets.values())
