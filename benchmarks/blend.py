@@ -19,7 +19,8 @@ import apache_beam as beam
 
 from pipelines.runner import pipeline_options
 from schemas.config import BlendConfig, BlendSource, NarrativeBalance
-from transforms.blend.sample import BlendSources, compute_plan
+from transforms.blend.plan import compute_plan
+from transforms.blend.sample import BlendSources
 from transforms.text import stable_hash
 
 ROLES = {"web": "web", "stories": "synthetic_story", "constitution": "constitution"}
@@ -86,7 +87,7 @@ def main() -> None:
             | "MakeDocs" >> beam.Map(make_doc)
             | "Blend" >> BlendSources(cfg, ROLES)
         )
-        _ = out["assigned"] | beam.combiners.Count.Globally()
+        _ = out.assigned | beam.combiners.Count.Globally()
     seconds = time.perf_counter() - start
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
@@ -94,10 +95,10 @@ def main() -> None:
         f"{args.docs / seconds:.0f} docs/s, {mb / seconds:.2f} MB/s, peak RSS {rss_mb:.0f} MB"
     )
     profile = [
-        (f"s{s}", n, "|".join(t), 1000, 10**9 + s)
+        (f"s{s}", n, t, 1000, 10**9 + s)
         for s in range(3)
         for n in ("aligned", "misaligned", "none", "mixed")
-        for t in (["honest"], ["deception"], ["coercion", "deception"], [])
+        for t in (("honest",), ("deception",), ("coercion", "deception"), ())
     ]
     cfg2 = BlendConfig(sources={f"s{s}": BlendSource(share=1 / 3, max_epochs=3) for s in range(3)})
     start = time.perf_counter()

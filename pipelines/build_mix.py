@@ -14,7 +14,9 @@ import apache_beam as beam
 from schemas.config import MixConfig
 from schemas.records import LEDGER_SCHEMA, Document
 from schemas.taxonomy import DEFAULT_TAXONOMY, narrative_of
-from transforms.blend.sample import BlendSources, PlanBlend, order_key, with_body
+from transforms.blend.bodies import with_body
+from transforms.blend.plan_model import BlendPlan
+from transforms.blend.sample import BlendSources, PlanBlend, order_key
 from transforms.classify.documents import ClassifyDocuments
 from transforms.classify.excerpts import SampleExcerpts
 from transforms.classify.policy import ApplyPolicy
@@ -269,26 +271,26 @@ def build(
         # Written only once the plan exists, so a plan that cannot be met leaves no files.
         _ = (
             upstream["dedup_index"]
-            | "IndexAfterPlan" >> beam.Map(lambda r, plan: r, plan=beam.pvalue.AsSingleton(blend["plan"]))
+            | "IndexAfterPlan" >> beam.Map(lambda r, plan: r, plan=beam.pvalue.AsSingleton(blend.plan))
             | "DedupIndex" >> WriteDedupIndex(f"{staged}/dedup_index", cfg.dedup)
         )
     counts.append(_stage_counts(upstream["survivors"], "blend", "in", "CountBlendIn"))
     counts.append(
-        blend["ledger"]
+        blend.ledger
         | "CountBlendOut"
         >> CountBy(lambda r: count_key("stage", "blend", "out" if r["fate"] == "written" else "dropped"))
     )
-    counts.append(_stage_counts(blend["assigned"], "write", "in", "CountWriteIn"))
-    counts.append(blend["assigned"] | "CountChatTokens" >> SumBy(chat_token_pairs))
+    counts.append(_stage_counts(blend.assigned, "write", "in", "CountWriteIn"))
+    counts.append(blend.assigned | "CountChatTokens" >> SumBy(chat_token_pairs))
     dedup_sources = {s.name for s in cfg.sources if s.dedup}
 
     out = cfg.output
     seed = cfg.blend.seed
     suffix, encode, to_row = shard_format(out.format, out.row_group_size)
-    shards = blend["assigned"] | "WriteShards" >> WriteSortedFiles(
+    shards = blend.assigned | "WriteShards" >> WriteSortedFiles(
         f"{staged}/shards",
         out.shard_prefix,
-        blend["plan"] | "ShardCount" >> beam.Map(lambda plan: plan["num_shards"]),
+        blend.plan | "ShardCount" >> beam.Map(lambda plan: plan.num_shards),
         suffix,
         encode,
         sort_key=lambda d: order_key(d, seed),
@@ -297,10 +299,10 @@ def build(
     )
     counts.append(shards | "ShardCounts" >> beam.FlatMap(shard_counts))
     if progress_dir:
-        _ = blend["assigned"] | "ProgressBlend" >> beam.ParDo(TickFn(progress_dir, "blend"))
+        _ = blend.assigned | "ProgressBlend" >> beam.ParDo(TickFn(progress_dir, "blend"))
         _ = shards | "ProgressWrite" >> beam.ParDo(TickFn(progress_dir, "write", lambda s: int(s["rows"])))
 
-    ledger = [*upstream["dropped"], blend["ledger"]] | "Ledger" >> beam.Flatten()
+    ledger = [*upstream["dropped"], blend.ledger] | "Ledger" >> beam.Flatten()
     counts.append(ledger | "CountLedger" >> SumBy(ledger_counts))
     # Every document that went through dedup has exactly one dedup or blend ledger row
     # carrying its cluster size: k such rows of size k are one cluster.
@@ -320,12 +322,12 @@ def build(
     )
     # Waits for the plan, so a plan that cannot be met fails the run before any file is written.
     dead_files = dead_letters | "WriteDeadLetters" >> WriteDeadLetters(
-        f"{staged}/dead_letter", wait_for=blend["plan"]
+        f"{staged}/dead_letter", wait_for=blend.plan
     )
     # The report waits for ledger and dead-letter files too, so a finished report means a finished run.
     written = [shards, ledger_files, dead_files] | "AllFiles" >> beam.Flatten()
     shard_stats = written | "OnlyShards" >> beam.Filter(lambda s: "by_source" in s)
-    report = blend["plan"] | "Report" >> WriteRunRecords(
+    report = blend.plan | "Report" >> WriteRunRecords(
         staged,
         final,
         cfg.run_name,
@@ -340,7 +342,7 @@ def build(
         "dead_letters": dead_letters,
         "ledger": ledger,
         "shards": shards,
-        "plan": blend["plan"],
+        "plan": blend.plan,
         "report": published,
     }
 
@@ -357,9 +359,10 @@ def build_plan(p: beam.Pipeline, cfg: MixConfig) -> beam.PCollection:
     """
     plan = survivors(p, cfg)["survivors"] | "Blend" >> PlanBlend(cfg.blend, roles(cfg))
     path = f"{cfg.output.path.rstrip('/')}/plan.json"
-    return plan["plan"] | "WritePlan" >> beam.Map(_write_plan, path)
+    return plan.plan | "WritePlan" >> beam.Map(_write_plan, path)
 
 
-def _write_plan(plan: dict[str, Any], path: str) -> dict[str, Any]:
-    write_atomically(path, json.dumps(plan, indent=2, sort_keys=True).encode())
-    return plan
+def _write_plan(plan: BlendPlan, path: str) -> dict[str, Any]:
+    as_json = plan.to_dict()
+    write_atomically(path, json.dumps(as_json, indent=2, sort_keys=True).encode())
+    return as_json

@@ -127,7 +127,7 @@ def _cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
 
     from pipelines.run import execute, exit_code
     from pipelines.runner import MixOptions
-    from transforms.blend.sample import PlanError
+    from transforms.blend.plan_model import PlanError
 
     cfg = _checked_config(args)
     if cfg is None:
@@ -143,7 +143,7 @@ def _cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
 def _cmd_plan(args: argparse.Namespace, beam_args: list[str]) -> int:
     from pipelines.run import run_plan
     from pipelines.summary import format_plan
-    from transforms.blend.sample import PlanError
+    from transforms.blend.plan_model import PlanError
     from transforms.io.ids import DuplicateIdError
 
     cfg = _checked_config(args)

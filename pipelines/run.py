@@ -49,7 +49,7 @@ from pipelines.checks import UsageError
 from pipelines.runner import MixOptions, is_local, pipeline_options, raise_unwrapped, waits_for_result
 from pipelines.summary import summary_lines
 from schemas.config import MixConfig, allowing_empty_sources, load_config
-from transforms.blend.sample import PlanError
+from transforms.blend.plan_model import PlanError
 from transforms.blocks import ComponentsNotConverged
 from transforms.io.ids import DuplicateIdError
 from transforms.io.publication import OutputError, prepare_output, replace_files, staging_dir

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import pickle
 import random
 import re
 
@@ -12,19 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.config import BlendConfig, BlendSource, NarrativeBalance
-from transforms.blend.sample import (
-    BlendSources,
-    ExactRank,
-    PlanError,
-    _rejoin_bodies,
-    allocate,
-    allocate_capped,
-    compute_plan,
-    copies_of,
-    shard_quotas,
-    split_body,
-    with_body,
-)
+from transforms.blend.allocation import allocate, allocate_capped, shard_quotas
+from transforms.blend.bodies import rejoin_bodies, split_body, with_body
+from transforms.blend.plan import compute_plan
+from transforms.blend.plan_model import NarrativeCounts, PlanError, ProfileRow, StratumPlan
+from transforms.blend.sample import BlendSources, ExactRank, copies_of
 from transforms.report.accounting import JoinIntegrityError
 from transforms.text import stable_hash
 
@@ -59,8 +53,8 @@ def test_allocate_properties(total: int, weights: list[int]) -> None:
     assert allocate(total, dict(reversed(list(shares.items())))) == out
 
 
-def _profile(available: dict[str, int]) -> list[tuple[str, str, str, int, int]]:
-    return [(name, "none", "", n, n) for name, n in available.items()]
+def _profile(available: dict[str, int]) -> list[ProfileRow]:
+    return [(name, "none", (), n, n) for name, n in available.items()]
 
 
 def test_plan_derives_total_from_the_binding_source() -> None:
@@ -68,13 +62,13 @@ def test_plan_derives_total_from_the_binding_source() -> None:
         _cfg({"web": 0.8, "stories": 0.2}, {"stories": 10}), _profile({"web": 800, "stories": 5})
     )
     # web caps the total at 1000; stories need 200 = 40 epochs > 10, so stories bind: 5*10/0.2 = 250.
-    assert plan["total"] == 250
-    stories, web = plan["sources"]["stories"], plan["sources"]["web"]
-    assert stories["target"] == 50
-    assert stories["strata"]["all"]["full_epochs"] == 10
-    assert web["target"] == 200
-    assert web["strata"]["all"]["remainder"] == 200
-    assert sum(web["shard_targets"]) == 200
+    assert plan.total == 250
+    stories, web = plan.sources["stories"], plan.sources["web"]
+    assert stories.target == 50
+    assert stories.strata["all"].full_epochs == 10
+    assert web.target == 200
+    assert web.strata["all"].remainder == 200
+    assert sum(web.shard_targets) == 200
 
 
 def test_plan_fails_with_numbers_when_epochs_are_not_enough() -> None:
@@ -93,14 +87,10 @@ def test_absolute_targets() -> None:
         sources={"web": BlendSource(target=5000), "stories": BlendSource(target=3000, max_epochs=3)},
     )
     plan = compute_plan(cfg, _profile({"web": 9000, "stories": 1200}))
-    assert plan["total"] == 8000
-    assert plan["sources"]["stories"]["strata"]["all"] == {
-        "available_docs": 1200,
-        "available": 1200,
-        "target": 3000,
-        "full_epochs": 2,
-        "remainder": 600,
-    }
+    assert plan.total == 8000
+    assert plan.sources["stories"].strata["all"] == StratumPlan(
+        available_docs=1200, available=1200, target=3000, full_epochs=2, remainder=600
+    )
     with pytest.raises(PlanError, match=r"'stories': target 3000 bytes \(budget\) .* = 2400"):
         compute_plan(
             cfg.model_copy(
@@ -113,16 +103,36 @@ def test_absolute_targets() -> None:
 def test_shard_size_sets_the_shard_count() -> None:
     cfg = BlendConfig(unit="bytes", sources={"web": BlendSource(target=1001)}, shard_size=250)
     plan = compute_plan(cfg, _profile({"web": 5000}))
-    assert plan["num_shards"] == 5
-    assert sum(plan["sources"]["web"]["shard_targets"]) == 1001
+    assert plan.num_shards == 5
+    assert sum(plan.sources["web"].shard_targets) == 1001
+
+
+def test_plan_pickles_and_serializes_like_the_manifest() -> None:
+    plan = compute_plan(_balance_cfg("add_stories", match=True), _balance_profile(), ROLES)
+    # Side inputs carry the typed plan between workers.
+    assert pickle.loads(pickle.dumps(plan)) == plan
+    as_json = plan.to_dict()
+    assert json.loads(json.dumps(as_json)) == as_json, "plain JSON types only"
+    assert list(as_json) == [
+        "unit",
+        "tokenizer",
+        "total",
+        "seed",
+        "num_shards",
+        "sources",
+        "stratum_of",
+        "narrative_balance",
+        "trope_matching",
+    ]
+    assert "narrative_balance" not in compute_plan(_cfg({"web": 1.0}), _profile({"web": 10})).to_dict()
 
 
 def test_copies_follow_units_before_a_document() -> None:
-    plan = {"full_epochs": 2, "remainder": 3}
+    plan = StratumPlan(available_docs=5, available=5, target=13, full_epochs=2, remainder=3)
     # Unit weights: the first `remainder` ranks get one more copy.
     assert [copies_of(r, 1, plan) for r in range(5)] == [3, 3, 3, 2, 2]
     # Weighted: a document gets the extra copy when it ends nearer to the remainder than it starts.
-    plan = {"full_epochs": 0, "remainder": 100}
+    plan = StratumPlan(available_docs=3, available=220, target=100, full_epochs=0, remainder=100)
     assert copies_of(0, 60, plan) == 1
     assert copies_of(60, 70, plan) == 1  # 60..130: midpoint 95 < 100
     assert copies_of(60, 90, plan) == 0  # 60..150: midpoint 105 > 100
@@ -159,7 +169,15 @@ def test_shard_quotas_sum_and_match_round_robin(total: int, num_shards: int, off
 
 
 _NARRATIVES = ["aligned", "misaligned", "mixed", "none"]
-_TAGS = ["", "coercion", "deception", "honest", "corrigible", "ethical_reasoning|honest", "protective"]
+_TAGS = [
+    (),
+    ("coercion",),
+    ("deception",),
+    ("honest",),
+    ("corrigible",),
+    ("ethical_reasoning", "honest"),
+    ("protective",),
+]
 
 profile_rows = st.lists(
     st.tuples(
@@ -196,7 +214,7 @@ ROLES = {"web": "web", "wiki": "web", "stories": "synthetic_story", "constitutio
     seed=st.randoms(use_true_random=False),
 )
 def test_plan_properties(
-    rows: list[tuple[str, str, str, int, int]],
+    rows: list[ProfileRow],
     weights: list[int],
     epochs: list[int],
     total: int | None,
@@ -226,41 +244,42 @@ def test_plan_properties(
     shuffled = list(rows)
     seed.shuffle(shuffled)
     assert compute_plan(cfg, shuffled, dict(reversed(ROLES.items()))) == plan, "independent of input order"
-    assert sum(s["target"] for s in plan["sources"].values()) == plan["total"]
+    assert sum(s.target for s in plan.sources.values()) == plan.total
     if total is not None and balance is None:
-        assert plan["total"] == total
-    for name, s in plan["sources"].items():
-        assert s["target"] <= s["available"] * s["max_epochs"], name
-        assert sum(st_["target"] for st_ in s["strata"].values()) == s["target"], name
-        assert sum(st_["available"] for st_ in s["strata"].values()) == s["available"], name
-        for st_ in s["strata"].values():
-            assert st_["target"] <= st_["available"] * s["max_epochs"]
-            assert st_["full_epochs"] * st_["available"] + st_["remainder"] == st_["target"]
-            assert st_["remainder"] < max(st_["available"], 1)
-        assert sum(s["shard_targets"]) == s["target"]
-        assert len(s["shard_targets"]) == num_shards
+        assert plan.total == total
+    for name, s in plan.sources.items():
+        assert s.target <= s.available * s.max_epochs, name
+        assert sum(st_.target for st_ in s.strata.values()) == s.target, name
+        assert sum(st_.available for st_ in s.strata.values()) == s.available, name
+        for st_ in s.strata.values():
+            assert st_.target <= st_.available * s.max_epochs
+            assert st_.full_epochs * st_.available + st_.remainder == st_.target
+            assert st_.remainder < max(st_.available, 1)
+        assert sum(s.shard_targets) == s.target
+        assert len(s.shard_targets) == num_shards
     if balance is not None:
-        planned = plan["narrative_balance"]["planned"]
-        a, m = planned["aligned"], planned["misaligned"]
+        assert plan.narrative_balance is not None
+        planned = plan.narrative_balance.planned
+        a, m = planned.aligned, planned.misaligned
         assert a * (1 - balance.min_aligned_share) >= balance.min_aligned_share * m - 1e-6 * (a + m)
         assert a == sum(
-            v["target"]
-            for s in plan["sources"].values()
-            for k, v in s["strata"].items()
+            v.target
+            for s in plan.sources.values()
+            for k, v in s.strata.items()
             if k.split(":")[0] == "aligned"
         )
 
 
-def _balance_profile() -> list[tuple[str, str, str, int, int]]:
+def _balance_profile() -> list[ProfileRow]:
     # Web text that is mostly misaligned; stories that are aligned and tagged.
     return [
-        ("web", "misaligned", "coercion", 600, 600),
-        ("web", "misaligned", "deception", 200, 200),
-        ("web", "aligned", "honest", 20, 20),
-        ("web", "none", "", 180, 180),
-        ("stories", "aligned", "ethical_reasoning|protective", 10, 10),
-        ("stories", "aligned", "honest", 10, 10),
-        ("stories", "aligned", "protective", 10, 10),
+        ("web", "misaligned", ("coercion",), 600, 600),
+        ("web", "misaligned", ("deception",), 200, 200),
+        ("web", "aligned", ("honest",), 20, 20),
+        ("web", "none", (), 180, 180),
+        ("stories", "aligned", ("ethical_reasoning", "protective"), 10, 10),
+        ("stories", "aligned", ("honest",), 10, 10),
+        ("stories", "aligned", ("protective",), 10, 10),
     ]
 
 
@@ -274,34 +293,37 @@ def _balance_cfg(strategy: str, max_epochs: int = 30, match: bool = False) -> Bl
 
 def test_balance_by_adding_stories() -> None:
     plan = compute_plan(_balance_cfg("add_stories"), _balance_profile(), ROLES)
-    nb = plan["narrative_balance"]
+    nb = plan.narrative_balance
+    assert nb is not None
     # web 900 units: 720 misaligned, 18 aligned, 162 other; stories 100 aligned.
-    assert nb["before"] == {"aligned": 118, "misaligned": 720, "aligned_share": 118 / 838}
-    assert nb["planned"]["aligned"] == 720 and nb["planned"]["misaligned"] == 720
-    assert plan["sources"]["stories"]["target"] == 702
-    assert plan["sources"]["web"]["target"] == 900
-    assert "added 602 documents of aligned stories from 'stories'" in nb["actions"][0]
+    assert nb.before == NarrativeCounts(aligned=118, misaligned=720, aligned_share=118 / 838)
+    assert nb.planned.aligned == 720 and nb.planned.misaligned == 720
+    assert plan.sources["stories"].target == 702
+    assert plan.sources["web"].target == 900
+    assert "added 602 documents of aligned stories from 'stories'" in nb.actions[0]
 
 
 def test_balance_by_downsampling_misaligned_web() -> None:
     plan = compute_plan(_balance_cfg("downsample_misaligned"), _balance_profile(), ROLES)
-    nb = plan["narrative_balance"]
-    assert nb["planned"] == {"aligned": 118, "misaligned": 118, "aligned_share": 0.5}
-    web = plan["sources"]["web"]["strata"]
+    nb = plan.narrative_balance
+    assert nb is not None
+    assert nb.planned == NarrativeCounts(aligned=118, misaligned=118, aligned_share=0.5)
+    web = plan.sources["web"].strata
     # 602 misaligned taken out; only 18 more "other" documents exist to refill.
-    assert web["misaligned"]["target"] == 118
-    assert web["other"]["target"] == 180
-    assert plan["sources"]["web"]["target"] == 900 - 602 + 18
-    assert "took 602 fewer misaligned documents from 'web', refilled with 18" in nb["actions"][0]
+    assert web["misaligned"].target == 118
+    assert web["other"].target == 180
+    assert plan.sources["web"].target == 900 - 602 + 18
+    assert "took 602 fewer misaligned documents from 'web', refilled with 18" in nb.actions[0]
 
 
 def test_balance_both_adds_stories_first_then_downsamples() -> None:
     plan = compute_plan(_balance_cfg("both", max_epochs=5), _balance_profile(), ROLES)
-    nb = plan["narrative_balance"]
-    assert plan["sources"]["stories"]["target"] == 150  # 30 stories x 5 epochs
-    assert nb["planned"]["aligned"] == 168
-    assert nb["planned"]["misaligned"] == 168
-    assert len(nb["actions"]) == 2
+    nb = plan.narrative_balance
+    assert nb is not None
+    assert plan.sources["stories"].target == 150  # 30 stories x 5 epochs
+    assert nb.planned.aligned == 168
+    assert nb.planned.misaligned == 168
+    assert len(nb.actions) == 2
 
 
 def test_balance_that_cannot_be_met_says_why() -> None:
@@ -312,20 +334,28 @@ def test_balance_that_cannot_be_met_says_why() -> None:
 
 
 def test_trope_matched_counter_stories() -> None:
-    profile = [r if r[2] != "ethical_reasoning|protective" else (*r[:3], 30, 30) for r in _balance_profile()]
+    profile = [
+        r if r[2] != ("ethical_reasoning", "protective") else (*r[:3], 30, 30) for r in _balance_profile()
+    ]
     plan = compute_plan(_balance_cfg("add_stories", match=True), profile, ROLES)
-    strata = plan["sources"]["stories"]["strata"]
+    strata = plan.sources["stories"].strata
     # coercion is countered by ethical_reasoning stories, deception by honest ones; the
     # protective-only stories counter neither web trope.
     assert set(strata) == {"aligned:coercion", "aligned:deception", "aligned:general"}
-    matched = plan["trope_matching"]
-    assert matched["coercion"]["web_misaligned"] == 600 and matched["deception"]["web_misaligned"] == 200
+    matched = plan.trope_matching
+    assert matched["coercion"].web_misaligned == 600 and matched["deception"].web_misaligned == 200
     # 18 aligned web documents + 702 story units balance 720 misaligned ones; the
     # stories split 3:1 between the counters of coercion and deception: 526.5 / 175.5.
-    assert abs(strata["aligned:coercion"]["target"] - 526.5) <= 1
-    assert abs(strata["aligned:deception"]["target"] - 175.5) <= 1
-    assert strata["aligned:general"]["target"] == 0
-    assert plan["stratum_of"] == {
+    assert abs(strata["aligned:coercion"].target - 526.5) <= 1
+    assert abs(strata["aligned:deception"].target - 175.5) <= 1
+    assert strata["aligned:general"].target == 0
+    assert plan.stratum_of == {
+        ("stories", ("ethical_reasoning", "protective")): "aligned:coercion",
+        ("stories", ("honest",)): "aligned:deception",
+        ("stories", ("protective",)): "aligned:general",
+    }
+    # The JSON form joins the keys with "|", as manifest.json and plan.json always had them.
+    assert plan.to_dict()["stratum_of"] == {
         "stories|ethical_reasoning|protective": "aligned:coercion",
         "stories|honest": "aligned:deception",
         "stories|protective": "aligned:general",
@@ -377,7 +407,7 @@ def test_blend_hits_targets_and_balances_shards(num_shards: int, unit: str) -> N
         for name in ("web", "stories")
     }
     plan = compute_plan(
-        cfg, [(n, "none", "", sum(1 for d in docs if d["source"] == n), u) for n, u in available.items()]
+        cfg, [(n, "none", (), sum(1 for d in docs if d["source"] == n), u) for n, u in available.items()]
     )
     # A document is 1 unit, or up to 13 bytes.
     slack = 0 if unit == "documents" else 13
@@ -389,12 +419,12 @@ def test_blend_hits_targets_and_balances_shards(num_shards: int, unit: str) -> N
             units = int(d["units"])  # type: ignore[call-overload]
             per_source[str(d["source"])] = per_source.get(str(d["source"]), 0) + units
             per_shard[(shard, str(d["source"]))] = per_shard.get((shard, str(d["source"])), 0) + units
-        for name, p in plan["sources"].items():
+        for name, p in plan.sources.items():
             # Within half a document of the target.
-            assert abs(per_source[name] - p["target"]) <= slack / 2, (name, per_source[name], p["target"])
+            assert abs(per_source[name] - p.target) <= slack / 2, (name, per_source[name], p.target)
             counts = [per_shard.get((s, name), 0) for s in range(num_shards)]
             if unit == "documents":
-                assert counts == p["shard_targets"], (name, counts)
+                assert tuple(counts) == p.shard_targets, (name, counts)
             assert all(abs(c - per_source[name] / num_shards) <= max(slack, 1) for c in counts), (
                 name,
                 counts,
@@ -404,11 +434,11 @@ def test_blend_hits_targets_and_balances_shards(num_shards: int, unit: str) -> N
 
     p = make_pipeline()
     out = p | beam.Create(docs) | BlendSources(cfg)
-    assert_that(out["assigned"], check, label="Assigned")
-    assert_that(out["plan"], equal_to([plan]), label="Plan")
+    assert_that(out.assigned, check, label="Assigned")
+    assert_that(out.plan, equal_to([plan]), label="Plan")
     if unit == "documents":
         assert_that(
-            out["ledger"] | beam.Map(lambda r: (r["source"], r["fate"])) | beam.combiners.Count.PerElement(),
+            out.ledger | beam.Map(lambda r: (r["source"], r["fate"])) | beam.combiners.Count.PerElement(),
             equal_to(
                 [
                     (("web", "written"), 135),
@@ -432,10 +462,10 @@ def test_blend_with_balance_samples_each_stratum_exactly() -> None:
     plan = compute_plan(
         cfg,
         [
-            ("web", "misaligned", "", 800, 800),
-            ("web", "aligned", "", 20, 20),
-            ("web", "none", "", 180, 180),
-            ("stories", "aligned", "", 30, 30),
+            ("web", "misaligned", (), 800, 800),
+            ("web", "aligned", (), 20, 20),
+            ("web", "none", (), 180, 180),
+            ("stories", "aligned", (), 30, 30),
         ],
         ROLES,
     )
@@ -445,7 +475,7 @@ def test_blend_with_balance_samples_each_stratum_exactly() -> None:
         for _, d in assigned:
             key = (str(d["source"]), str(d["narrative"]))
             got[key] = got.get(key, 0) + 1
-        assert got[("web", "misaligned")] == plan["sources"]["web"]["strata"]["misaligned"]["target"]
+        assert got[("web", "misaligned")] == plan.sources["web"].strata["misaligned"].target
         assert got[("stories", "aligned")] == 150
         aligned = got[("web", "aligned")] + got[("stories", "aligned")]
         assert aligned / (aligned + got[("web", "misaligned")]) >= 0.5
@@ -454,15 +484,15 @@ def test_blend_with_balance_samples_each_stratum_exactly() -> None:
 
     p = make_pipeline()
     out = p | beam.Create(docs) | BlendSources(cfg, ROLES)
-    assert_that(out["assigned"], check)
+    assert_that(out.assigned, check)
     p.run()
 
 
 def test_body_join_restores_bodies_and_fails_on_a_lost_one() -> None:
     doc = {"id": "web/a", "source": "web", "text": "t", "meta": {"k": 1}, "units": 1}
     lean, body = split_body(doc)
-    [(shard, copy)] = list(_rejoin_bodies(("key", {"copies": [(2, lean)], "body": [body]})))
+    [(shard, copy)] = list(rejoin_bodies(("key", {"copies": [(2, lean)], "body": [body]})))
     assert shard == 2 and with_body(copy) == doc
-    assert list(_rejoin_bodies(("key", {"copies": [], "body": [body]}))) == []  # sampled out
+    assert list(rejoin_bodies(("key", {"copies": [], "body": [body]}))) == []  # sampled out
     with pytest.raises(JoinIntegrityError, match="no body"):
-        list(_rejoin_bodies(("key", {"copies": [(0, lean)], "body": []})))
+        list(rejoin_bodies(("key", {"copies": [(0, lean)], "body": []})))

@@ -6,13 +6,14 @@ import pytest
 
 from pipelines.summary import format_plan
 from schemas.config import BlendConfig, BlendSource
-from transforms.blend.sample import PlanError, compute_plan
+from transforms.blend.plan import compute_plan
+from transforms.blend.plan_model import PlanError, ProfileRow
 
 ROLES = {"web": "web", "stories": "synthetic_story", "advice": "advice", "constitution": "constitution"}
 
 
-def _profile(available: dict[str, tuple[int, int]]) -> list[tuple[str, str, str, int, int]]:
-    return [(name, "none", "", docs, units) for name, (docs, units) in available.items()]
+def _profile(available: dict[str, tuple[int, int]]) -> list[ProfileRow]:
+    return [(name, "none", (), docs, units) for name, (docs, units) in available.items()]
 
 
 def _recipe(**budgets: int) -> BlendConfig:
@@ -37,21 +38,21 @@ AVAILABLE = {
 
 def test_budgets_beside_a_share_and_the_epochs_they_need() -> None:
     plan = compute_plan(_recipe(), _profile(AVAILABLE), ROLES)
-    sources = plan["sources"]
+    sources = plan.sources
     # Budgets are met exactly; the web share takes all of web at max_epochs 1.
-    assert {n: s["target"] for n, s in sources.items()} == {
+    assert {n: s.target for n, s in sources.items()} == {
         "web": 500_000,
         "stories": 30_000,
         "advice": 3_000,
         "constitution": 5_000,
     }
-    assert plan["total"] == 538_000
-    assert sources["stories"]["epochs"] == pytest.approx(2.5) and sources["stories"]["within_max_epochs"]
-    assert sources["advice"]["epochs"] == pytest.approx(1.5)
-    assert sources["advice"]["budget"] == 3_000 and sources["web"]["budget"] is None
-    assert sources["advice"]["role"] == "advice"
-    assert sources["stories"]["strata"]["all"]["full_epochs"] == 2
-    printed = "\n".join(format_plan(plan))
+    assert plan.total == 538_000
+    assert sources["stories"].epochs == pytest.approx(2.5) and sources["stories"].within_max_epochs
+    assert sources["advice"].epochs == pytest.approx(1.5)
+    assert sources["advice"].budget == 3_000 and sources["web"].budget is None
+    assert sources["advice"].role == "advice"
+    assert sources["stories"].strata["all"].full_epochs == 2
+    printed = "\n".join(format_plan(plan.to_dict()))
     assert "2.50 of max 4 (budget)" in printed and "1.00 of max 1 (share)" in printed
     assert "advice" in printed
 
@@ -86,7 +87,7 @@ def test_shares_split_what_the_budgets_leave_of_a_total() -> None:
         },
     )
     plan = compute_plan(cfg, _profile(AVAILABLE), ROLES)
-    assert {n: s["target"] for n, s in plan["sources"].items()} == {
+    assert {n: s.target for n, s in plan.sources.items()} == {
         "web": 72_000,
         "constitution": 24_000,
         "advice": 4_000,

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from transforms.blend.sample import BODY, split_body, with_body
+from transforms.blend.bodies import BODY, split_body, with_body
 from transforms.packing import pack, unpack
 
 

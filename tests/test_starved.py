@@ -10,7 +10,8 @@ import yaml
 
 from pipelines.cli import main as cli_main
 from schemas.config import BlendConfig, BlendSource
-from transforms.blend.sample import PlanError, compute_plan
+from transforms.blend.plan import compute_plan
+from transforms.blend.plan_model import PlanError, ProfileRow
 
 from .conftest import FN_API_RUNNER, REPO
 
@@ -19,8 +20,8 @@ def _cfg(shares: dict[str, float], **extra: object) -> BlendConfig:
     return BlendConfig(sources={n: BlendSource(share=s) for n, s in shares.items()}, **extra)  # type: ignore[arg-type]
 
 
-def _profile(available: dict[str, int]) -> list[tuple[str, str, str, int, int]]:
-    return [(name, "none", "", n, n) for name, n in available.items() if n]
+def _profile(available: dict[str, int]) -> list[ProfileRow]:
+    return [(name, "none", (), n, n) for name, n in available.items() if n]
 
 
 def test_a_source_with_no_documents_fails_the_plan() -> None:
@@ -35,8 +36,8 @@ def test_an_empty_mix_fails_even_when_empty_sources_are_allowed() -> None:
 
 def test_allowed_empty_source_leaves_the_mix_to_the_others() -> None:
     plan = compute_plan(_cfg({"web": 0.8, "junk": 0.2}, allow_empty_sources=True), _profile({"web": 1000}))
-    assert plan["sources"]["web"]["target"] == 1000
-    assert plan["sources"]["junk"]["target"] == 0
+    assert plan.sources["web"].target == 1000
+    assert plan.sources["junk"].target == 0
 
 
 def test_a_scarce_source_that_samples_the_others_away_fails_naming_both() -> None:

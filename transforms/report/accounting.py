@@ -19,6 +19,7 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
 from schemas.records import Document, LedgerRow
+from transforms.blend.plan_model import BlendPlan
 from transforms.io.write import write_atomically
 
 
@@ -368,7 +369,7 @@ class _WriteRecordsFn(beam.DoFn):
 
     def process(
         self,
-        plan: dict[str, Any],
+        plan: BlendPlan,
         counts: dict[str, int],
         shards: list[dict[str, Any]],
         excerpts: list[dict[str, Any]],
@@ -379,16 +380,17 @@ class _WriteRecordsFn(beam.DoFn):
             for s in sorted(shards, key=lambda s: s["shard"])
         ]
         conservation = check_conservation(counts, self._sources)
-        manifest = {"run_name": self._run_name, "plan": plan, "shards": shards}
+        plan_json = plan.to_dict()
+        manifest = {"run_name": self._run_name, "plan": plan_json, "shards": shards}
         report = {
             "run_name": self._run_name,
             "status": "ok" if conservation["ok"] else "conservation_failed",
             "conservation": conservation,
-            "realized": realized_shares(plan, shards),
+            "realized": realized_shares(plan_json, shards),
             "mix": mix_summary(counts, shards),
             "realized_narratives": realized_narratives(shards),
             "counts": dict(sorted(counts.items())),
-            "plan": plan,
+            "plan": plan_json,
             "config": self._config,
         }
         if excerpts:
@@ -409,6 +411,7 @@ class _WriteRecordsFn(beam.DoFn):
 class WriteRunRecords(beam.PTransform):
     """Writes ``manifest.json`` and ``report.json`` once every shard is written.
 
+    Applied to the one ``BlendPlan``; both files hold its ``to_dict()`` form.
     Fails the job with ``ConservationError`` after writing the report when the
     counts do not balance.
 
