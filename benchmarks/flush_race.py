@@ -7,7 +7,7 @@ the buffer, hands it to the send queue and clears the buffer, while the runner's
 thread keeps writing: whatever is written in between is gone.  This script drives that
 channel the way the runner does (28 writes of 10 MB per bundle input, a consumer
 draining the send queue at ~2 GB/s like gRPC) and prints bytes written against bytes
-delivered, with the timer on (Beam's default) and off (what ``build_mix`` sets for
+delivered, with the timer on (Beam's default) and off (what ``pipelines.runner`` sets for
 local runs, ``untime_runner_flushes``)::
 
     python benchmarks/flush_race.py --trials 5

@@ -44,8 +44,8 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines.build_mix import build, build_plan
 from pipelines.checks import UsageError
+from pipelines.mix import BuildMix, PlanMix
 from pipelines.runner import MixOptions, is_local, pipeline_options, raise_unwrapped, waits_for_result
 from pipelines.summary import summary_lines
 from schemas.config import MixConfig, allowing_empty_sources, load_config
@@ -54,7 +54,7 @@ from transforms.blocks import ComponentsNotConverged
 from transforms.io.ids import DuplicateIdError
 from transforms.io.publication import OutputError, prepare_output, replace_files, staging_dir
 from transforms.logs import configure_logging, stage_logger
-from transforms.progress import ProgressPrinter
+from transforms.progress import ProgressPrinter, tap_progress
 from transforms.report.accounting import ConservationError, JoinIntegrityError
 from transforms.report.html import (
     augment_report,
@@ -87,7 +87,7 @@ def run_plan(cfg: MixConfig, beam_args: Sequence[str] = ()) -> dict[str, Any]:
     """
     try:
         with beam.Pipeline(options=pipeline_options(beam_args)) as p:
-            build_plan(p, cfg)
+            _ = p | PlanMix(cfg)
     except Exception as err:
         raise_unwrapped(err, PlanError, DuplicateIdError)
         raise
@@ -119,7 +119,9 @@ def run(cfg: MixConfig, beam_args: Sequence[str] = (), overwrite: bool = False) 
     with tempfile.TemporaryDirectory(prefix="tropemix-progress-") as progress_dir:
         printer = ProgressPrinter(progress_dir, sys.stdout, local=runs and is_local(options))
         p = beam.Pipeline(options=options)
-        build(p, cfg, progress_dir if printer.enabled else None, overwrite)
+        mix = p | BuildMix(cfg, overwrite)
+        if printer.enabled:
+            tap_progress(mix.watched, progress_dir)
         _LOG.info("run started", run_name=cfg.run_name, output=out, sources=len(cfg.sources))
         start = time.monotonic()
         try:

@@ -290,10 +290,10 @@ def test_trope_scores_hold_only_taxonomy_labels(model_path: str) -> None:
 
 
 def test_driver_taps_classify_progress(tmp_path: Path) -> None:
-    # ClassifyDocuments keeps no ticker; the driver's ProgressClassify tap counts its output.
-    from pipelines.build_mix import survivors
+    # ClassifyDocuments keeps no ticker; the driver's progress tap counts its output.
+    from pipelines.mix import ReadAndLabel
     from schemas.config import load_config
-    from transforms.progress import read_progress
+    from transforms.progress import read_progress, tap_progress
 
     from .conftest import write_demo_config
 
@@ -301,7 +301,7 @@ def test_driver_taps_classify_progress(tmp_path: Path) -> None:
     progress = tmp_path / "progress"
     progress.mkdir()
     p = make_pipeline()
-    survivors(p, cfg, str(progress))
+    tap_progress((p | ReadAndLabel(cfg)).watched, str(progress))
     p.run().wait_until_finish()
     # The demo classifies 189 documents (tropemix.classify/docs in test_report).
     assert read_progress(str(progress)).get("classify", 0) == 189

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines.build_mix import build
+from pipelines.mix import BuildMix
 from pipelines.run import read_report
 from schemas.config import ReadConfig, SourceConfig, parse_config
 from schemas.records import SHARD_SCHEMA
@@ -170,7 +170,7 @@ def test_full_run_with_model_inputs_and_outputs_on_gcs(gcs: Any, tmp_path: Path)
     }
     cfg = parse_config(yaml.safe_load(yaml.safe_dump(config)))
     with make_pipeline() as p:
-        build(p, cfg)
+        _ = p | BuildMix(cfg)
     report = read_report("gs://tm-run/out")
     assert report["conservation"]["ok"], report["conservation"]
     assert report["conservation"]["sources"]["web"]["records_seen"] == 31
@@ -249,7 +249,7 @@ def test_rerun_on_gcs_replaces_the_published_run(gcs: Any) -> None:
             "output": {"path": "gs://tm-pub/out", "format": "jsonl.zst"},
         }
         with make_pipeline() as p:
-            build(p, parse_config(yaml.safe_load(yaml.safe_dump(config))))
+            _ = p | BuildMix(parse_config(yaml.safe_load(yaml.safe_dump(config))))
     names = sorted(b.name for b in gcs.list_blobs("tm-pub", prefix="out/"))
     assert [n for n in names if "/shards/" in n] == [
         "out/shards/mix-00000-of-00002.jsonl.zst",

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.build_mix import build
 from pipelines.cli import main as cli_main
+from pipelines.mix import BuildMix
 from schemas.config import load_config
-from transforms.progress import format_progress, read_progress
+from transforms.progress import format_progress, read_progress, tap_progress
 
 from .conftest import make_pipeline
 from .test_publication import tiny_config
@@ -36,7 +36,7 @@ def test_progress_counts_blend_and_write(tmp_path: Path) -> None:
     progress.mkdir()
     cfg = load_config(str(tiny_config(tmp_path, tmp_path / "out", num_shards=2, records=30)))
     with make_pipeline() as p:
-        build(p, cfg, str(progress))
+        tap_progress((p | BuildMix(cfg)).watched, str(progress))
     counts = read_progress(str(progress))
     assert counts["read"] == 30 and counts["dedup"] == 30
     # Near-duplicate pages leave fewer copies for blend and write, counted to the last one.

@@ -22,7 +22,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import IO, Any
 
 import apache_beam as beam
@@ -196,3 +196,27 @@ class ProgressPrinter:
                 handler.removeFilter(self)
             self._stream.write("\r\x1b[2K")
             self._stream.flush()
+
+
+def tap_progress(watched: Mapping[str, Sequence[beam.PCollection]], directory: str) -> None:
+    """Ticks the driver's progress line from the PCollections a DAG watches, by stage.
+
+    The driver inserts these taps only for a local run on a terminal, so the stages
+    themselves know nothing of progress.  A written shard stands for its rows.
+
+    Args:
+      watched: stage -> the PCollections whose elements count for it.
+      directory: local directory shared with the driver's ``ProgressPrinter``.
+    """
+    for stage, pcolls in watched.items():
+        weight = _shard_rows if stage == "write" else _one
+        for i, pcoll in enumerate(pcolls):
+            _ = pcoll | f"Progress[{stage}][{i}]" >> beam.ParDo(TickFn(directory, stage, weight))
+
+
+def _one(_: Any) -> int:
+    return 1
+
+
+def _shard_rows(stats: Mapping[str, Any]) -> int:
+    return int(stats["rows"])
