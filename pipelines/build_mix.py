@@ -56,7 +56,7 @@ from transforms.blocks import ComponentsNotConverged
 from transforms.classify.model import ApplyPolicy, ClassifyDocuments, SampleExcerpts, length_bucket
 from transforms.decontaminate import Decontaminate
 from transforms.dedup.deduplicate import DedupDocuments, WriteDedupIndex
-from transforms.io.chat import chat_token_pairs, chat_token_summary
+from transforms.io.chat import chat_token_pairs
 from transforms.io.ids import DuplicateIdError, UniqueIds
 from transforms.io.publication import OutputError, Publish, prepare_output, replace_files, staging_dir
 from transforms.io.read import ReadSource
@@ -71,24 +71,11 @@ from transforms.io.write import (
 )
 from transforms.logs import configure_logging, stage_logger
 from transforms.progress import ProgressPrinter, TickFn
-from transforms.report.accounting import (
-    ConservationError,
-    CountBy,
-    JoinIntegrityError,
-    SumBy,
-    WriteRunRecords,
-    count_key,
-    ledger_counts,
-    shard_counts,
-)
-from transforms.report.html import (
-    augment_report,
-    collect_metrics,
-    read_json,
-    render_html,
-    stage_busy_seconds,
-    write_report_html,
-)
+from transforms.report.conservation import ConservationError, JoinIntegrityError
+from transforms.report.counts import CountBy, CountKey, SumBy, count_key, ledger_counts, shard_counts
+from transforms.report.html import render_html, write_report_html
+from transforms.report.metrics import augment_report, collect_metrics, stage_busy_seconds
+from transforms.report.records import WriteRunRecords, read_json
 from transforms.text import stable_hash
 
 DEFAULT_RUNNER = "apache_beam.runners.portability.fn_api_runner.FnApiRunner"
@@ -179,7 +166,7 @@ def _flatten(p: beam.Pipeline, pcolls: list[beam.PCollection], label: str) -> be
     return pcolls | label >> beam.Flatten()
 
 
-def _narrative_key(doc: Document) -> str:
+def _narrative_key(doc: Document) -> CountKey:
     return count_key("narrative_in", doc["source"], doc["narrative"])
 
 
@@ -609,7 +596,7 @@ def summary_lines(cfg: MixConfig, report: dict[str, Any]) -> list[str]:
         lines.append(
             f"time:         {timing_info['wall_seconds']:.1f} s, {timing_info['docs_per_second']:,.0f} records/s"
         )
-    for name, tokens in chat_token_summary(report["counts"]).items():
+    for name, tokens in report["chat_tokens"].items():
         lines.append(
             f"  {name} (chat): {tokens.get('conversation', 0)} tokens rendered, "
             f"{tokens.get('assistant', 0)} in assistant turns"
@@ -688,7 +675,8 @@ def run(cfg: MixConfig, beam_args: Sequence[str] = (), overwrite: bool = False) 
                 )
             ) from err
         wall = time.monotonic() - start
-    report = augment_report(read_report(out), collect_metrics(result), stage_busy_seconds(result), wall)
+    busy = stage_busy_seconds(result, [s.name for s in cfg.sources])
+    report = augment_report(read_report(out), collect_metrics(result), busy, wall)
     data = json.dumps(report, indent=2, sort_keys=True).encode()
     # Rendered from the JSON, as `tropemix report` does, so both give the same page.
     page = render_html(json.loads(data), read_json(f"{out}/manifest.json")).encode("utf-8")

@@ -25,7 +25,7 @@ from transforms.blend.sample import (
     split_body,
     with_body,
 )
-from transforms.report.accounting import JoinIntegrityError
+from transforms.report.conservation import JoinIntegrityError
 from transforms.text import stable_hash
 
 from .conftest import make_pipeline

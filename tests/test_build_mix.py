@@ -23,7 +23,7 @@ from pipelines.build_mix import pipeline_options, raise_join_error, run
 from pipelines.cli import main as cli_main
 from schemas.config import MixConfig, load_config
 from transforms.io.publication import staging_dir
-from transforms.report.accounting import JOIN_LOSS, JoinIntegrityError
+from transforms.report.conservation import JOIN_LOSS, JoinIntegrityError
 
 from .conftest import DEMO_CONFIG, FN_API_RUNNER, write_demo_config
 

@@ -38,7 +38,7 @@ from transforms.dedup.deduplicate import (
     score_of,
 )
 from transforms.packing import pack
-from transforms.report.accounting import JoinIntegrityError
+from transforms.report.conservation import JoinIntegrityError
 from transforms.text import normalize_for_dedup
 
 from .conftest import make_pipeline

@@ -23,7 +23,8 @@ from schemas.records import Document, LedgerRow
 from schemas.taxonomy import DEFAULT_COUNTERS
 from transforms.blend.units import MeasureUnits
 from transforms.packing import pack, unpack
-from transforms.report.accounting import JOIN_LOSS, JoinIntegrityError, truncation_note
+from transforms.report.conservation import JOIN_LOSS, JoinIntegrityError
+from transforms.report.counts import truncation_note
 from transforms.text import stable_hash
 
 NAMESPACE = "tropemix.blend"

@@ -36,7 +36,7 @@ from transforms.classify.gate import MAX_WINDOWS, WHOLE_BELOW_CHARS, WINDOW_CHAR
 from transforms.classify.langid import LID_MODEL_PATH, identify, load_lid
 from transforms.logs import stage_logger
 from transforms.progress import ProgressTicker
-from transforms.report.accounting import ledger_drop
+from transforms.report.counts import ledger_drop
 from transforms.text import fasttext_text, stable_hash, unit_interval
 
 NAMESPACE = "tropemix.classify"

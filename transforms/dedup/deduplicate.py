@@ -62,7 +62,8 @@ from transforms.io.publication import require_complete
 from transforms.io.write import WriteSortedFiles, parquet_encoder
 from transforms.packing import pack, unpack
 from transforms.progress import ProgressTicker
-from transforms.report.accounting import JOIN_LOSS, JoinIntegrityError, ledger_drop
+from transforms.report.conservation import JOIN_LOSS, JoinIntegrityError
+from transforms.report.counts import ledger_drop
 from transforms.text import normalize_for_dedup, stable_hash
 
 NAMESPACE = "tropemix.dedup"

@@ -50,7 +50,7 @@ from schemas.config import ReadConfig, SourceConfig
 from schemas.records import RAW_LIMIT_BYTES, DeadLetter, Document
 from transforms.logs import stage_logger
 from transforms.progress import ProgressTicker
-from transforms.report.accounting import count_key
+from transforms.report.counts import CountKey, count_key
 
 DEAD_LETTER = "dead_letter"
 SEEN = "seen"
@@ -699,7 +699,7 @@ class _ReadRangeFn(beam.DoFn):
         yield beam.pvalue.TaggedOutput(SEEN, (rng[0], tally.seen))
 
 
-def file_balance(source: str, path: str, grouped: dict[str, Iterable[int]]) -> Iterator[tuple[str, int]]:
+def file_balance(source: str, path: str, grouped: dict[str, Iterable[int]]) -> Iterator[tuple[CountKey, int]]:
     """Counter pairs for one file: seen records, files, and any imbalance.
 
     Args:
