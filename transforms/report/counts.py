@@ -26,7 +26,8 @@ CountKey = tuple[str, ...]
 
 def count_key(*parts: str) -> CountKey:
     """The count key of ``parts``, e.g. ``count_key("ledger", "web", "written")``."""
-    return parts
+    # tuple(): Beam's type inference takes a bare ``*parts`` for a str and would pick a str coder.
+    return tuple(parts)
 
 
 def display_key(key: CountKey) -> str:
