@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 CODE := pipelines transforms schemas training
 
-.PHONY: install demo recipe test lint format typecheck model shared-mix bench clean prism
+.PHONY: install demo recipe test lint format typecheck model shared-mix bench clean prism chromium
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -36,8 +36,17 @@ $(PRISM): | $(STAMP)
 
 prism: $(PRISM)
 
+## Chromium, for the check that report.html renders in a real browser (tests/test_report.py
+## skips it without one): installed with apt-get unless a chromium is on PATH.  Without root
+## or apt-get the tests go on without it, except under CI (set by .ci/run), where it must be there.
+APT_GET := $(if $(filter 0,$(shell id -u)),,sudo -n )apt-get -q -o DPkg::Lock::Timeout=600
+chromium:
+	@command -v chromium >/dev/null || $(APT_GET) install -y chromium \
+		|| { $(APT_GET) update && $(APT_GET) install -y chromium; } \
+		|| { echo "chromium not installed: the browser check of report.html will skip" >&2; $(if $(CI),false,true); }
+
 ## Lint, format check, type check, then the whole test suite.
-test: lint $(if $(shell command -v go),$(PRISM))
+test: lint chromium $(if $(shell command -v go),$(PRISM))
 	$(PY) -m pytest -n 2 --dist loadfile tests
 
 lint: $(STAMP)

@@ -80,7 +80,11 @@ setup(
         ]
     ),
     # lid.176.ftz ships inside the package so workers never download a model.
-    package_data={"schemas": ["*.yaml"], "transforms.classify": ["resources/*.ftz", "resources/*.md"]},
+    package_data={
+        "schemas": ["*.yaml"],
+        "transforms.classify": ["resources/*.ftz", "resources/*.md"],
+        "transforms.report": ["templates/*.html"],
+    },
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["tropemix=pipelines.cli:main"]},

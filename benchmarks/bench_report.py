@@ -15,7 +15,8 @@ import tempfile
 import time
 
 from transforms.progress import ProgressTicker
-from transforms.report.html import read_json, render_html
+from transforms.report.html import render_html
+from transforms.report.records import read_json
 
 
 class _NullTicker:

@@ -77,7 +77,9 @@ STAGES: dict[str, str] = {
     "transforms/dedup/": "Dedup",
     "transforms/blend/sample.py": "Blend",
     "transforms/io/write.py": "Write",
-    "transforms/report/accounting.py": "Report",
+    "transforms/report/counts.py": "Report",
+    "transforms/report/conservation.py": "Report",
+    "transforms/report/records.py": "Report",
 }
 
 

@@ -47,18 +47,9 @@ from transforms.io.write import (
     shard_format,
     write_atomically,
 )
-from transforms.report.accounting import (
-    CountBy,
-    SumBy,
-    WriteRunRecords,
-    count_key,
-    ledger_counts,
-    shard_counts,
-)
+from transforms.report.counts import CountBy, SumBy, count_key, ledger_counts, shard_counts
 from transforms.report.html import write_report_html
-
-# Top-level composite -> stage, for the report's stage timing (transforms/report/metrics.py).
-STAGE_LABELS = {"ReadAndLabel": "read", "Deduplicate": "dedup", "Blend": "blend", "WriteOutputs": "write"}
+from transforms.report.records import WriteRunRecords
 
 
 class Watched(dict[str, list[PCollection]]):

@@ -55,15 +55,10 @@ from transforms.io.ids import DuplicateIdError
 from transforms.io.publication import OutputError, prepare_output, replace_files, staging_dir
 from transforms.logs import configure_logging, stage_logger
 from transforms.progress import ProgressPrinter, tap_progress
-from transforms.report.accounting import ConservationError, JoinIntegrityError
-from transforms.report.html import (
-    augment_report,
-    collect_metrics,
-    read_json,
-    render_html,
-    stage_busy_seconds,
-    write_report_html,
-)
+from transforms.report.conservation import ConservationError, JoinIntegrityError
+from transforms.report.html import render_html, write_report_html
+from transforms.report.metrics import augment_report, collect_metrics, stage_busy_seconds
+from transforms.report.records import read_json
 
 _LOG = stage_logger("run")
 # The errors a stage raises on purpose, with a message meant for the user.
@@ -149,7 +144,8 @@ def run(cfg: MixConfig, beam_args: Sequence[str] = (), overwrite: bool = False) 
                 )
             ) from err
         wall = time.monotonic() - start
-    report = augment_report(read_report(out), collect_metrics(result), stage_busy_seconds(result), wall)
+    busy = stage_busy_seconds(result, [s.name for s in cfg.sources])
+    report = augment_report(read_report(out), collect_metrics(result), busy, wall)
     data = json.dumps(report, indent=2, sort_keys=True).encode()
     # Rendered from the JSON, as `tropemix report` does, so both give the same page.
     page = render_html(json.loads(data), read_json(f"{out}/manifest.json")).encode("utf-8")

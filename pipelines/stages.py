@@ -27,7 +27,7 @@ from transforms.dedup.index import WriteDedupIndex
 from transforms.io.publication import prepare_output, publish
 from transforms.io.source import ReadSource
 from transforms.io.write import WriteDeadLetters, WriteHashedFiles, parquet_encoder, score_list, shard_row
-from transforms.report.accounting import JoinIntegrityError
+from transforms.report.conservation import JoinIntegrityError
 
 # Parquet rows per row group of the stages' outputs.
 _ROW_GROUP = 10_000

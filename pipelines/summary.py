@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from schemas.config import MixConfig
-from transforms.io.chat import chat_token_summary
 
 
 def format_plan(plan: dict[str, Any]) -> list[str]:
@@ -71,7 +70,7 @@ def summary_lines(cfg: MixConfig, report: dict[str, Any]) -> list[str]:
         lines.append(
             f"time:         {timing_info['wall_seconds']:.1f} s, {timing_info['docs_per_second']:,.0f} records/s"
         )
-    for name, tokens in chat_token_summary(report["counts"]).items():
+    for name, tokens in report["chat_tokens"].items():
         lines.append(
             f"  {name} (chat): {tokens.get('conversation', 0)} tokens rendered, "
             f"{tokens.get('assistant', 0)} in assistant turns"

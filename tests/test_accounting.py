@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from transforms.report.accounting import check_conservation, count_key
+from transforms.report.conservation import check_conservation
+from transforms.report.counts import count_key
 
 
 def _balanced() -> dict[str, int]:

@@ -19,7 +19,7 @@ from transforms.blend.bodies import rejoin_bodies, split_body, with_body
 from transforms.blend.plan import compute_plan
 from transforms.blend.plan_model import NarrativeCounts, PlanError, ProfileRow, StratumPlan
 from transforms.blend.sample import BlendSources, ExactRank, copies_of
-from transforms.report.accounting import JoinIntegrityError
+from transforms.report.conservation import JoinIntegrityError
 from transforms.text import stable_hash
 
 from .conftest import make_pipeline

@@ -28,7 +28,7 @@ from schemas.config import MixConfig, load_config
 from transforms.blend.plan_model import PlanError
 from transforms.io.ids import DuplicateIdError
 from transforms.io.publication import staging_dir
-from transforms.report.accounting import JOIN_LOSS, JoinIntegrityError
+from transforms.report.conservation import JOIN_LOSS, JoinIntegrityError
 
 from .conftest import DEMO_CONFIG, FN_API_RUNNER, write_demo_config
 

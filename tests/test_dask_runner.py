@@ -226,7 +226,7 @@ class _Counted(beam.DoFn):
 
 @_on_both("metrics() raises NotImplementedError")
 def test_metrics_reach_the_driver(dask_cluster: DaskCluster, runner: str) -> None:
-    from transforms.report.html import collect_metrics
+    from transforms.report.metrics import collect_metrics
 
     result = _run(
         dask_cluster,

@@ -32,7 +32,7 @@ from transforms.dedup.keys import (
 )
 from transforms.dedup.lsh import LinkBuckets, partition_edges
 from transforms.packing import pack
-from transforms.report.accounting import JoinIntegrityError
+from transforms.report.conservation import JoinIntegrityError
 from transforms.text import normalize_for_dedup
 
 from .conftest import make_pipeline

@@ -305,7 +305,7 @@ def test_read_source_pipeline_mixes_formats_and_counts_every_file(tmp_path: Path
     )
     assert_that(
         out.counts | "Total" >> beam.CombinePerKey(sum),
-        equal_to([("read_seen|src", 23), ("read_files|src", 3)]),
+        equal_to([(("read_seen", "src"), 23), (("read_files", "src"), 3)]),
         label="Counts",
     )
     p.run()

@@ -36,7 +36,7 @@ from schemas.config import DecontaminateConfig, EvalSet
 from schemas.records import Document, LedgerRow
 from transforms.io.streams import open_stream
 from transforms.logs import stage_logger
-from transforms.report.accounting import ledger_drop
+from transforms.report.counts import ledger_drop
 
 NAMESPACE = "tropemix.decontaminate"
 STAGE = "decontaminate"

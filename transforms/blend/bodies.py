@@ -13,7 +13,7 @@ from typing import Any, cast
 
 from schemas.records import Document
 from transforms.packing import pack, unpack
-from transforms.report.accounting import JOIN_LOSS, JoinIntegrityError
+from transforms.report.conservation import JOIN_LOSS, JoinIntegrityError
 
 BODY_FIELDS = ("text", "meta", "messages")
 BODY = "_body"

@@ -22,7 +22,7 @@ from transforms.blend.bodies import BODY_KEY, rejoin_bodies, split_body
 from transforms.blend.plan import compute_plan
 from transforms.blend.plan_model import ALL, BlendPlan, ProfileRow, StratumPlan, Tags, narrative_class
 from transforms.blend.units import MeasureUnits
-from transforms.report.accounting import truncation_note
+from transforms.report.counts import truncation_note
 from transforms.text import stable_hash
 
 NAMESPACE = "tropemix.blend"

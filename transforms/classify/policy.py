@@ -14,7 +14,7 @@ from apache_beam.metrics import Metrics
 
 from schemas.config import ClassifierConfig, PolicyRule
 from schemas.records import Document
-from transforms.report.accounting import ledger_drop
+from transforms.report.counts import ledger_drop
 from transforms.text import unit_interval
 
 NAMESPACE = "tropemix.policy"

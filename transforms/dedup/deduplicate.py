@@ -41,7 +41,8 @@ from transforms.dedup.index import EarlierSurvivors
 from transforms.dedup.keys import CURRENT, EARLIER, NAMESPACE, Keys, Node
 from transforms.dedup.lsh import LinkBuckets, VerifyEdges
 from transforms.packing import unpack
-from transforms.report.accounting import JOIN_LOSS, JoinIntegrityError, ledger_drop
+from transforms.report.conservation import JOIN_LOSS, JoinIntegrityError
+from transforms.report.counts import ledger_drop
 
 
 class Decision(NamedTuple):

@@ -25,6 +25,7 @@ from apache_beam.io.filesystems import FileSystems
 from schemas.config import ChatConfig, ReadConfig, SourceConfig
 from schemas.records import Document
 from transforms.io.documents import BadRecord, make_document
+from transforms.report.counts import CountKey, count_key
 
 CHAT_ROLES = ("system", "user", "assistant", "tool")
 Message = dict[str, str]
@@ -188,20 +189,20 @@ def assistant_text(messages: Iterable[Mapping[str, str]]) -> str:
 CHAT_TOKENS = "chat_tokens"
 
 
-def chat_token_pairs(item: Any) -> Iterator[tuple[str, int]]:
-    """Counter pairs of one written copy (``(shard, doc)`` or a doc): its two chat token counts."""
+def chat_token_pairs(item: Any) -> Iterator[tuple[CountKey, int]]:
+    """Count pairs of one written copy (``(shard, doc)`` or a doc): its two chat token counts."""
     doc = item[1] if isinstance(item, tuple) else item
     counts = doc.get(CHAT_TOKENS)
     if counts:
-        yield f"{CHAT_TOKENS}|{doc['source']}|conversation", int(counts[0])
-        yield f"{CHAT_TOKENS}|{doc['source']}|assistant", int(counts[1])
+        yield count_key(CHAT_TOKENS, doc["source"], "conversation"), int(counts[0])
+        yield count_key(CHAT_TOKENS, doc["source"], "assistant"), int(counts[1])
 
 
-def chat_token_summary(counts: Mapping[str, int]) -> dict[str, dict[str, int]]:
+def chat_token_summary(counts: Mapping[CountKey, int]) -> dict[str, dict[str, int]]:
     """Source -> ``{conversation, assistant}`` tokens of the written chat copies, from run counts."""
     out: dict[str, dict[str, int]] = {}
     for key, n in counts.items():
-        parts = key.split("|")
-        if parts[0] == CHAT_TOKENS and len(parts) == 3:
-            out.setdefault(parts[1], {})[parts[2]] = n
+        if key[0] == CHAT_TOKENS:
+            _, source, part = key
+            out.setdefault(source, {})[part] = n
     return dict(sorted(out.items()))

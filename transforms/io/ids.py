@@ -22,7 +22,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from schemas.records import Document
-from transforms.report.accounting import ledger_drop
+from transforms.report.counts import ledger_drop
 
 NAMESPACE = "tropemix.read"
 DROPPED = "dropped"

@@ -35,7 +35,7 @@ from transforms.io.streams import COMPRESSED
 from transforms.io.text import read_text
 from transforms.io.warc import read_warc
 from transforms.logs import stage_logger
-from transforms.report.accounting import count_key
+from transforms.report.counts import CountKey, count_key
 
 DEAD_LETTER = "dead_letter"
 SEEN = "seen"
@@ -129,7 +129,7 @@ class _ReadRangeFn(beam.DoFn):
         self._source_chars.update(chars)
 
 
-def file_balance(source: str, path: str, grouped: dict[str, Iterable[int]]) -> Iterator[tuple[str, int]]:
+def file_balance(source: str, path: str, grouped: dict[str, Iterable[int]]) -> Iterator[tuple[CountKey, int]]:
     """Counter pairs for one file: seen records, files, and any imbalance.
 
     Args:
