@@ -136,6 +136,18 @@ def _narrative_key(doc: Document) -> tuple[str, ...]:
     return count_key("narrative_in", doc["source"], doc["narrative"])
 
 
+class _MixStage(beam.PTransform):
+    """A composite of the mix, configured by the run config alone.
+
+    Args:
+      cfg: the run config.
+    """
+
+    def __init__(self, cfg: MixConfig) -> None:
+        super().__init__()
+        self._cfg = cfg
+
+
 class _Sink:
     """What the per-source branches of ``ReadAndLabel`` hand to its Flattens."""
 
@@ -148,7 +160,7 @@ class _Sink:
         self.watched = Watched()
 
 
-class ReadAndLabel(beam.PTransform):
+class ReadAndLabel(_MixStage):
     """Every source read, its ids checked, decontaminated, and labelled with a narrative.
 
     Each source runs on its own up to the final Flatten: a Flatten of several inputs
@@ -159,10 +171,6 @@ class ReadAndLabel(beam.PTransform):
     Args:
       cfg: the run config.
     """
-
-    def __init__(self, cfg: MixConfig) -> None:
-        super().__init__()
-        self._cfg = cfg
 
     def expand(self, p: PBegin) -> Labelled:
         sink = _Sink()
@@ -245,16 +253,12 @@ class ReadAndLabel(beam.PTransform):
         )
 
 
-class Deduplicate(beam.PTransform):
+class Deduplicate(_MixStage):
     """Near and exact duplicates removed across the sources that dedup; the others pass as singletons.
 
     Args:
       cfg: the run config.
     """
-
-    def __init__(self, cfg: MixConfig) -> None:
-        super().__init__()
-        self._cfg = cfg
 
     def expand(self, labelled: PCollection) -> Deduplicated:
         cfg = self._cfg
@@ -277,7 +281,23 @@ class Deduplicate(beam.PTransform):
         return Deduplicated(kept, dedup.dropped, dedup.index_entries, counts | "Counts" >> beam.Flatten())
 
 
-class WriteOutputs(beam.PTransform):
+class RunOutputs(NamedTuple):
+    """What a run keeps besides the shards, for ``WriteOutputs``.
+
+    Attributes:
+      plan: the blend plan (one element).
+      ledger: ledger rows of every stage, the blend's included.
+      dead_letters: every source's dead letters.
+      index_entries: the dedup index rows of this run's survivors.
+    """
+
+    plan: PCollection
+    ledger: list[PCollection]
+    dead_letters: PCollection
+    index_entries: PCollection
+
+
+class WriteOutputs(_MixStage):
     """Shards, ledger, dead letters and dedup index, written to the staging directory.
 
     Nothing is written before the plan exists, so a plan that cannot be met leaves no files.
@@ -285,32 +305,17 @@ class WriteOutputs(beam.PTransform):
     Args:
       cfg: the run config.
       staged: the staging directory.
-      plan: the blend plan (one element).
-      ledger: ledger rows of every stage, the blend's included.
-      dead_letters: every source's dead letters.
-      index_entries: the dedup index rows of this run's survivors.
+      kept: the plan, ledger rows, dead letters and index entries of the run.
     """
 
-    def __init__(
-        self,
-        cfg: MixConfig,
-        staged: str,
-        plan: PCollection,
-        ledger: list[PCollection],
-        dead_letters: PCollection,
-        index_entries: PCollection,
-    ) -> None:
-        super().__init__()
-        self._cfg = cfg
+    def __init__(self, cfg: MixConfig, staged: str, kept: RunOutputs) -> None:
+        super().__init__(cfg)
         self._staged = staged
-        self._plan = plan
-        self._ledger = ledger
-        self._dead_letters = dead_letters
-        self._index_entries = index_entries
+        self._kept = kept
 
     def expand(self, assigned: PCollection) -> Written:
         """Writes ``assigned``, the blend's ``(shard, copy)`` pairs, and everything else the run keeps."""
-        cfg, staged, out, plan = self._cfg, self._staged, self._cfg.output, self._plan
+        cfg, staged, out, plan = self._cfg, self._staged, self._cfg.output, self._kept.plan
         counts = [assigned | "CountWriteIn" >> CountBy(lambda _: count_key("stage", "write", "in"))]
         counts.append(assigned | "CountChatTokens" >> SumBy(chat_token_pairs))
         seed = cfg.blend.seed
@@ -326,7 +331,7 @@ class WriteOutputs(beam.PTransform):
             describe=describe_shard,
         )
         counts.append(shards | "ShardCounts" >> beam.FlatMap(shard_counts))
-        ledger = self._ledger | "Ledger" >> beam.Flatten()
+        ledger = self._kept.ledger | "Ledger" >> beam.Flatten()
         counts.append(ledger | "CountLedger" >> SumBy(ledger_counts))
         counts.append(self._cluster_docs(ledger))
         ledger_files = ledger | "WriteLedger" >> WriteHashedFiles(
@@ -337,12 +342,12 @@ class WriteOutputs(beam.PTransform):
             sort_key=lambda r: (r["id"], r["stage"]),
             to_row=ledger_row,
         )
-        dead_files = self._dead_letters | "WriteDeadLetters" >> WriteDeadLetters(
+        dead_files = self._kept.dead_letters | "WriteDeadLetters" >> WriteDeadLetters(
             f"{staged}/dead_letter", wait_for=plan
         )
         if cfg.dedup.write_index:
             _ = (
-                self._index_entries
+                self._kept.index_entries
                 | "IndexAfterPlan" >> beam.Map(lambda r, _: r, AsSingleton(plan))
                 | "WriteDedupIndex" >> WriteDedupIndex(f"{staged}/dedup_index", cfg.dedup)
             )
@@ -399,14 +404,13 @@ class BuildMix(beam.PTransform):
         labelled = p | "ReadAndLabel" >> ReadAndLabel(cfg)
         survivors = labelled.kept | "Deduplicate" >> Deduplicate(cfg)
         blend = survivors.kept | "Blend" >> BlendSources(cfg.blend, roles(cfg))
-        written = blend.assigned | "WriteOutputs" >> WriteOutputs(
-            cfg,
-            staged,
+        kept = RunOutputs(
             blend.plan,
             [labelled.dropped, survivors.dropped, blend.ledger],
             labelled.dead_letters,
             survivors.index_entries,
         )
+        written = blend.assigned | "WriteOutputs" >> WriteOutputs(cfg, staged, kept)
         counts = [labelled.counts, survivors.counts, _blend_counts(survivors.kept, blend), written.counts]
         excerpts = None
         if cfg.output.report_excerpts:
@@ -432,7 +436,7 @@ class BuildMix(beam.PTransform):
         )
 
 
-class PlanMix(beam.PTransform):
+class PlanMix(_MixStage):
     """The counting pass alone: read, label, dedup, units, plan -> ``plan.json``.
 
     Writes no shards, ledger or report; ``tropemix run`` computes the same plan inside
@@ -441,10 +445,6 @@ class PlanMix(beam.PTransform):
     Args:
       cfg: a validated config.
     """
-
-    def __init__(self, cfg: MixConfig) -> None:
-        super().__init__()
-        self._cfg = cfg
 
     def expand(self, p: PBegin) -> PCollection:
         cfg = self._cfg

@@ -82,7 +82,7 @@ def run_plan(cfg: MixConfig, beam_args: Sequence[str] = ()) -> dict[str, Any]:
     """
     try:
         with beam.Pipeline(options=pipeline_options(beam_args)) as p:
-            _ = p | PlanMix(cfg)
+            _ = p | "PlanMix" >> PlanMix(cfg)
     except Exception as err:
         raise_unwrapped(err, PlanError, DuplicateIdError)
         raise
@@ -114,7 +114,7 @@ def run(cfg: MixConfig, beam_args: Sequence[str] = (), overwrite: bool = False) 
     with tempfile.TemporaryDirectory(prefix="tropemix-progress-") as progress_dir:
         printer = ProgressPrinter(progress_dir, sys.stdout, local=runs and is_local(options))
         p = beam.Pipeline(options=options)
-        mix = p | BuildMix(cfg, overwrite)
+        mix = p | "BuildMix" >> BuildMix(cfg, overwrite)
         if printer.enabled:
             tap_progress(mix.watched, progress_dir)
         _LOG.info("run started", run_name=cfg.run_name, output=out, sources=len(cfg.sources))

@@ -2,7 +2,7 @@
 
 Every tropemix pipeline takes its options from ``pipeline_options``, so the fixes a
 local runner needs are applied in one place.  Two reach into Beam's or glibc's
-internals; each says why, and ``tests/test_runner.py`` fails when the Beam pin moves.
+internals; each says why, and ``tests/test_private_apis.py`` fails when the Beam pin moves.
 """
 
 from __future__ import annotations

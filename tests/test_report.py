@@ -303,27 +303,27 @@ def _monitored(steps: dict[str, int]) -> Any:
 
 def test_stage_timing_matches_whole_composite_labels() -> None:
     steps = {
-        "ReadAndLabel/Read[web]/Parse": 1000,
-        "ReadAndLabel/Read[books]": 2000,
-        "Deduplicate/Dedup/Keys/KeyDocs": 4000,
+        "BuildMix/ReadAndLabel/Read[web]/Parse": 1000,
+        "BuildMix/ReadAndLabel/Read[books]": 2000,
+        "BuildMix/Deduplicate/Dedup/Keys/KeyDocs": 4000,
         # Steps that only start like a stage's label, or sit beside it, are not that stage.
-        "WriteOutputs/WriteDedupIndex/Write": 8000,
-        "WriteOutputs/DedupedRows": 16000,
-        "ReadAndLabel/Read[webs]/Parse": 32000,
-        "ReadAndLabel/ReadSomething/Parse": 64000,
-        "BlendReport": 128000,
-        "ReadAndLabel/CountClassify[web]In/Count": 256000,
-        "Deduplicate/DedupIndex": 512000,
+        "BuildMix/WriteOutputs/WriteDedupIndex/Write": 8000,
+        "BuildMix/WriteOutputs/DedupedRows": 16000,
+        "BuildMix/ReadAndLabel/Read[webs]/Parse": 32000,
+        "BuildMix/ReadAndLabel/ReadSomething/Parse": 64000,
+        "BuildMix/BlendReport": 128000,
+        "BuildMix/ReadAndLabel/CountClassify[web]In/Count": 256000,
+        "BuildMix/Deduplicate/DedupIndex": 512000,
     }
     assert stage_busy_seconds(_monitored(steps), ["web", "books"]) == {"read": 3.0, "dedup": 4.0}
     assert step_stages(["web"]) == {
-        "ReadAndLabel/Read[web]": "read",
-        "ReadAndLabel/Decontaminate[web]": "decontaminate",
-        "ReadAndLabel/Classify[web]": "classify",
-        "ReadAndLabel/Policy[web]": "policy",
-        "Deduplicate/Dedup": "dedup",
-        "Blend": "blend",
-        "WriteOutputs/WriteShards": "write",
+        "BuildMix/ReadAndLabel/Read[web]": "read",
+        "BuildMix/ReadAndLabel/Decontaminate[web]": "decontaminate",
+        "BuildMix/ReadAndLabel/Classify[web]": "classify",
+        "BuildMix/ReadAndLabel/Policy[web]": "policy",
+        "BuildMix/Deduplicate/Dedup": "dedup",
+        "BuildMix/Blend": "blend",
+        "BuildMix/WriteOutputs/WriteShards": "write",
     }
 
 

@@ -2,10 +2,11 @@
 
 Workers cannot talk to the driver while an in-process job runs, and with
 ``--direct_running_mode=multi_processing`` they are separate processes.  So the
-reading, classifying and dedup-keying DoFns leave their running counts in small
-files of a local directory (``ProgressTicker``, at most twice a second), and a
-driver thread sums those files per stage (``ProgressPrinter``) and redraws one
-terminal line at most a few times a second::
+driver taps the PCollections a DAG watches per stage (``tap_progress``): a side
+branch per PCollection (``TickFn``) leaves its running count in a small file of a
+local directory (``ProgressTicker``, at most twice a second), and a driver thread
+sums those files per stage (``ProgressPrinter``) and redraws one terminal line at
+most a few times a second::
 
     read 16,095 docs | classify 9,984 | dedup 2,048 | 310 docs/s (classify) | 0:01:05
 

@@ -13,6 +13,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import NamedTuple
 
 from schemas.config import BlendConfig, NarrativeBalance
 from schemas.taxonomy import DEFAULT_COUNTERS
@@ -79,15 +80,20 @@ def _aligned_misaligned(cls_targets: ClassUnits) -> tuple[int, int]:
     return aligned, misaligned
 
 
-def _add_stories(
-    min_share: Fraction,
-    supply: Supply,
-    cls_avail: ClassUnits,
-    cls_targets: ClassUnits,
-    targets: dict[str, int],
-    unit: str,
-) -> list[str]:
+class _Balancing(NamedTuple):
+    """The targets narrative balance moves (``cls_targets`` and ``targets`` change in place)."""
+
+    min_share: Fraction
+    supply: Supply
+    cls_avail: ClassUnits
+    cls_targets: ClassUnits
+    targets: dict[str, int]
+    unit: str
+
+
+def _add_stories(state: _Balancing) -> list[str]:
     """Raises aligned story targets (in place) up to the aligned share their epochs allow; the actions."""
+    min_share, supply, cls_avail, cls_targets, targets, unit = state
     aligned, misaligned = _aligned_misaligned(cls_targets)
     needed = math.ceil(min_share * misaligned / (1 - min_share))
     if aligned >= needed:
@@ -108,15 +114,9 @@ def _add_stories(
     return actions
 
 
-def _downsample_misaligned(
-    min_share: Fraction,
-    supply: Supply,
-    cls_avail: ClassUnits,
-    cls_targets: ClassUnits,
-    targets: dict[str, int],
-    unit: str,
-) -> list[str]:
+def _downsample_misaligned(state: _Balancing) -> list[str]:
     """Cuts misaligned web targets (in place) to the aligned share, refilled with other units; the actions."""
+    min_share, supply, cls_avail, cls_targets, targets, unit = state
     aligned, misaligned = _aligned_misaligned(cls_targets)
     allowed = math.floor(aligned * (1 - min_share) / min_share)
     if misaligned <= allowed:
@@ -181,11 +181,12 @@ def balance_narratives(cfg: BlendConfig, supply: Supply, targets: Mapping[str, i
         return Balanced(out, cls_targets, None)
     min_share = Fraction(str(balance.min_aligned_share))
     before = NarrativeCounts.of(*_aligned_misaligned(cls_targets))
+    state = _Balancing(min_share, supply, cls_avail, cls_targets, out, cfg.unit)
     actions: list[str] = []
     if balance.strategy in ("add_stories", "both"):
-        actions += _add_stories(min_share, supply, cls_avail, cls_targets, out, cfg.unit)
+        actions += _add_stories(state)
     if balance.strategy in ("downsample_misaligned", "both"):
-        actions += _downsample_misaligned(min_share, supply, cls_avail, cls_targets, out, cfg.unit)
+        actions += _downsample_misaligned(state)
     aligned, misaligned = _aligned_misaligned(cls_targets)
     if aligned * (1 - min_share) < min_share * misaligned:
         raise _balance_error(balance, cfg.unit, supply, cls_avail, cls_targets)

@@ -25,15 +25,15 @@ _LOG = stage_logger("report")
 
 # Stage -> the paths of its composites in the job graph (pipelines/mix.py); ``{source}``
 # stands for each source's name.  A step belongs to a stage when its path starts with one
-# of these paths component by component, so ``WriteOutputs/WriteDedupIndex`` is not dedup.
+# of these paths component by component, so ``BuildMix/WriteOutputs/WriteDedupIndex`` is not dedup.
 STAGE_LABELS: dict[str, tuple[str, ...]] = {
-    "read": ("ReadAndLabel/Read[{source}]",),
-    "decontaminate": ("ReadAndLabel/Decontaminate[{source}]",),
-    "classify": ("ReadAndLabel/Classify[{source}]",),
-    "policy": ("ReadAndLabel/Policy[{source}]",),
-    "dedup": ("Deduplicate/Dedup",),
-    "blend": ("Blend",),
-    "write": ("WriteOutputs/WriteShards",),
+    "read": ("BuildMix/ReadAndLabel/Read[{source}]",),
+    "decontaminate": ("BuildMix/ReadAndLabel/Decontaminate[{source}]",),
+    "classify": ("BuildMix/ReadAndLabel/Classify[{source}]",),
+    "policy": ("BuildMix/ReadAndLabel/Policy[{source}]",),
+    "dedup": ("BuildMix/Deduplicate/Dedup",),
+    "blend": ("BuildMix/Blend",),
+    "write": ("BuildMix/WriteOutputs/WriteShards",),
 }
 STAGES = tuple(STAGE_LABELS)
 _EXECUTION_TIME = "metric:ptransform_execution_time:total_msecs:v1"
