@@ -27,14 +27,8 @@ from pipelines.checks import (
     match_files,
     with_timeout,
 )
-from schemas.config import (
-    ConfigError,
-    DedupConfig,
-    MixConfig,
-    allowing_empty_sources,
-    allowing_unverified_model,
-    load_config,
-)
+from schemas.config import ConfigError, DedupConfig, MixConfig
+from schemas.loading import allowing_empty_sources, allowing_unverified_model, load_config
 from transforms.io.publication import OutputError, require_complete
 from transforms.logs import configure_logging
 

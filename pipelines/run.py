@@ -48,7 +48,8 @@ from pipelines.checks import UsageError
 from pipelines.mix import BuildMix, PlanMix
 from pipelines.runner import MixOptions, is_local, pipeline_options, raise_unwrapped, waits_for_result
 from pipelines.summary import summary_lines
-from schemas.config import MixConfig, allowing_empty_sources, load_config
+from schemas.config import MixConfig
+from schemas.loading import allowing_empty_sources, load_config
 from transforms.blend.plan_model import PlanError
 from transforms.blocks import ComponentsNotConverged
 from transforms.io.ids import DuplicateIdError

@@ -24,7 +24,8 @@ import transforms.dedup.deduplicate
 from pipelines.cli import main as cli_main
 from pipelines.run import run
 from pipelines.runner import pipeline_options, raise_unwrapped
-from schemas.config import MixConfig, load_config
+from schemas.config import MixConfig
+from schemas.loading import load_config
 from transforms.blend.plan_model import PlanError
 from transforms.io.ids import DuplicateIdError
 from transforms.io.publication import staging_dir

@@ -14,7 +14,8 @@ import zstandard
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipelines.cli import validate_inputs
-from schemas.config import ChatConfig, ConfigError, ReadConfig, SourceConfig, parse_config
+from schemas.config import ChatConfig, ConfigError, ReadConfig, SourceConfig
+from schemas.loading import parse_config
 from transforms.blend.units import MeasureUnits, chat_token_counts, count_units, load_tokenizer
 from transforms.io.chat import assistant_text, render_plain, renderer
 from transforms.io.documents import FileRange, Rejected, Tally

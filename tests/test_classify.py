@@ -292,7 +292,7 @@ def test_trope_scores_hold_only_taxonomy_labels(model_path: str) -> None:
 def test_driver_taps_classify_progress(tmp_path: Path) -> None:
     # ClassifyDocuments keeps no ticker; the driver's progress tap counts its output.
     from pipelines.mix import ReadAndLabel
-    from schemas.config import load_config
+    from schemas.loading import load_config
     from transforms.progress import read_progress, tap_progress
 
     from .conftest import write_demo_config

@@ -12,7 +12,8 @@ import yaml
 
 from pipelines.cli import main as cli_main
 from pipelines.cli import validate_inputs
-from schemas.config import BlendConfig, BlendSource, ConfigError, load_config, parse_config
+from schemas.config import BlendConfig, BlendSource, ConfigError
+from schemas.loading import load_config, parse_config
 from transforms.blend.plan import compute_plan
 from transforms.blend.plan_model import PlanError
 from transforms.io.storage import EMULATOR_ENV, reset_credentials, use_emulator_credentials

@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from pipelines.cli import main as cli_main
-from schemas.config import ConfigError, load_config, parse_config
+from schemas.config import ConfigError
+from schemas.loading import load_config, parse_config
 
 from .conftest import DEMO_CONFIG, write_demo_config
 

@@ -29,7 +29,8 @@ from apache_beam.runners.runner import PipelineResult
 from benchmarks.corpus import CorpusSpec, write_corpus
 from pipelines.dask_runner import MISSING_METRICS
 from pipelines.run import run
-from schemas.config import MixConfig, load_config, parse_config
+from schemas.config import MixConfig
+from schemas.loading import load_config, parse_config
 
 from .conftest import DEMO_CONFIG, FN_API_RUNNER, MODEL, DaskCluster, write_demo_config
 

@@ -116,7 +116,7 @@ def test_kubernetes_cronjob_manifest() -> None:
     # The mounted config is a valid tropemix config and the container points at it.
     ((name, body),) = config_map["data"].items()
     assert args["config"] == f"{mount}/{name}"
-    from schemas.config import parse_config
+    from schemas.loading import parse_config
 
     parse_config(yaml.safe_load(body))
     # Every flag is a pipeline option Beam knows (no typos reach the cluster).

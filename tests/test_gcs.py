@@ -21,7 +21,8 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipelines.mix import BuildMix
 from pipelines.run import read_report
-from schemas.config import ReadConfig, SourceConfig, parse_config
+from schemas.config import ReadConfig, SourceConfig
+from schemas.loading import parse_config
 from schemas.records import SHARD_SCHEMA
 from transforms.io.source import ReadSource
 from transforms.io.storage import EMULATOR_ENV, reset_credentials, use_emulator_credentials

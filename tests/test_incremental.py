@@ -16,7 +16,7 @@ import pytest
 import transforms.dedup.deduplicate
 from pipelines.incremental import InputFile, new_files, read_state, record_run
 from pipelines.run import execute
-from schemas.config import parse_config
+from schemas.loading import parse_config
 
 from .conftest import FN_API_RUNNER, MODEL, REPO
 

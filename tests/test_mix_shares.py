@@ -18,7 +18,7 @@ import pytest
 from tokenizers import Tokenizer
 
 from pipelines.run import run
-from schemas.config import parse_config
+from schemas.loading import parse_config
 
 from .conftest import FN_API_RUNNER, REPO
 

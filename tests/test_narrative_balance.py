@@ -11,7 +11,7 @@ import yaml
 
 from pipelines.cli import main as cli_main
 from pipelines.run import run
-from schemas.config import load_config
+from schemas.loading import load_config
 from schemas.taxonomy import DEFAULT_TAXONOMY
 
 from .conftest import FN_API_RUNNER, REPO

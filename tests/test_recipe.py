@@ -11,7 +11,8 @@ import pytest
 
 from pipelines.run import run, run_plan
 from pipelines.summary import format_plan, summary_lines
-from schemas.config import MixConfig, load_config
+from schemas.config import MixConfig
+from schemas.loading import load_config
 
 from .conftest import FN_API_RUNNER, REPO
 

@@ -9,7 +9,7 @@ import pytest
 
 from pipelines.cli import main as cli_main
 from pipelines.mix import BuildMix
-from schemas.config import load_config
+from schemas.loading import load_config
 from transforms.progress import format_progress, read_progress, tap_progress
 
 from .conftest import make_pipeline

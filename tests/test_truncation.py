@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from pipelines.run import run
-from schemas.config import load_config
+from schemas.loading import load_config
 
 from .conftest import FN_API_RUNNER, REPO
 
