@@ -10,6 +10,13 @@ against it, stops the cluster by PID, and measures the whole process tree
     python benchmarks/dask_scale.py --corpus /tmp/tropemix-bench/corpus-10k /tmp/tropemix-bench/corpus-100k
 
 Wall time includes starting the cluster (a few seconds).
+
+``--profile-memory`` preloads ``benchmarks/memprofile.py`` into the scheduler and every
+worker (RSS, managed bytes and the Beam step executing, every 0.2 s, into
+``WORK/CORPUS/memprofile/``) and writes the per-step table to ``memprofile.md`` there;
+compare runs with ``python benchmarks/memprofile.py WORK/corpus-10k/memprofile
+WORK/corpus-30k/memprofile``.  ``--config-json`` merges extra settings into the config
+(``'{"output": {"ledger_shards": 8}}'``) to measure a config-only mitigation.
 """
 
 from __future__ import annotations
@@ -29,8 +36,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks import memprofile  # noqa: E402
 from benchmarks.harness import measure  # noqa: E402
 from benchmarks.vs_datatrove import tropemix_config  # noqa: E402
+from pipelines.dask_runner import LAYERS_ENV  # noqa: E402
 
 ROLES = ("dask scheduler", "dask worker", "pipelines.run")
 
@@ -41,8 +50,8 @@ ROLES = ("dask scheduler", "dask worker", "pipelines.run")
 WORKER_ENV = {"MALLOC_TRIM_THRESHOLD_": "65536", "MALLOC_ARENA_MAX": "2"}
 
 
-def _start(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, **WORKER_ENV}
+def _start(cmd: list[str], log: Path, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    env = {**os.environ, **WORKER_ENV, **(extra_env or {})}
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
 
 
@@ -56,7 +65,9 @@ def _scheduler_address(scheduler_file: Path) -> str:
         time.sleep(0.1)
 
 
-def serve_and_run(config: Path, work: Path, workers: int, memory_limit: str, partitions: int) -> int:
+def serve_and_run(
+    config: Path, work: Path, workers: int, memory_limit: str, partitions: int, profile: bool = False
+) -> int:
     """Starts the cluster, runs the DAG on it, stops the cluster by PID; returns the run's exit status.
 
     Args:
@@ -65,24 +76,40 @@ def serve_and_run(config: Path, work: Path, workers: int, memory_limit: str, par
       workers: single-thread worker processes.
       memory_limit: each worker's memory limit (``2GB``).
       partitions: ``--dask_npartitions``.
+      profile: sample every process's memory per step into ``work/memprofile`` (``memprofile.py``).
     """
     dask = str(Path(sys.executable).parent / "dask")
     scheduler_file = work / "scheduler.json"
     scheduler = [dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard"]
-    procs = [_start([*scheduler, "--scheduler-file", str(scheduler_file)], work / "scheduler.log")]
+    env: dict[str, str] = {}
+    preload: list[str] = []
+    if profile:
+        (work / "memprofile").mkdir(exist_ok=True)
+        env = {"TROPEMIX_MEMPROFILE_DIR": str(work / "memprofile")}
+        preload = ["--preload", str(REPO / "benchmarks" / "memprofile.py")]
+    procs = [
+        _start([*scheduler, *preload, "--scheduler-file", str(scheduler_file)], work / "scheduler.log", env)
+    ]
     try:
         address = _scheduler_address(scheduler_file)
         worker = [dask, "worker", "--scheduler-file", str(scheduler_file), "--nthreads", "1", "--no-nanny"]
-        worker += ["--no-dashboard", "--host", "127.0.0.1", "--memory-limit", memory_limit]
+        worker += ["--no-dashboard", "--host", "127.0.0.1", "--memory-limit", memory_limit, *preload]
         for i in range(workers):
             name = f"worker-{i}"
             procs.append(
-                _start([*worker, "--local-directory", str(work / name), "--name", name], work / f"{name}.log")
+                _start(
+                    [*worker, "--local-directory", str(work / name), "--name", name],
+                    work / f"{name}.log",
+                    env,
+                )
             )
         run = [sys.executable, "-m", "pipelines.run", "--config", str(config), "--runner=dask"]
         run += [f"--dask_client_address={address}", f"--dask_npartitions={partitions}"]
+        run_env = {**os.environ}
+        if profile:
+            run_env[LAYERS_ENV] = str(work / "memprofile" / "layers.json")
         with (work / "tropemix.log").open("wb") as log:
-            return subprocess.call(run, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+            return subprocess.call(run, cwd=REPO, env=run_env, stdout=log, stderr=subprocess.STDOUT)
     finally:
         for proc in reversed(procs):
             os.kill(proc.pid, signal.SIGTERM)
@@ -110,17 +137,21 @@ def bench(corpus: Path, args: argparse.Namespace) -> dict[str, Any]:
     work = args.work / corpus.name
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    cfg = tropemix_config(corpus, work / "out", args.model, args)
+    cfg = _merge(tropemix_config(corpus, work / "out", args.model, args), json.loads(args.config_json))
     config = work / "tropemix.yaml"
     config.write_text(json.dumps(cfg))
     inner = [sys.executable, __file__, "--serve", str(config), "--work", str(work)]
     inner += ["--workers", str(args.workers), "--memory-limit", args.memory_limit]
-    inner += ["--partitions", str(args.partitions)]
+    inner += ["--partitions", str(args.partitions)] + (["--profile-memory"] if args.profile_memory else [])
     m = measure(
         inner, env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=str(REPO), log=str(work / "serve.log")
     )
     report = json.loads((work / "out" / "report.json").read_text()) if m.returncode == 0 else {}
     docs = json.loads((corpus / "corpus.json").read_text())["docs"]
+    profile = {}
+    if args.profile_memory:
+        (work / "memprofile.md").write_text(memprofile.table([work / "memprofile"]) + "\n")
+        profile = {"memprofile": str(work / "memprofile.md")}
     return {
         "docs": docs,
         "returncode": m.returncode,
@@ -135,7 +166,18 @@ def bench(corpus: Path, args: argparse.Namespace) -> dict[str, Any]:
         "memory_warnings": sum(
             log.read_text(errors="replace").count("memory") for log in work.glob("worker-*.log")
         ),
+        **profile,
     }
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``extra``'s settings, nested mappings merged key by key."""
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = (
+            _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        )
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -145,16 +187,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--memory-limit", default="2GB", help="per worker; spills at 60%%, pauses at 80%%")
     parser.add_argument("--partitions", type=int, default=16, help="--dask_npartitions")
-    parser.add_argument("--model", type=Path, default=REPO / "models" / "tropes-v0.ftz")
+    parser.add_argument("--model", type=Path, default=REPO / "models" / "tropes-v1.ftz")
     parser.add_argument("--ngram", type=int, default=5)
     parser.add_argument("--num-perm", type=int, default=128)
     parser.add_argument("--threshold", type=float, default=0.8)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--num-shards", type=int, default=4)
     parser.add_argument("--work", type=Path, default=Path("/tmp/tropemix-bench/dask"))
+    parser.add_argument(
+        "--profile-memory", action="store_true", help="per-step memory profile (memprofile.py)"
+    )
+    parser.add_argument("--config-json", default="{}", help="settings merged into the config, as JSON")
     args = parser.parse_args(argv)
     if args.serve:
-        return serve_and_run(args.serve, args.work, args.workers, args.memory_limit, args.partitions)
+        return serve_and_run(
+            args.serve, args.work, args.workers, args.memory_limit, args.partitions, args.profile_memory
+        )
     for corpus in args.corpus:
         print(json.dumps(bench(corpus, args)), flush=True)
     return 0

@@ -26,6 +26,9 @@ each (written up for apache/beam in ``deploy/dask/UPSTREAM.md``):
 9. ``equal_keys_group_together``: GroupByKey partitions keys by a hash of their value
    (stock: Dask's ``tokenize``, under which ``numpy.int64(3)`` and ``3`` differ, so
    one key's values can end up in two groups).
+10. ``trim_memory``: every worker returns the heap pages glibc keeps after a partition
+   is freed (``TrimMemory``; stock: RSS stays at its high-water mark, which Dask counts
+   as unmanaged memory and pauses the worker on).
 
 Select it with ``--runner=dask`` (``pipelines.runner.pipeline_options``) and
 ``--dask_client_address=HOST:PORT``.
@@ -37,8 +40,11 @@ import dataclasses
 import functools
 import hashlib
 import itertools
+import json
 import numbers
+import os
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -63,12 +69,19 @@ from apache_beam.utils import counters
 from apache_beam.utils.windowed_value import WindowedValue
 from dask.bag.core import groupby_tasks
 from dask.highlevelgraph import HighLevelGraph
+from distributed.diagnostics.plugin import WorkerPlugin
 
 # Partitions of a GroupByKey or Reshuffle when --dask_npartitions is not given.  A task
 # shuffle of n partitions costs about n * min(n, 32) tasks, so this bounds the graph.
 DEFAULT_PARTITIONS = 16
 # Metrics a tropemix report has on the in-process runner that this runner cannot give.
 MISSING_METRICS = ("ptransform_execution_time (report timing.stages.*.busy_seconds)",)
+# Least seconds between two heap trims of a worker (``TrimMemory``); the environment
+# variable overrides it in the submitting process, 0 turns trimming off (to measure it).
+TRIM_ENV = "TROPEMIX_DASK_TRIM_SECONDS"
+TRIM_SECONDS = 1.0
+# Where the driver writes the graph's layer -> Beam label map when set (memory profiles).
+LAYERS_ENV = "TROPEMIX_DASK_LAYERS"
 
 
 class _ListReceiver(Receiver):
@@ -304,6 +317,15 @@ class _BagBuilder(PipelineVisitor):
         self._bag_kwargs, self._partitions, self._topic = bag_kwargs, partitions, topic
         self.bags: dict[pvalue.PValue, db.Bag] = {}
         self._consumed: set[pvalue.PValue] = set()
+        # Graph layer name -> the Beam label of the transform that made it, for profiles
+        # (``benchmarks/memprofile.py``): task keys carry layer names, not labels.
+        self.layer_labels: dict[str, str] = {}
+
+    def _label_layers(self, label: str, bags: Iterable[db.Bag]) -> None:
+        for bag in bags:
+            graph: Any = bag.__dask_graph__()  # a HighLevelGraph
+            for name in graph.layers:
+                self.layer_labels.setdefault(name, label)
 
     def _input(self, pcoll: pvalue.PCollection) -> db.Bag:
         self._consumed.add(pcoll)
@@ -324,6 +346,7 @@ class _BagBuilder(PipelineVisitor):
         kind = type(transform)
         if kind is beam.ParDo:
             self._pardo(node, inputs[0])
+            self._label_layers(node.full_label, [self.bags[p] for p in node.outputs.values()])
             return
         if kind is overrides._Create:
             from apache_beam.runners.dask.transform_evaluator import Create
@@ -347,6 +370,7 @@ class _BagBuilder(PipelineVisitor):
             raise NotImplementedError(f"{node.full_label}: {kind.__name__} has no Dask translation")
         for pcoll in node.outputs.values():
             self.bags[pcoll] = bag
+        self._label_layers(node.full_label, [bag])
 
     def _group(self, bag: db.Bag) -> db.Bag:
         """GroupByKey on at most ``partitions`` partitions (fix 6), keys hashed by ``stable_key_hash`` (fix 9)."""
@@ -374,6 +398,46 @@ class _BagBuilder(PipelineVisitor):
         for tag, pcoll in node.outputs.items():
             # Fix 1: each output PCollection is its own tag's elements of the shared bag.
             self.bags[pcoll] = out.filter(functools.partial(_select, tag=tag)).map(_value) if tagged else out
+
+
+class TrimMemory(WorkerPlugin):
+    """A Dask worker plugin: glibc's ``malloc_trim(0)`` at most every ``every`` seconds after tasks end (fix 10).
+
+    A task's partition is many small Python objects; once Dask releases it, glibc keeps
+    the freed pages inside its heap (``MALLOC_TRIM_THRESHOLD_`` only returns the heap's
+    top), the worker's RSS stays at its high-water mark and Dask counts the difference
+    as unmanaged memory, pausing the worker at 80% of its limit with little data held.
+    Trimming returns those pages; a no-op where libc has no ``malloc_trim``.
+
+    Args:
+      every: least seconds between two trims.
+    """
+
+    name = "tropemix-trim-memory"
+
+    def __init__(self, every: float = TRIM_SECONDS) -> None:
+        super().__init__()
+        self.every = every
+        self._last = 0.0
+        self._trim: Any = None
+
+    def setup(self, worker: Any) -> None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            self._trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            self._trim = None
+
+    def transition(self, key: Any, start: str, finish: str, **kwargs: Any) -> None:
+        # A task ended (its inputs may now be released) or a result was let go.
+        if self._trim is None or finish not in ("memory", "error", "released", "forgotten"):
+            return
+        now = time.monotonic()
+        if now - self._last >= self.every:
+            self._last = now
+            self._trim(0)
 
 
 class DaskMetrics(MetricResults):
@@ -473,8 +537,16 @@ class TropemixDaskRunner(DaskRunner):
         collected = DaskMetrics()
         # Subscribed before the graph is sent, so no task's event can precede it.
         client.subscribe_topic(topic, collected.receive)
+        # Fix 10: workers give freed heap pages back to the OS (and to their memory limit).
+        trim_every = float(os.environ.get(TRIM_ENV, TRIM_SECONDS))
+        if trim_every > 0:
+            client.register_plugin(TrimMemory(trim_every), name=TrimMemory.name)
         pipeline.replace_all(overrides.dask_overrides())
         builder = _BagBuilder(bag_kwargs, partitions, topic)
         pipeline.visit(builder)
         futures = [client.compute(builder.sinks())]
+        layers_path = os.environ.get(LAYERS_ENV)
+        if layers_path:
+            with open(layers_path, "w", encoding="utf-8") as f:
+                json.dump(builder.layer_labels, f, indent=0, sort_keys=True)
         return TropemixDaskResult(client, futures, topic, collected)

@@ -278,6 +278,49 @@ def test_equal_keys_group_together(dask_cluster: DaskCluster, runner: str, tmp_p
     assert sorted(_collected(tmp_path)) == [[k, ["int", "numpy"]] for k in range(20)]
 
 
+def test_workers_trim_their_heap(dask_cluster: DaskCluster, tmp_path: Path) -> None:
+    """Fix 10: a run registers ``TrimMemory`` on every worker, and it trims there."""
+    from distributed import Client
+
+    from pipelines.dask_runner import TrimMemory
+
+    (tmp_path / "out").mkdir()
+    _run(dask_cluster, FIXED, lambda p: p | beam.Create(range(10)) | beam.ParDo(_Sink(str(tmp_path / "out"))))
+
+    def state(dask_worker: Any) -> tuple[bool, bool]:
+        """(registered with libc's malloc_trim, has trimmed since a task ended)."""
+        plugin = dask_worker.plugins.get(TrimMemory.name)
+        return plugin is not None and plugin._trim is not None, plugin is not None and plugin._last > 0
+
+    with Client(dask_cluster.address, timeout=30) as client:
+        states = list(client.run(state).values())
+    assert len(states) == 2 and all(registered for registered, _ in states)
+    assert any(trimmed for _, trimmed in states)  # a worker with no task of this run has nothing to trim
+
+
+def test_layers_named_by_label() -> None:
+    """Every graph layer maps to the Beam label that made it (what memory profiles name tasks by)."""
+    from apache_beam.runners.dask.dask_runner import DaskOptions
+    from apache_beam.runners.dask.overrides import dask_overrides
+
+    from pipelines.dask_runner import _BagBuilder
+
+    p = beam.Pipeline(options=PipelineOptions([f"--runner={FIXED}"]))
+    _ = (
+        p
+        | "Nums" >> beam.Create(range(8))
+        | "Pair" >> beam.Map(lambda n: (n % 2, n))
+        | "Group" >> beam.GroupByKey()
+    )
+    p.replace_all(dask_overrides())
+    builder = _BagBuilder(DaskOptions._extract_bag_kwargs({"npartitions": 2}), 2, "unused")
+    p.visit(builder)
+    roots = {label.split("/")[0] for label in builder.layer_labels.values()}
+    assert roots == {"Nums", "Pair", "Group"}
+    names = {name for bag in builder.bags.values() for name in bag.__dask_graph__().layers}
+    assert names == set(builder.layer_labels)
+
+
 # --- the whole tropemix DAG on the cluster -------------------------------------------------------
 
 # Few partitions: these inputs are small, and scheduling cost grows with partitions.
