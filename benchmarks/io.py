@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import io
 import os
 import resource
 import shutil
@@ -31,9 +32,16 @@ from schemas.records import SHARD_SCHEMA
 from transforms.io.documents import FileRange, Rejected, Tally
 from transforms.io.source import read_range
 from transforms.io.streams import open_stream
-from transforms.io.write import encode_jsonl_zst, encode_parquet, shard_json_row, shard_row
+from transforms.io.write import Encoder, encode_parquet, shard_json_row, shard_row
+from transforms.io.write import write_jsonl_zst as stream_jsonl_zst
 
 MB = 1e6
+
+
+def _encoded_size(encode: Encoder, rows: list[dict[str, Any]]) -> int:
+    sink = io.BytesIO()
+    encode(rows, sink)
+    return len(sink.getvalue())
 
 
 def best_of(repeat: int, fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -128,7 +136,7 @@ def main() -> None:
 
         def write_jsonl_zst() -> int:
             return sum(
-                len(encode_jsonl_zst([shard_json_row(d) for d in docs[i : i + step]]))
+                _encoded_size(stream_jsonl_zst, [shard_json_row(d) for d in docs[i : i + step]])
                 for i in range(0, n, step)
             )
 

@@ -26,7 +26,7 @@ from schemas.loading import parse_config
 from schemas.records import SHARD_SCHEMA
 from transforms.io.source import ReadSource
 from transforms.io.storage import EMULATOR_ENV, reset_credentials, use_emulator_credentials
-from transforms.io.write import WriteSortedFiles, encode_jsonl, parquet_encoder, shard_row
+from transforms.io.write import WriteSortedFiles, parquet_encoder, shard_row, write_jsonl
 
 from .conftest import MODEL, make_pipeline
 
@@ -130,7 +130,7 @@ def test_read_one_bucket_write_shards_to_another(gcs: Any) -> None:
         | "DeadFile" >> beam.Map(lambda r: (0, r))
         | "WriteDead"
         >> WriteSortedFiles(
-            "gs://tm-out/dead_letter", "dead_letter", 1, "jsonl", encode_jsonl, lambda r: r["offset"]
+            "gs://tm-out/dead_letter", "dead_letter", 1, "jsonl", write_jsonl, lambda r: r["offset"]
         )
     )
     p.run()

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 from pathlib import Path
 
 import apache_beam as beam
 import duckdb
+import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
@@ -25,6 +28,7 @@ from transforms.io.write import (
     shard_name,
     shard_row,
     write_atomically,
+    write_jsonl,
 )
 from transforms.text import stable_hash
 
@@ -122,7 +126,7 @@ def test_write_hashed_files_puts_each_row_in_its_hash_file(tmp_path: Path) -> No
             str(out),
             "ledger",
             3,
-            encode_jsonl,
+            write_jsonl,
             sort_key=lambda d: d["id"],
             to_row=shard_json_row,
             suffix="jsonl",
@@ -167,14 +171,28 @@ def test_write_dead_letters_is_one_sorted_file_with_or_without_a_gate(tmp_path: 
     assert (tmp_path / "gated" / name).read_bytes() == want
 
 
+def test_streamed_parquet_equals_the_whole_table_written_at_once() -> None:
+    # write_parquet streams one row group at a time; pq.write_table of every row at once
+    # is what shards were written with before, and the bytes must not change.
+    rows = [shard_row(d) for d in DOCS]
+    for n in (0, 1, 9, 10, 11, 50):
+        table = pa.Table.from_pylist(rows[:n], schema=SHARD_SCHEMA)
+        whole = io.BytesIO()
+        pq.write_table(table, whole, compression="zstd", row_group_size=10, write_statistics=True)
+        assert encode_parquet(rows[:n], SHARD_SCHEMA, 10) == whole.getvalue(), n
+
+
 def test_jsonl_zst_shards_are_reproducible_and_readable(tmp_path: Path) -> None:
     import zstandard
 
     from transforms.io.write import shard_format
 
     suffix, encode, to_row = shard_format("jsonl.zst", 10_000)
-    data = encode([to_row(d) for d in DOCS])
-    assert suffix == "jsonl.zst" and data == encode([to_row(d) for d in DOCS])
+    first, second = io.BytesIO(), io.BytesIO()
+    encode([to_row(d) for d in DOCS], first)
+    encode([to_row(d) for d in DOCS], second)
+    data = first.getvalue()
+    assert suffix == "jsonl.zst" and data == second.getvalue()
     rows = [json.loads(line) for line in zstandard.ZstdDecompressor().decompress(data).splitlines()]
     assert rows[1]["meta"] == {"url": "https://example.org/1"} and rows[1]["trope_scores"]["honest"] == 0.5
     path = tmp_path / "mix-00000-of-00001.jsonl.zst"

@@ -158,7 +158,9 @@ class WriteDedupIndex(beam.PTransform):
                 "index",
                 shards,
                 "parquet",
-                lambda sorted_entries: encode_rows([row for e in sorted_entries for row in index_rows(e)]),
+                lambda sorted_entries, sink: encode_rows(
+                    (row for e in sorted_entries for row in index_rows(e)), sink
+                ),
                 # Rows come out ordered by (id, band), as readers expect.
                 sort_key=lambda e: (e["id"], e["exact"], e["bands"]),
             )

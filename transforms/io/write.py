@@ -14,11 +14,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import itertools
 import json
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from operator import itemgetter
-from typing import Any
+from typing import Any, BinaryIO, Protocol
 
 import apache_beam as beam
 import pyarrow as pa
@@ -33,6 +34,16 @@ from transforms.logs import stage_logger
 from transforms.text import stable_hash
 
 NAMESPACE = "tropemix.write"
+
+
+class Sink(Protocol):
+    """Where an encoder streams a file's bytes: a binary file, ``io.BytesIO``, ``atomic_file``."""
+
+    def write(self, data: bytes, /) -> int: ...
+
+
+# What ``WriteSortedFiles`` encodes with: rows in final order -> the file's bytes, streamed to a sink.
+Encoder = Callable[[Iterable[dict[str, Any]], Sink], None]
 # Rows (up to whole documents) a writer buffers per bundle before it flushes its lists.
 MAX_BUFFERED_ROWS = 4096
 _LOG = stage_logger("write")
@@ -43,12 +54,39 @@ def shard_name(prefix: str, index: int, count: int, suffix: str) -> str:
     return f"{prefix}-{index:05d}-of-{count:05d}.{suffix}"
 
 
-def write_atomically(path: str, data: bytes) -> None:
-    """Writes ``data`` to a temporary sibling of ``path`` and renames it into place.
+class _HashingSink(io.RawIOBase):
+    """A binary sink that counts and hashes what passes through to ``raw``."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        super().__init__()
+        self._raw = raw
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self._raw.write(data)
+        self.sha256.update(data)
+        self.size += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        self._raw.flush()
+
+
+@contextlib.contextmanager
+def atomic_file(path: str) -> Iterator[_HashingSink]:
+    """A sink streaming to a temporary sibling of ``path``, renamed into place on success.
+
+    Yields the sink; its ``size`` and ``sha256`` describe the finished file.
 
     Args:
       path: final local or ``gs://`` path.
-      data: the complete file content.
     """
     directory, name = path.rsplit("/", 1)
     if not FileSystems.exists(directory):
@@ -57,9 +95,21 @@ def write_atomically(path: str, data: bytes) -> None:
             FileSystems.mkdirs(directory)
     tmp = f"{directory}/.tmp-{uuid.uuid4().hex}-{name}"
     with FileSystems.create(tmp) as f:
-        f.write(data)
+        sink = _HashingSink(f)
+        yield sink
     # Rename replaces a file left by an earlier attempt of a retried bundle (same bytes).
     FileSystems.rename([tmp], [path])
+
+
+def write_atomically(path: str, data: bytes) -> None:
+    """Writes ``data`` to a temporary sibling of ``path`` and renames it into place.
+
+    Args:
+      path: final local or ``gs://`` path.
+      data: the complete file content.
+    """
+    with atomic_file(path) as sink:
+        sink.write(data)
 
 
 def score_list(scores: Mapping[str, float]) -> list[dict[str, Any]]:
@@ -87,28 +137,60 @@ def shard_row(doc: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def encode_parquet(rows: Sequence[Mapping[str, Any]], schema: pa.Schema, row_group_size: int) -> bytes:
-    """Parquet bytes of ``rows`` with zstd compression; identical rows give identical bytes.
+def write_parquet(
+    rows: Iterable[Mapping[str, Any]], sink: Sink, schema: pa.Schema, row_group_size: int
+) -> None:
+    """Streams ``rows`` into Parquet with zstd compression, one row group in memory at a time.
+
+    The bytes equal ``pq.write_table`` of all the rows at once with the same row group
+    size (``tests/test_write.py`` checks it), so streaming changed no file.  Measured on a
+    Dask worker at 100k documents (deploy/dask/README.md): encoding a whole shard at once
+    held its rows, an Arrow table and the file's bytes together, the largest task there.
 
     Args:
       rows: rows already in schema order and in final order.
+      sink: binary file object.
       schema: the explicit Arrow schema.
       row_group_size: rows per row group.
     """
-    table = pa.Table.from_pylist(list(rows), schema=schema)
+    rows = iter(rows)
+    with pq.ParquetWriter(sink, schema, compression="zstd", write_statistics=True) as writer:
+        chunks = 0
+        while chunk := list(itertools.islice(rows, row_group_size)):
+            writer.write_table(pa.Table.from_pylist(chunk, schema=schema), row_group_size=row_group_size)
+            chunks += 1
+        if not chunks:
+            # ``write_table`` of an empty table writes one empty row group; so does this.
+            writer.write_table(schema.empty_table(), row_group_size=row_group_size)
+
+
+def encode_parquet(rows: Sequence[Mapping[str, Any]], schema: pa.Schema, row_group_size: int) -> bytes:
+    """Parquet bytes of ``rows`` (``write_parquet``); identical rows give identical bytes."""
     sink = io.BytesIO()
-    pq.write_table(table, sink, compression="zstd", row_group_size=row_group_size, write_statistics=True)
+    write_parquet(rows, sink, schema, row_group_size)
     return sink.getvalue()
 
 
-def encode_jsonl(rows: Sequence[Mapping[str, Any]]) -> bytes:
-    """One sorted-key JSON object per line, UTF-8."""
-    return b"".join(json.dumps(r, sort_keys=True, ensure_ascii=False).encode("utf-8") + b"\n" for r in rows)
+def write_jsonl(rows: Iterable[Mapping[str, Any]], sink: Sink) -> None:
+    """One sorted-key JSON object per line, UTF-8, streamed."""
+    for r in rows:
+        sink.write(json.dumps(r, sort_keys=True, ensure_ascii=False).encode("utf-8") + b"\n")
 
 
-def encode_jsonl_zst(rows: Sequence[Mapping[str, Any]]) -> bytes:
-    """``encode_jsonl`` compressed as one zstd frame; single-threaded, so the bytes are reproducible."""
-    return zstandard.ZstdCompressor(level=3, write_checksum=True).compress(encode_jsonl(rows))
+def encode_jsonl(rows: Iterable[Mapping[str, Any]]) -> bytes:
+    """``write_jsonl`` as bytes."""
+    sink = io.BytesIO()
+    write_jsonl(rows, sink)
+    return sink.getvalue()
+
+
+def write_jsonl_zst(rows: Iterable[Mapping[str, Any]], sink: Sink) -> None:
+    """``encode_jsonl`` compressed as one zstd frame; single-threaded, so the bytes are reproducible.
+
+    Not streamed: a one-shot frame records its content size in the header, which a
+    streaming frame would not, so streaming would change every existing file.
+    """
+    sink.write(zstandard.ZstdCompressor(level=3, write_checksum=True).compress(encode_jsonl(rows)))
 
 
 def shard_json_row(doc: Mapping[str, Any]) -> dict[str, Any]:
@@ -121,9 +203,7 @@ def shard_json_row(doc: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def shard_format(
-    fmt: str, row_group_size: int
-) -> tuple[str, Callable[[list[dict[str, Any]]], bytes], Callable[[Any], dict[str, Any]]]:
+def shard_format(fmt: str, row_group_size: int) -> tuple[str, Encoder, Callable[[Any], dict[str, Any]]]:
     """File suffix, encoder and row function of the configured shard format.
 
     Args:
@@ -131,7 +211,7 @@ def shard_format(
       row_group_size: Parquet rows per row group.
     """
     if fmt == "jsonl.zst":
-        return "jsonl.zst", encode_jsonl_zst, shard_json_row
+        return "jsonl.zst", write_jsonl_zst, shard_json_row
     return "parquet", parquet_encoder(SHARD_SCHEMA, row_group_size), shard_row
 
 
@@ -142,7 +222,7 @@ class _WriteFileFn(beam.DoFn):
         prefix: str,
         count: int,
         suffix: str,
-        encode: Callable[[list[dict[str, Any]]], bytes],
+        encode: Encoder,
         sort_key: Callable[[Any], Any],
         to_row: Callable[[Any], dict[str, Any]],
         describe: Callable[[list[Any]], dict[str, Any]],
@@ -159,20 +239,21 @@ class _WriteFileFn(beam.DoFn):
     def process(self, item: tuple[int, dict[str, Any]], count: int | None = None) -> Iterator[dict[str, Any]]:
         index, grouped = item
         elements = sorted((e for batch in grouped["rows"] for e in batch), key=self._sort_key)
-        data = self._encode([self._to_row(e) for e in elements])
         total = self._count if count is None else count
         path = f"{self._dir}/{shard_name(self._prefix, index, total, self._suffix)}"
-        write_atomically(path, data)
+        # Rows are made as the encoder consumes them, so a shard's rows never exist all at once.
+        with atomic_file(path) as sink:
+            self._encode((self._to_row(e) for e in elements), sink)
         Metrics.counter(NAMESPACE, f"files.{self._prefix}").inc()
         Metrics.counter(NAMESPACE, f"rows.{self._prefix}").inc(len(elements))
-        Metrics.counter(NAMESPACE, f"bytes.{self._prefix}").inc(len(data))
-        _LOG.info("file written", path=path, rows=len(elements), bytes=len(data))
+        Metrics.counter(NAMESPACE, f"bytes.{self._prefix}").inc(sink.size)
+        _LOG.info("file written", path=path, rows=len(elements), bytes=sink.size)
         yield {
             "shard": index,
             "path": path,
             "rows": len(elements),
-            "bytes": len(data),
-            "sha256": hashlib.sha256(data).hexdigest(),
+            "bytes": sink.size,
+            "sha256": sink.sha256.hexdigest(),
             **self._describe(elements),
         }
 
@@ -189,7 +270,7 @@ class WriteSortedFiles(beam.PTransform):
       prefix: file name prefix.
       count: number of files, or a one-element PCollection holding it (when a plan decides it).
       suffix: file extension.
-      encode: rows -> file bytes.
+      encode: (rows, binary sink) -> None; streams the file's bytes (``Encoder``).
       sort_key: order of elements inside a file.
       to_row: element -> row.
       describe: sorted elements -> extra stats.
@@ -201,7 +282,7 @@ class WriteSortedFiles(beam.PTransform):
         prefix: str,
         count: int | beam.PCollection,
         suffix: str,
-        encode: Callable[[list[dict[str, Any]]], bytes],
+        encode: Encoder,
         sort_key: Callable[[Any], Any],
         to_row: Callable[[Any], dict[str, Any]] = dict,
         describe: Callable[[list[Any]], dict[str, Any]] = lambda rows: {},
@@ -240,7 +321,7 @@ class WriteHashedFiles(beam.PTransform):
       directory: output directory (local or ``gs://``).
       prefix: file name prefix, also the hash salt.
       count: number of files.
-      encode: rows -> file bytes.
+      encode: (rows, binary sink) -> None; streams the file's bytes (``Encoder``).
       sort_key: order of rows inside a file.
       to_row: element -> row.
       suffix: file extension.
@@ -251,7 +332,7 @@ class WriteHashedFiles(beam.PTransform):
         directory: str,
         prefix: str,
         count: int,
-        encode: Callable[[list[dict[str, Any]]], bytes],
+        encode: Encoder,
         sort_key: Callable[[Any], Any],
         to_row: Callable[[Any], dict[str, Any]] = dict,
         suffix: str = "parquet",
@@ -296,7 +377,7 @@ class WriteDeadLetters(beam.PTransform):
             "dead_letter",
             1,
             "jsonl",
-            encode_jsonl,
+            write_jsonl,
             sort_key=lambda r: (r["source"], r["path"], r["offset"]),
         )
 
@@ -329,11 +410,11 @@ def describe_shard(docs: list[Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
-def parquet_encoder(schema: pa.Schema, row_group_size: int) -> Callable[[list[dict[str, Any]]], bytes]:
-    """An ``encode`` function for ``WriteSortedFiles`` writing Parquet with ``schema``."""
+def parquet_encoder(schema: pa.Schema, row_group_size: int) -> Encoder:
+    """An ``encode`` function for ``WriteSortedFiles`` streaming Parquet with ``schema``."""
 
-    def encode(rows: list[dict[str, Any]]) -> bytes:
-        return encode_parquet(rows, schema, row_group_size)
+    def encode(rows: Iterable[dict[str, Any]], sink: Sink) -> None:
+        write_parquet(rows, sink, schema, row_group_size)
 
     return encode
 
