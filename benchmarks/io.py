@@ -84,6 +84,26 @@ def report(step: str, seconds: float, docs: int, text_bytes: int, extra: str = "
     )
 
 
+def classify_reference(model_path: str, sample: list[dict[str, Any]]) -> None:
+    """Times the classifier's kernels (language id, gate, fastText) on ``sample``, one core."""
+    from transforms.classify.langid import load_lid
+    from transforms.classify.model import load_fasttext, read_model_card
+    from transforms.classify.score import context_params, score_documents
+
+    model, lid = load_fasttext(model_path), load_lid()
+    cfg = ClassifierConfig(model=model_path)
+    context = context_params(read_model_card(model_path))
+    texts = [d["text"] for d in sample]
+    sample_bytes = sum(len(t.encode("utf-8")) for t in texts)
+    seconds, _ = best_of(
+        1,
+        lambda: score_documents(
+            model, lid, texts, cfg.languages, context, min_language_score=cfg.min_language_score
+        ),
+    )
+    report("classify (reference, 2k docs)", seconds, len(sample), sample_bytes)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default="../shared/data/wikipedia", help="directory of *.jsonl.gz")
@@ -146,22 +166,7 @@ def main() -> None:
         report("write jsonl.zst", seconds, n, text_bytes, f"  ({size / MB:.1f} MB written)")
 
         if os.path.exists(args.model):
-            from schemas.taxonomy import label_scores_of
-            from transforms.classify.model import load_fasttext, read_model_card
-            from transforms.classify.score import score_documents
-
-            model = load_fasttext(args.model)
-            rule = label_scores_of(read_model_card(args.model))
-            cfg = ClassifierConfig(model=args.model)
-            sample = docs[:2000]
-            sample_bytes = sum(len(d["text"].encode("utf-8")) for d in sample)
-            seconds, _ = best_of(
-                1,
-                lambda: score_documents(
-                    model, [d["text"] for d in sample], cfg.chunk_chars, cfg.aggregate, rule
-                ),
-            )
-            report("classify (reference, 2k docs)", seconds, len(sample), sample_bytes)
+            classify_reference(args.model, docs[:2000])
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"peak RSS: {peak:.0f} MB (holds all parsed documents for the write step)")
     finally:
