@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 CODE := pipelines transforms schemas training
 
-.PHONY: install demo recipe test lint format typecheck model shared-mix bench clean prism chromium
+.PHONY: install demo recipe test lint format model shared-mix fingerprint clean prism chromium
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -72,6 +72,11 @@ model: $(STAMP)
 ## A bigger local run over ../shared/data (Wikipedia, web pages, constitution).
 shared-mix: $(STAMP)
 	$(VENV)/bin/tropemix run examples/shared_data.yaml -- --direct_num_workers=2 --direct_running_mode=multi_processing
+
+## sha256 of every file the demo, the recipe and (CORPUS=a benchmarks/corpus.py directory) a
+## corpus publish; run before and after a refactor and diff: the bytes must not change.
+fingerprint: $(STAMP)
+	$(PY) benchmarks/fingerprint.py $(if $(CORPUS),--corpus $(CORPUS))
 
 clean:
 	rm -rf out .pytest_cache .mypy_cache .ruff_cache
