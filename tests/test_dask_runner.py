@@ -282,7 +282,7 @@ def test_workers_trim_their_heap(dask_cluster: DaskCluster, tmp_path: Path) -> N
     """Fix 10: a run registers ``TrimMemory`` on every worker, and it trims there."""
     from distributed import Client
 
-    from pipelines.dask_runner import TrimMemory
+    from pipelines.dask_runner import TRIM_SECONDS, TrimMemory
 
     (tmp_path / "out").mkdir()
     _run(dask_cluster, FIXED, lambda p: p | beam.Create(range(10)) | beam.ParDo(_Sink(str(tmp_path / "out"))))
@@ -292,10 +292,22 @@ def test_workers_trim_their_heap(dask_cluster: DaskCluster, tmp_path: Path) -> N
         plugin = dask_worker.plugins.get(TrimMemory.name)
         return plugin is not None and plugin._trim is not None, plugin is not None and plugin._last > 0
 
+    def forget_trims(dask_worker: Any) -> bool:
+        dask_worker.plugins[TrimMemory.name]._last = 0.0
+        callback = dask_worker.periodic_callbacks.get(TrimMemory.name)
+        return callback is not None and callback.is_running()
+
+    def last_trim(dask_worker: Any) -> float:
+        return float(dask_worker.plugins[TrimMemory.name]._last)
+
     with Client(dask_cluster.address, timeout=30) as client:
         states = list(client.run(state).values())
-    assert len(states) == 2 and all(registered for registered, _ in states)
-    assert any(trimmed for _, trimmed in states)  # a worker with no task of this run has nothing to trim
+        assert len(states) == 2 and all(registered for registered, _ in states)
+        assert any(trimmed for _, trimmed in states)  # a worker with no task of this run has nothing to trim
+        # A worker paused on unmanaged memory runs no task: its timer alone must trim.
+        assert all(client.run(forget_trims).values())
+        time.sleep(3 * TRIM_SECONDS)
+        assert all(last > 0 for last in client.run(last_trim).values())
 
 
 def test_layers_named_by_label() -> None:
