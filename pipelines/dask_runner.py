@@ -67,9 +67,10 @@ from apache_beam.transforms.sideinputs import SideInputMap
 from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils import counters
 from apache_beam.utils.windowed_value import WindowedValue
-from dask.bag.core import groupby_tasks
 from dask.highlevelgraph import HighLevelGraph
 from distributed.diagnostics.plugin import WorkerPlugin
+
+from pipelines.dask_shuffle import optimized, p2p_group
 
 # Partitions of a GroupByKey or Reshuffle when --dask_npartitions is not given.  A task
 # shuffle of n partitions costs about n * min(n, 32) tasks, so this bounds the graph.
@@ -129,8 +130,12 @@ def _publish_metrics(topic: str, step: str, container: MetricsContainer) -> None
         worker = get_worker()
     except ValueError:  # not on a distributed worker (a local dask scheduler): nowhere to send
         return
-    task = str(worker.get_current_task())
-    worker.log_event(topic, {"task": task, "worker": worker.address, "step": step, **encoded})
+    key = worker.get_current_task()
+    # The scheduler numbers every execution of a task: a re-run (its worker died, or a
+    # P2P shuffle restarted) has a higher run_id, even on the same worker.
+    state = worker.state.tasks.get(key)
+    attempt = state.run_id if state is not None else -1
+    worker.log_event(topic, {"task": str(key), "attempt": attempt, "step": step, **encoded})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -249,10 +254,6 @@ def _value(pair: tuple[Any, Any]) -> Any:
     return pair[1]
 
 
-def _group_key(item: tuple[Any, Any]) -> Any:
-    return item[0]
-
-
 def _canonical(value: Any) -> Any:
     """``value`` with numbers as ``int``/``float`` and sequences as tuples, so equal keys look equal."""
     if isinstance(value, (tuple, list)):
@@ -281,10 +282,10 @@ def stable_key_hash(key: Any) -> int:
     return int.from_bytes(digest, "big")
 
 
-def _group_values(group: tuple[Any, list[tuple[Any, Any]]]) -> tuple[Any, list[Any]]:
-    key, items = group
+def _group_values(group: tuple[Any, list[Any]]) -> tuple[Any, list[Any]]:
+    key, values = group
     # Values arrive as ReifyWindows left them; GroupAlsoByWindow is a no-op here (global window).
-    return key, [v.value if isinstance(v, WindowedValue) else v for _, v in items]
+    return key, [v.value if isinstance(v, WindowedValue) else v for v in values]
 
 
 def _window_fn(pcoll: Any) -> Any:
@@ -373,10 +374,11 @@ class _BagBuilder(PipelineVisitor):
         self._label_layers(node.full_label, [bag])
 
     def _group(self, bag: db.Bag) -> db.Bag:
-        """GroupByKey on at most ``partitions`` partitions (fix 6), keys hashed by ``stable_key_hash`` (fix 9)."""
+        """GroupByKey on at most ``partitions`` partitions (fix 6), keys hashed by ``stable_key_hash``
+        (fix 9), as one P2P shuffle (fix 11)."""
         if bag.npartitions > self._partitions:
             bag = bag.repartition(npartitions=self._partitions)
-        return groupby_tasks(bag, _group_key, hash=stable_key_hash).map(_group_values)
+        return p2p_group(bag, stable_key_hash).map(_group_values)
 
     def _pardo(self, node: AppliedPTransform, bag: db.Bag) -> None:
         transform: Any = node.transform
@@ -464,17 +466,17 @@ class TrimMemory(WorkerPlugin):
 class DaskMetrics(MetricResults):
     """User metrics of a Dask run, from the events its tasks logged (fix 7).
 
-    A task Dask re-runs (its worker died, or its result was lost) logs again from
-    another worker; only the last worker's events of each task count, so a value is
-    counted once, like a committed metric.
+    A task Dask re-runs (its worker died, its result was lost, or a P2P shuffle it
+    feeds restarted) logs again, possibly on the same worker; only the events of each
+    task's latest attempt count, so a value is counted once, like a committed metric.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._by_task: dict[str, tuple[str, list[dict[str, Any]]]] = {}
+        self._by_task: dict[str, tuple[int, list[dict[str, Any]]]] = {}
 
     def receive(self, event: tuple[float, dict[str, Any]]) -> None:
-        """Dask's topic handler: keeps the events of each task's latest worker.
+        """Dask's topic handler: keeps the events of each task's latest attempt.
 
         Args:
           event: ``(timestamp, message)`` as ``Client.subscribe_topic`` delivers it.
@@ -482,8 +484,10 @@ class DaskMetrics(MetricResults):
         msg = event[1]
         with self._lock:
             kept = self._by_task.get(msg["task"])
-            if kept is None or kept[0] != msg["worker"]:
-                kept = self._by_task[msg["task"]] = (msg["worker"], [])
+            if kept is not None and msg["attempt"] < kept[0]:
+                return  # a stale attempt's event arriving late
+            if kept is None or msg["attempt"] > kept[0]:
+                kept = self._by_task[msg["task"]] = (msg["attempt"], [])
             kept[1].append(msg)
 
     def query(self, filter: MetricsFilter | None = None) -> dict[str, list[MetricResult]]:
@@ -565,7 +569,8 @@ class TropemixDaskRunner(DaskRunner):
         pipeline.replace_all(overrides.dask_overrides())
         builder = _BagBuilder(bag_kwargs, partitions, topic)
         pipeline.visit(builder)
-        futures = [client.compute(builder.sinks())]
+        # Fix 11: optimized here, so the P2P barriers survive the bag optimizer.
+        futures = [client.compute(optimized(builder.sinks()), optimize_graph=False)]
         layers_path = os.environ.get(LAYERS_ENV)
         if layers_path:
             with open(layers_path, "w", encoding="utf-8") as f:
