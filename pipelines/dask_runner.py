@@ -67,10 +67,9 @@ from apache_beam.transforms.sideinputs import SideInputMap
 from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils import counters
 from apache_beam.utils.windowed_value import WindowedValue
+from dask.bag.core import groupby_tasks
 from dask.highlevelgraph import HighLevelGraph
 from distributed.diagnostics.plugin import WorkerPlugin
-
-from pipelines.dask_shuffle import optimized, p2p_group
 
 # Partitions of a GroupByKey or Reshuffle when --dask_npartitions is not given.  A task
 # shuffle of n partitions costs about n * min(n, 32) tasks, so this bounds the graph.
@@ -131,8 +130,8 @@ def _publish_metrics(topic: str, step: str, container: MetricsContainer) -> None
     except ValueError:  # not on a distributed worker (a local dask scheduler): nowhere to send
         return
     key = worker.get_current_task()
-    # The scheduler numbers every execution of a task: a re-run (its worker died, or a
-    # P2P shuffle restarted) has a higher run_id, even on the same worker.
+    # The scheduler numbers every execution of a task: a re-run (its worker died, or its
+    # result was lost) has a higher run_id, also when it runs on the same worker again.
     state = worker.state.tasks.get(key)
     attempt = state.run_id if state is not None else -1
     worker.log_event(topic, {"task": str(key), "attempt": attempt, "step": step, **encoded})
@@ -254,6 +253,10 @@ def _value(pair: tuple[Any, Any]) -> Any:
     return pair[1]
 
 
+def _group_key(item: tuple[Any, Any]) -> Any:
+    return item[0]
+
+
 def _canonical(value: Any) -> Any:
     """``value`` with numbers as ``int``/``float`` and sequences as tuples, so equal keys look equal."""
     if isinstance(value, (tuple, list)):
@@ -282,10 +285,10 @@ def stable_key_hash(key: Any) -> int:
     return int.from_bytes(digest, "big")
 
 
-def _group_values(group: tuple[Any, list[Any]]) -> tuple[Any, list[Any]]:
-    key, values = group
+def _group_values(group: tuple[Any, list[tuple[Any, Any]]]) -> tuple[Any, list[Any]]:
+    key, items = group
     # Values arrive as ReifyWindows left them; GroupAlsoByWindow is a no-op here (global window).
-    return key, [v.value if isinstance(v, WindowedValue) else v for v in values]
+    return key, [v.value if isinstance(v, WindowedValue) else v for _, v in items]
 
 
 def _window_fn(pcoll: Any) -> Any:
@@ -374,11 +377,10 @@ class _BagBuilder(PipelineVisitor):
         self._label_layers(node.full_label, [bag])
 
     def _group(self, bag: db.Bag) -> db.Bag:
-        """GroupByKey on at most ``partitions`` partitions (fix 6), keys hashed by ``stable_key_hash``
-        (fix 9), as one P2P shuffle (fix 11)."""
+        """GroupByKey on at most ``partitions`` partitions (fix 6), keys hashed by ``stable_key_hash`` (fix 9)."""
         if bag.npartitions > self._partitions:
             bag = bag.repartition(npartitions=self._partitions)
-        return p2p_group(bag, stable_key_hash).map(_group_values)
+        return groupby_tasks(bag, _group_key, hash=stable_key_hash).map(_group_values)
 
     def _pardo(self, node: AppliedPTransform, bag: db.Bag) -> None:
         transform: Any = node.transform
@@ -466,9 +468,9 @@ class TrimMemory(WorkerPlugin):
 class DaskMetrics(MetricResults):
     """User metrics of a Dask run, from the events its tasks logged (fix 7).
 
-    A task Dask re-runs (its worker died, its result was lost, or a P2P shuffle it
-    feeds restarted) logs again, possibly on the same worker; only the events of each
-    task's latest attempt count, so a value is counted once, like a committed metric.
+    A task Dask re-runs (its worker died, or its result was lost) logs again, possibly
+    on the same worker; only the events of each task's latest attempt (the scheduler's
+    ``run_id``) count, so a value is counted once, like a committed metric.
     """
 
     def __init__(self) -> None:
@@ -569,8 +571,7 @@ class TropemixDaskRunner(DaskRunner):
         pipeline.replace_all(overrides.dask_overrides())
         builder = _BagBuilder(bag_kwargs, partitions, topic)
         pipeline.visit(builder)
-        # Fix 11: optimized here, so the P2P barriers survive the bag optimizer.
-        futures = [client.compute(optimized(builder.sinks()), optimize_graph=False)]
+        futures = [client.compute(builder.sinks())]
         layers_path = os.environ.get(LAYERS_ENV)
         if layers_path:
             with open(layers_path, "w", encoding="utf-8") as f:
