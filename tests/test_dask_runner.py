@@ -450,3 +450,27 @@ def test_a_killed_worker_changes_no_byte(dask_cluster: DaskCluster, demo_local: 
     report = json.loads((tmp_path / "dask" / "report.json").read_text())
     assert report["conservation"]["ok"] and report["metrics_check"]["ok"]
     assert _hashes(tmp_path / "dask") == _hashes(demo_local)
+
+
+def test_metrics_count_each_task_once_by_latest_attempt() -> None:
+    from pipelines.dask_runner import DaskMetrics
+
+    def event(task: str, attempt: int, value: int) -> tuple[float, dict[str, Any]]:
+        return (
+            0.0,
+            {
+                "task": task,
+                "attempt": attempt,
+                "step": "S",
+                "counters": [("ns", "n", value)],
+                "distributions": [],
+            },
+        )
+
+    metrics = DaskMetrics()
+    # Task a: two bundles of attempt 3, then a re-run (attempt 7, same worker or not),
+    # then a late event of the stale attempt.  Task b: one attempt.
+    for e in [event("a", 3, 1), event("a", 3, 2), event("b", 4, 10), event("a", 7, 5), event("a", 3, 100)]:
+        metrics.receive(e)
+    (counter,) = metrics.query()["counters"]
+    assert counter.committed == 5 + 10
