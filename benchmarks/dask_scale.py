@@ -85,7 +85,7 @@ def serve_and_run(
     preload: list[str] = []
     if profile:
         (work / "memprofile").mkdir(exist_ok=True)
-        env = {"TROPEMIX_MEMPROFILE_DIR": str(work / "memprofile")}
+        env = {memprofile.DIR_ENV: str(work / "memprofile")}
         preload = ["--preload", str(REPO / "benchmarks" / "memprofile.py")]
     procs = [
         _start([*scheduler, *preload, "--scheduler-file", str(scheduler_file)], work / "scheduler.log", env)

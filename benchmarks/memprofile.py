@@ -43,6 +43,8 @@ from typing import Any
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 MB = 1 << 20
+# Where each profiled process writes its samples; unset, the preload does nothing.
+DIR_ENV = "TROPEMIX_MEMPROFILE_DIR"
 
 
 def _rss() -> int:
@@ -192,7 +194,7 @@ def _loop(server: Any, path: Path, interval: float, sample: Any, trim_every: flo
 
 def dask_setup(server: Any) -> None:
     """Dask preload hook: starts the sampler thread of this worker or scheduler."""
-    folder = os.environ.get("TROPEMIX_MEMPROFILE_DIR")
+    folder = os.environ.get(DIR_ENV)
     if not folder:
         return
     interval = float(os.environ.get("TROPEMIX_MEMPROFILE_INTERVAL", "0.2"))
