@@ -355,6 +355,18 @@ def test_render_html_escapes_names() -> None:
     assert page.count("<img ") == 7  # every plot still renders, saying what is missing
 
 
+def test_render_html_reads_a_report_from_before_chat_sources() -> None:
+    report = {
+        "run_name": "old",
+        "conservation": {"ok": True, "summary": "conservation OK", "lines": [], "sources": {}, "stages": {}},
+        "mix": mix_summary({}, []),
+        "realized": {},
+        "config": {"run_name": "old"},
+    }
+    page = render_html(report, {})
+    assert "conservation OK" in page and "Chat sources" not in page
+
+
 def test_report_shows_sampled_excerpts_when_asked(demo: tuple[Path, dict[str, Any], str]) -> None:
     # examples/demo.yaml opts in with output.report_excerpts: 3.
     out, report, _ = demo

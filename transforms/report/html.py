@@ -272,7 +272,8 @@ def render_html(report: Mapping[str, Any], manifest: Mapping[str, Any]) -> str:
         shares=shares_table(report["realized"]),
         throughput=throughput_section(report.get("timing")),
         plan=plan_section(manifest.get("plan") or report.get("plan") or {}),
-        chat_tokens=chat_tokens_section(report["chat_tokens"]),
+        # Reports written before chat sources existed have no ``chat_tokens``.
+        chat_tokens=chat_tokens_section(report.get("chat_tokens", {})),
         shards=shards_table(manifest.get("shards", [])),
         beam_metrics=beam_metrics_section(report.get("metrics")),
         config=html.escape(yaml.safe_dump(report["config"], sort_keys=False)),
