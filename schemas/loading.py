@@ -12,6 +12,7 @@ import yaml
 from pydantic import ValidationError
 
 from schemas.config import ConfigError, MixConfig
+from schemas.errors import error_lines
 
 
 def allowing_empty_sources(cfg: MixConfig, allow: bool) -> MixConfig:
@@ -41,19 +42,6 @@ def _resolve(path: str, base_dir: str) -> str:
     return os.path.normpath(os.path.join(base_dir, path))
 
 
-def _format_errors(err: ValidationError) -> str:
-    lines = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        msg = e["msg"]
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key; remove it or check its spelling against docs/ARCHITECTURE.md"
-        elif e["type"] == "missing":
-            msg = "required field is missing; add it"
-        lines.append(f"  {loc}: {msg}")
-    return "invalid config:\n" + "\n".join(lines)
-
-
 def parse_config(data: dict[str, Any], base_dir: str = ".") -> MixConfig:
     """Validates a config mapping and resolves relative local paths against ``base_dir``.
 
@@ -66,7 +54,8 @@ def parse_config(data: dict[str, Any], base_dir: str = ".") -> MixConfig:
     try:
         cfg = MixConfig.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_format_errors(err)) from None
+        fix = "remove it or check its spelling against docs/ARCHITECTURE.md"
+        raise ConfigError("invalid config:\n" + "\n".join(error_lines(err, fix))) from None
     sources = [
         s.model_copy(
             update={

@@ -15,6 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from schemas.errors import error_lines
+
 DEFAULT_TAXONOMY_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "taxonomy.yaml")
 
 
@@ -81,13 +83,8 @@ def parse_taxonomy(data: Any, origin: str = "taxonomy") -> Taxonomy:
     try:
         return Taxonomy.model_validate(data)
     except ValidationError as err:
-        lines = []
-        for e in err.errors():
-            loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-            msg = e["msg"]
-            if e["type"] == "extra_forbidden":
-                msg = "unknown key; use misaligned, aligned, ai_nonnarrative, none_label, both, descriptions"
-            lines.append(f"  {loc}: {msg}")
+        fix = "use misaligned, aligned, ai_nonnarrative, none_label, both, descriptions"
+        lines = error_lines(err, fix)
         raise ValueError(f"invalid taxonomy {origin}:\n" + "\n".join(lines)) from None
 
 

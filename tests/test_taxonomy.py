@@ -58,6 +58,9 @@ def test_user_taxonomy_is_validated_with_field_and_fix(tmp_path: Path) -> None:
         load_taxonomy(_write(tmp_path, bad))
     with pytest.raises(ValueError, match="misalgned: unknown key"):
         load_taxonomy(_write(tmp_path, dict(USER, misalgned=["x"])))
+    without_aligned = {k: v for k, v in USER.items() if k != "aligned"}
+    with pytest.raises(ValueError, match="aligned: required field is missing; add it"):
+        load_taxonomy(_write(tmp_path, without_aligned))
     undescribed = dict(USER, descriptions={"sabotage": "x"})
     with pytest.raises(ValueError, match="add a one-line description"):
         load_taxonomy(_write(tmp_path, undescribed))
