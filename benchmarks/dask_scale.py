@@ -28,6 +28,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -132,6 +133,39 @@ def by_role(values: dict[str, float]) -> dict[str, float]:
     return out
 
 
+class ScratchPeak(threading.Thread):
+    """Samples the bytes under the workers' scratch directories (spill and P2P buffers) every 5 s.
+
+    Args:
+      work: the run's work directory; workers scratch in ``work/worker-*``.
+    """
+
+    def __init__(self, work: Path) -> None:
+        super().__init__(daemon=True)
+        self._work, self._done, self.peak_mb = work, threading.Event(), 0.0
+
+    def run(self) -> None:
+        while not self._done.wait(5.0):
+            total = 0
+            for scratch in self._work.glob("worker-*/"):
+                for root, _, files in os.walk(scratch):
+                    total += sum(_size(os.path.join(root, f)) for f in files)
+            self.peak_mb = max(self.peak_mb, total / 2**20)
+
+    def stop(self) -> float:
+        """Stops sampling; returns the peak in MB."""
+        self._done.set()
+        self.join()
+        return round(self.peak_mb)
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:  # spilled and deleted between listing and stat
+        return 0
+
+
 def bench(corpus: Path, args: argparse.Namespace) -> dict[str, Any]:
     """One measured run over ``corpus``; returns its row."""
     work = args.work / corpus.name
@@ -143,9 +177,12 @@ def bench(corpus: Path, args: argparse.Namespace) -> dict[str, Any]:
     inner = [sys.executable, __file__, "--serve", str(config), "--work", str(work)]
     inner += ["--workers", str(args.workers), "--memory-limit", args.memory_limit]
     inner += ["--partitions", str(args.partitions)] + (["--profile-memory"] if args.profile_memory else [])
+    scratch = ScratchPeak(work)
+    scratch.start()
     m = measure(
         inner, env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=str(REPO), log=str(work / "serve.log")
     )
+    peak_scratch_mb = scratch.stop()
     report = json.loads((work / "out" / "report.json").read_text()) if m.returncode == 0 else {}
     docs = json.loads((corpus / "corpus.json").read_text())["docs"]
     profile = {}
@@ -161,6 +198,7 @@ def bench(corpus: Path, args: argparse.Namespace) -> dict[str, Any]:
         "peak_rss_mb": by_role(m.peak_rss_mb),
         "cpu_s": by_role(m.cpu_by_process_s),
         "peak_total_rss_mb": round(m.peak_total_rss_mb),
+        "peak_scratch_mb": peak_scratch_mb,
         "conservation": report.get("conservation", {}).get("summary"),
         # Dask logs when a worker's memory passes its pause threshold or unmanaged memory is high.
         "memory_warnings": sum(

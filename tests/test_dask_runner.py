@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineResult
+from distributed.diagnostics.plugin import SchedulerPlugin
 
 from benchmarks.corpus import CorpusSpec, write_corpus
 from pipelines.dask_runner import MISSING_METRICS
@@ -276,6 +277,53 @@ def test_equal_keys_group_together(dask_cluster: DaskCluster, runner: str, tmp_p
 
     _run(dask_cluster, runner, build, "--dask_npartitions=2")
     assert sorted(_collected(tmp_path)) == [[k, ["int", "numpy"]] for k in range(20)]
+
+
+class _Priorities(SchedulerPlugin):
+    """Counts, per graph the scheduler receives, tasks ranked below one of their dependencies."""
+
+    name = "tropemix-test-priorities"
+
+    def __init__(self) -> None:
+        self.graphs: list[tuple[int, int]] = []  # (tasks with dependencies, ranked below one)
+
+    def update_graph(self, scheduler: Any, *, priority: dict[Any, tuple[Any, ...]], **kwargs: Any) -> None:
+        with_deps = below = 0
+        for key, rank in priority.items():
+            deps = [d.key for d in scheduler.tasks[key].dependencies if d.key in priority]
+            with_deps += bool(deps)
+            # Lower tuples run first: a consumer must come before any new work its inputs' level.
+            below += any(rank[0] >= priority[d][0] for d in deps)
+        self.graphs.append((with_deps, below))
+
+
+@_on_both("dask.order may run a partition's consumers after new reads; user priority is 0 everywhere")
+def test_consumers_rank_above_their_inputs(dask_cluster: DaskCluster, runner: str, tmp_path: Path) -> None:
+    """Fix 12: every task outranks the tasks it depends on, so data in hand is consumed first."""
+    from distributed import Client
+
+    (tmp_path / "out").mkdir()
+    with Client(dask_cluster.address, timeout=30) as client:
+        client.register_plugin(_Priorities())
+
+        def build(p: beam.Pipeline) -> None:
+            keyed = p | beam.Create(range(40)) | beam.Reshuffle() | beam.Map(lambda n: (n % 3, n))
+            grouped = keyed | beam.GroupByKey() | beam.MapTuple(lambda k, vs: (k, sorted(vs)))
+            _ = (
+                (grouped, keyed | beam.Map(lambda kv: (kv[0], [kv[1]])))
+                | beam.Flatten()
+                | beam.ParDo(_Sink(str(tmp_path / "out")))
+            )
+
+        _run(dask_cluster, runner, build, "--dask_npartitions=4")
+
+        def graphs(dask_scheduler: Any) -> list[tuple[int, int]]:
+            plugin = dask_scheduler.plugins.pop(_Priorities.name)
+            return list(plugin.graphs)
+
+        (with_deps, below), *_ = client.run_on_scheduler(graphs)
+    assert with_deps > 10 and below == 0
+    assert len(_collected(tmp_path / "out")) == 40 + 3
 
 
 def test_workers_trim_their_heap(dask_cluster: DaskCluster, tmp_path: Path) -> None:

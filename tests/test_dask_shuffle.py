@@ -8,7 +8,7 @@ import pandas as pd
 from dask.bag.core import groupby_tasks
 from distributed import Client
 
-from pipelines.dask_runner import stable_key_hash
+from pipelines.dask_runner import depth_priorities, stable_key_hash
 from pipelines.dask_shuffle import grouped, keyed_frame, optimized, p2p_group
 
 from .conftest import DaskCluster
@@ -49,3 +49,16 @@ def test_p2p_group_tasks_grow_linearly_with_partitions() -> None:
     tasks = len(optimized(groupby_tasks(bag, _key, hash=stable_key_hash).count()).__dask_graph__())
     assert p2p <= 8 * n, p2p
     assert tasks > 20 * n, tasks
+
+
+def test_depth_priorities_rank_each_task_by_its_longest_chain() -> None:
+    words = db.from_sequence(["a", "b", "c", "d"], npartitions=2)
+    upper = words.map(str.upper)
+    both = db.concat([words, upper]).count()
+    graph = dict(optimized(both).__dask_graph__())
+    depth = depth_priorities(graph)
+    assert set(depth) == set(graph)
+    # Roots are 0; the final sum waits on the upper branch, the longest chain.
+    assert {k for k, d in depth.items() if d == 0} == {k for k in graph if k[0].startswith("from_sequence")}
+    assert depth[both.key] == max(depth.values())
+    assert all(depth[k] > 0 for k in graph if not k[0].startswith("from_sequence"))
