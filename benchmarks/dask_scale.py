@@ -1,5 +1,8 @@
 """The whole tropemix DAG on a local Dask cluster: wall time, CPU per document, peak RSS per process.
 
+Also the peak of the workers' scratch directories (spilled partitions and P2P shuffle
+files), sampled every 5 s.
+
 For every corpus (``benchmarks/corpus.py`` output) it starts a ``dask scheduler`` and
 ``--workers`` single-thread ``dask worker`` processes on 127.0.0.1 with
 ``--memory-limit`` each (Dask spills partitions to ``--local-directory`` past 60% of
