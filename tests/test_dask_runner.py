@@ -310,7 +310,7 @@ class _Priorities(SchedulerPlugin):
         for key, rank in priority.items():
             deps = [d.key for d in scheduler.tasks[key].dependencies if d.key in priority]
             with_deps += bool(deps)
-            # Lower tuples run first: a consumer must come before any new work its inputs' level.
+            # Lower tuples run first: a task must rank strictly before every task it depends on.
             below += any(rank[0] >= priority[d][0] for d in deps)
         self.graphs.append((with_deps, below))
 

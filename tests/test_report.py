@@ -341,29 +341,26 @@ def test_timing_without_runner_timings_leaves_rates_out() -> None:
     assert timing(report, {"dedup": 0.5}, 2.0)["stages"]["dedup"]["docs_per_second"] == 16.0
 
 
-def test_render_html_escapes_names() -> None:
-    report = {
-        "run_name": "<script>x</script>",
+def _bare_report(run_name: str, config_name: str) -> dict[str, Any]:
+    """The keys ``render_html`` needs of a run that wrote nothing, as a report written before chat sources."""
+    return {
+        "run_name": run_name,
         "conservation": {"ok": True, "summary": "conservation OK", "lines": [], "sources": {}, "stages": {}},
         "mix": mix_summary({}, []),
         "realized": {},
-        "chat_tokens": {},
-        "config": {"run_name": "<b>"},
+        "config": {"run_name": config_name},
     }
+
+
+def test_render_html_escapes_names() -> None:
+    report = {**_bare_report("<script>x</script>", "<b>"), "chat_tokens": {}}
     page = render_html(report, {})
     assert "<script>x</script>" not in page and "&lt;script&gt;" in page
     assert page.count("<img ") == 7  # every plot still renders, saying what is missing
 
 
 def test_render_html_reads_a_report_from_before_chat_sources() -> None:
-    report = {
-        "run_name": "old",
-        "conservation": {"ok": True, "summary": "conservation OK", "lines": [], "sources": {}, "stages": {}},
-        "mix": mix_summary({}, []),
-        "realized": {},
-        "config": {"run_name": "old"},
-    }
-    page = render_html(report, {})
+    page = render_html(_bare_report("old", "old"), {})
     assert "conservation OK" in page and "Chat sources" not in page
 
 
